@@ -1,0 +1,131 @@
+//! The built-in `memory` secret store: everything lives in a map inside the
+//! process and is gone when it exits. Meant for tests, demos and gateways
+//! whose state is disposable.
+//!
+//! Versions come from one counter shared by all keys, so a key that is
+//! deleted and created again never repeats a version it had before.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use keygate_sdk::{
+    PluginContext, PluginError, SecretStore, StorePlugin, Version, Versioned, validate_key,
+    validate_prefix,
+};
+
+/// An in-memory [`SecretStore`].
+#[derive(Default)]
+pub struct MemoryStore {
+    records: RwLock<BTreeMap<String, (Vec<u8>, Version)>>,
+    next_version: AtomicU64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn records_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, (Vec<u8>, Version)>> {
+        // A poisoned lock means a panic while holding it; every write below
+        // completes before it can panic, so the map is consistent.
+        self.records.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn records_write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, (Vec<u8>, Version)>> {
+        self.records.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fresh_version(&self) -> Version {
+        self.next_version.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+fn conflict(key: &str, expected: Option<Version>, found: Option<Version>) -> PluginError {
+    let show = |v: Option<Version>| v.map_or("absent".to_owned(), |v| format!("version {v}"));
+    PluginError::conflict(format!(
+        "key {key:?}: expected {}, found {}",
+        show(expected),
+        show(found)
+    ))
+}
+
+impl SecretStore for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<Versioned>, PluginError> {
+        validate_key(key)?;
+        Ok(self
+            .records_read()
+            .get(key)
+            .map(|(value, version)| Versioned {
+                value: value.clone(),
+                version: *version,
+            }))
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Version, PluginError> {
+        validate_key(key)?;
+        let mut records = self.records_write();
+        let current = records.get(key).map(|(_, v)| *v);
+        if current != expected {
+            return Err(conflict(key, expected, current));
+        }
+        let version = self.fresh_version();
+        records.insert(key.to_owned(), (value.to_vec(), version));
+        Ok(version)
+    }
+
+    fn delete(&self, key: &str, expected: Version) -> Result<(), PluginError> {
+        validate_key(key)?;
+        let mut records = self.records_write();
+        match records.get(key) {
+            None => Err(PluginError::not_found(format!("key {key:?}"))),
+            Some((_, current)) if *current != expected => {
+                Err(conflict(key, Some(expected), Some(*current)))
+            }
+            Some(_) => {
+                records.remove(key);
+                Ok(())
+            }
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
+        validate_prefix(prefix)?;
+        let records = self.records_read();
+        Ok(records
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+}
+
+impl StorePlugin for MemoryStore {
+    const NAME: &'static str = "memory";
+    const DESCRIPTION: &'static str = "In-memory store: versioned, compare-and-swap, gone at exit";
+
+    fn from_config(config: &str, _ctx: PluginContext) -> Result<Self, PluginError> {
+        if !config.trim().is_empty() {
+            return Err(PluginError::invalid(
+                "the memory store takes no settings: remove its [config] table",
+            ));
+        }
+        Ok(Self::new())
+    }
+}
+
+keygate_sdk::register_builtin_plugins! {
+    stores: [MemoryStore],
+}

@@ -1,0 +1,122 @@
+//! The macros a plugin crate declares its plugins with.
+
+/// Exports the plugins of a `cdylib` so the Keygate host can load it by
+/// path. Use it once, at the root of the crate:
+///
+/// ```ignore
+/// keygate_sdk::export_plugins! {
+///     stores: [SqliteStore],
+///     approvals: [AllowlistPolicy],
+/// }
+/// ```
+///
+/// Each type implements [`StorePlugin`](crate::StorePlugin),
+/// [`ApprovalPlugin`](crate::ApprovalPlugin) or
+/// [`TransportPlugin`](crate::TransportPlugin). Sections may be left out but
+/// keep this order. The crate needs no `unsafe` and no dependency other than
+/// `keygate-sdk`; every call into it is guarded so a panic comes back to the
+/// host as an error.
+#[macro_export]
+macro_rules! export_plugins {
+    ($($body:tt)*) => {
+        $crate::__keygate_library! { $($body)* }
+
+        /// The library header the Keygate host looks up when it opens this
+        /// file (the symbol name is abi_stable's, see
+        /// `keygate_sdk::ROOT_MODULE_SYMBOL`).
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        #[unsafe(no_mangle)]
+        pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::LibHeader = {
+            extern "C" fn __keygate_erased_root() -> $crate::__private::RootModuleResult {
+                $crate::__private::__call_root_module_loader(__keygate_plugin_library)
+            }
+            // SAFETY: `__keygate_erased_root` returns the module built by
+            // `__keygate_plugin_library`, whose type is `PluginLibraryRef`,
+            // the type the header is declared for.
+            unsafe {
+                $crate::__private::LibHeader::from_constructor::<$crate::__private::PluginLibraryRef>(
+                    __keygate_erased_root,
+                    $crate::__private::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
+
+/// Registers the plugins of a built-in crate (linked into the `keygate`
+/// binary) with the host, through the same root module an external library
+/// exports. Same syntax as [`export_plugins!`].
+#[macro_export]
+macro_rules! register_builtin_plugins {
+    ($($body:tt)*) => {
+        $crate::__keygate_library! { $($body)* }
+
+        $crate::__private::inventory::submit! {
+            $crate::__private::BuiltinLibrary::new(
+                ::core::env!("CARGO_PKG_NAME"),
+                __keygate_plugin_library,
+            )
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __keygate_library {
+    (
+        $( stores: [ $($store:ty),* $(,)? ] $(,)? )?
+        $( approvals: [ $($approval:ty),* $(,)? ] $(,)? )?
+        $( transports: [ $($transport:ty),* $(,)? ] $(,)? )?
+    ) => {
+        #[doc(hidden)]
+        fn __keygate_plugin_library() -> $crate::__private::PluginLibraryRef {
+            use $crate::__private as __p;
+
+            fn stores() -> ::std::vec::Vec<__p::Entry<__p::StoreBox>> {
+                ::std::vec![$($( __p::store_entry::<$store>() ),*)?]
+            }
+            fn approvals() -> ::std::vec::Vec<__p::Entry<__p::ApprovalBox>> {
+                ::std::vec![$($( __p::approval_entry::<$approval>() ),*)?]
+            }
+            fn transports() -> ::std::vec::Vec<__p::Entry<__p::TransportBox>> {
+                ::std::vec![$($( __p::transport_entry::<$transport>() ),*)?]
+            }
+            extern "C" fn manifest() -> __p::LibraryManifest {
+                __p::manifest_of(&stores(), &approvals(), &transports())
+            }
+            extern "C" fn new_store(
+                name: __p::RStr<'_>,
+                config: __p::RStr<'_>,
+                ctx: $crate::PluginContext,
+            ) -> __p::RResult<__p::StoreBox, $crate::PluginError> {
+                __p::construct(__p::PluginKind::Store, &stores(), name, config, ctx)
+            }
+            extern "C" fn new_approval(
+                name: __p::RStr<'_>,
+                config: __p::RStr<'_>,
+                ctx: $crate::PluginContext,
+            ) -> __p::RResult<__p::ApprovalBox, $crate::PluginError> {
+                __p::construct(__p::PluginKind::Approval, &approvals(), name, config, ctx)
+            }
+            extern "C" fn new_transport(
+                name: __p::RStr<'_>,
+                config: __p::RStr<'_>,
+                ctx: $crate::PluginContext,
+            ) -> __p::RResult<__p::TransportBox, $crate::PluginError> {
+                __p::construct(__p::PluginKind::Transport, &transports(), name, config, ctx)
+            }
+
+            static LIBRARY: ::std::sync::OnceLock<__p::PluginLibraryRef> =
+                ::std::sync::OnceLock::new();
+            *LIBRARY.get_or_init(|| {
+                __p::leak_library(__p::PluginLibrary {
+                    manifest,
+                    new_store,
+                    new_approval,
+                    new_transport,
+                })
+            })
+        }
+    };
+}

@@ -1,0 +1,238 @@
+//! The `Transport` plugin kind: a frame-oriented, mutually authenticated
+//! connection layer (the built-in one is QUIC).
+//!
+//! No future and no runtime crosses the boundary. The plugin owns its I/O
+//! threads; the host calls in with plain blocking calls (send a frame, open a
+//! stream, close a connection) and the plugin calls back through a
+//! [`TransportHost`]: once per client certificate chain during the handshake
+//! ([`TransportHost::verify_client`], where the host checks revocation) and
+//! once per event (connection opened, frame received, stream finished,
+//! connection closed).
+//!
+//! A frame is one message: the plugin delimits frames on its streams and
+//! never delivers a partial one, nor one longer than the `max_frame_len` it
+//! was given.
+
+use abi_stable::{
+    StableAbi,
+    std_types::{ROption, RString, RVec},
+};
+
+use crate::PluginError;
+use crate::abi::transport::HostCallbacksBox;
+
+/// A connection, numbered by the plugin, unique for the transport's life.
+pub type ConnectionId = u64;
+/// A stream within a connection, numbered by the plugin.
+pub type StreamId = u64;
+
+/// A certificate chain (leaf first, DER) and its PKCS#8 DER private key.
+#[repr(C)]
+#[derive(StableAbi, Clone)]
+pub struct TlsIdentity {
+    /// Leaf first, each certificate DER-encoded.
+    pub cert_chain: RVec<RVec<u8>>,
+    /// PKCS#8 DER private key of the leaf.
+    pub private_key_der: RVec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("certificates", &self.cert_chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a client decides to trust the server it connects to.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone)]
+pub enum ServerTrust {
+    /// The server chain must verify against these DER roots and name the
+    /// server name.
+    Roots(RVec<RVec<u8>>),
+    /// The server chain must end in a CA certificate whose SHA-256 (of its
+    /// DER) is these 32 bytes, and the leaf must be signed by that CA (QR
+    /// pairing: the fingerprint comes from the QR code).
+    PinnedCaSha256(RVec<u8>),
+    /// Any server certificate is accepted: the caller authenticates the
+    /// connection afterwards by binding [`Transport::export_keying_material`]
+    /// into a proof (PIN pairing). Never use this for anything else.
+    ChannelBoundLater,
+}
+
+/// What a transport listens with.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct ListenParams {
+    /// `ip:port` to bind; port 0 picks a free one.
+    pub addr: RString,
+    /// The server's certificate chain and key.
+    pub identity: TlsIdentity,
+    /// DER roots that client certificates must chain to.
+    pub client_ca_roots: RVec<RVec<u8>>,
+    /// When false, clients without a certificate are let in (they may only
+    /// pair); a certificate that is presented must still verify.
+    pub require_client_cert: bool,
+    /// Frames longer than this are refused and the stream reset.
+    pub max_frame_len: u32,
+}
+
+/// What a client connects with.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct ConnectParams {
+    /// `host:port` of the gateway.
+    pub remote_addr: RString,
+    /// The name the server certificate must carry (DNS name or IP).
+    pub server_name: RString,
+    /// How the server is authenticated.
+    pub trust: ServerTrust,
+    /// The client certificate, if the device has one.
+    pub client_identity: ROption<TlsIdentity>,
+    /// Frames longer than this are refused.
+    pub max_frame_len: u32,
+}
+
+/// A new connection, inbound or outbound.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct ConnectionInfo {
+    /// Its id.
+    pub connection: ConnectionId,
+    /// The peer's `ip:port`.
+    pub remote_addr: RString,
+    /// The peer's verified certificate chain (leaf first, DER); empty when
+    /// the peer presented none.
+    pub peer_certificates: RVec<RVec<u8>>,
+    /// True when this side connected out.
+    pub outbound: bool,
+}
+
+/// One frame received on a stream.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FrameReceived {
+    /// The connection.
+    pub connection: ConnectionId,
+    /// The stream.
+    pub stream: StreamId,
+    /// The frame's bytes, without any length prefix.
+    pub payload: RVec<u8>,
+}
+
+/// Something that happened on the transport.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone)]
+pub enum TransportEvent {
+    /// A handshake completed.
+    Connected(ConnectionInfo),
+    /// A whole frame arrived.
+    Frame(FrameReceived),
+    /// The peer finished sending on a stream.
+    StreamFinished {
+        /// The connection.
+        connection: ConnectionId,
+        /// The stream.
+        stream: StreamId,
+    },
+    /// The connection is gone; `reason` says why.
+    Closed {
+        /// The connection.
+        connection: ConnectionId,
+        /// Why it closed, for logs.
+        reason: RString,
+    },
+}
+
+/// The host's side of a transport, implemented by the host.
+pub trait TransportCallbacks: Send + Sync + 'static {
+    /// Called during the handshake with a client chain that already verified
+    /// against the roots: the host refuses revoked or unknown certificates
+    /// here. Returning an error aborts the handshake.
+    fn verify_client(&self, chain: &[RVec<u8>]) -> Result<(), PluginError>;
+    /// Called for each event, from the plugin's threads. Must not block for
+    /// long.
+    fn on_event(&self, event: TransportEvent);
+}
+
+/// The handle a transport plugin calls the host through. Cheap to clone.
+#[derive(Clone)]
+pub struct TransportHost(pub(crate) HostCallbacksBox);
+
+impl TransportHost {
+    /// Wraps the host's callbacks (host side).
+    pub fn new(callbacks: impl TransportCallbacks) -> Self {
+        crate::abi::transport::host_box(callbacks)
+    }
+
+    /// See [`TransportCallbacks::verify_client`].
+    pub fn verify_client(&self, chain: &[RVec<u8>]) -> Result<(), PluginError> {
+        self.0.verify_client(chain.into()).into_result()
+    }
+
+    /// See [`TransportCallbacks::on_event`].
+    pub fn emit(&self, event: TransportEvent) {
+        self.0.on_event(event);
+    }
+}
+
+impl std::fmt::Debug for TransportHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransportHost")
+    }
+}
+
+/// A transport, as its author implements it.
+pub trait Transport: Send + Sync + 'static {
+    /// Starts listening; returns the bound `ip:port`. Events for inbound
+    /// connections go to `host`.
+    fn listen(&self, params: ListenParams, host: TransportHost) -> Result<String, PluginError>;
+
+    /// Connects out and completes the handshake; events for this connection
+    /// go to `host`.
+    fn connect(
+        &self,
+        params: ConnectParams,
+        host: TransportHost,
+    ) -> Result<ConnectionId, PluginError>;
+
+    /// Opens a new bidirectional stream.
+    fn open_stream(&self, connection: ConnectionId) -> Result<StreamId, PluginError>;
+
+    /// Sends one frame on a stream.
+    fn send_frame(
+        &self,
+        connection: ConnectionId,
+        stream: StreamId,
+        frame: &[u8],
+    ) -> Result<(), PluginError>;
+
+    /// Finishes this side of a stream.
+    fn finish_stream(&self, connection: ConnectionId, stream: StreamId) -> Result<(), PluginError>;
+
+    /// Closes a connection with an application code and a reason.
+    fn close_connection(
+        &self,
+        connection: ConnectionId,
+        code: u32,
+        reason: &str,
+    ) -> Result<(), PluginError>;
+
+    /// RFC 5705 / RFC 8446 keying material exporter of a connection, for
+    /// channel binding: both ends get the same bytes.
+    fn export_keying_material(
+        &self,
+        connection: ConnectionId,
+        label: &[u8],
+        context: &[u8],
+        len: u32,
+    ) -> Result<Vec<u8>, PluginError>;
+
+    /// Replaces the server certificate for new handshakes (renewal without a
+    /// restart).
+    fn set_server_identity(&self, identity: TlsIdentity) -> Result<(), PluginError>;
+
+    /// Stops listening and closes every connection.
+    fn shutdown(&self) -> Result<(), PluginError>;
+}

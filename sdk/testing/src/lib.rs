@@ -1,0 +1,74 @@
+//! # keygate-sdk-testing
+//!
+//! The one SecretStore conformance suite every store runs: built-in stores
+//! directly, external stores through the ABI from their built `cdylib`, and
+//! your own store in its own crate.
+//!
+//! ```ignore
+//! // tests/conformance.rs of a store crate
+//! fn make_store() -> MyStore { MyStore::open_temporary() }
+//! keygate_sdk_testing::secret_store_conformance!(make_store);
+//! ```
+//!
+//! The macro expands to one `#[test]` per behaviour, each with a fresh store
+//! from the factory. A factory that must keep something alive next to the
+//! store (a temporary folder) returns [`WithGuard`]`(store, guard)`.
+#![forbid(unsafe_code)]
+
+use keygate_sdk::SecretStore;
+
+pub mod store;
+
+/// A store together with something that must outlive it (a temporary
+/// folder, a loaded library).
+pub struct WithGuard<S, G>(pub S, pub G);
+
+/// What a conformance factory may return.
+pub trait StoreFixture {
+    /// The store under test.
+    fn store(&self) -> &dyn SecretStore;
+}
+
+impl<S: SecretStore> StoreFixture for S {
+    fn store(&self) -> &dyn SecretStore {
+        self
+    }
+}
+
+impl<S: SecretStore, G> StoreFixture for WithGuard<S, G> {
+    fn store(&self) -> &dyn SecretStore {
+        &self.0
+    }
+}
+
+/// Generates the SecretStore conformance tests, one `#[test]` each, for the
+/// store made by `$factory` (a path to a `fn() -> impl StoreFixture`).
+#[macro_export]
+macro_rules! secret_store_conformance {
+    ($factory:path) => {
+        $crate::secret_store_conformance!(@cases $factory;
+            get_of_a_missing_key_is_none,
+            put_then_get_round_trips,
+            create_of_an_existing_key_conflicts,
+            stale_version_conflicts_and_changes_nothing,
+            delete_needs_the_current_version,
+            delete_of_a_missing_key_is_not_found,
+            recreated_key_never_reuses_a_version,
+            list_filters_by_prefix_in_order,
+            one_mebibyte_values_round_trip,
+            empty_values_round_trip,
+            odd_keys_work,
+            invalid_keys_are_refused_and_nothing_is_written,
+            eight_threads_of_cas_increments_lose_no_update,
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let fixture = $factory();
+                $crate::store::$case($crate::StoreFixture::store(&fixture));
+            }
+        )*
+    };
+}
