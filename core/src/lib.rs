@@ -1,0 +1,12 @@
+//! # keygate-core
+//!
+//! The Keygate host. It knows plugins only through the `keygate-sdk` traits
+//! and its registry; the `keygate` binary is what links the built-in plugin
+//! crates.
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod config;
+pub mod identity;
+pub mod plugin_host;
+pub mod state;

@@ -1,0 +1,3 @@
+//! State of the identity core.
+
+pub mod lock;
