@@ -1,1 +1,436 @@
-//! (being written)
+//! The operator's config file (`config.toml`).
+//!
+//! ```toml
+//! state_dir = "state"              # relative paths resolve against this file's folder
+//!
+//! [plugins.store]
+//! use = "filesystem"               # a built-in plugin ...
+//! [plugins.store.config]           # ... and its own settings, handed to it as TOML
+//!
+//! [plugins.approval]
+//! library = "plugins/libmy_policy.so"   # ... or an external library
+//! name = "allowlist"                    # only when the library holds several
+//! sha256 = "9f86d0…"                    # optional pin: refused unless the file matches
+//! ```
+//!
+//! Unknown keys, wrong types and unknown plugin names are refused with the
+//! file, the line and the key. Parsing only checks the shape; whether a
+//! named built-in exists is checked by the plugin host, which reports it
+//! with the same file and line.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use keygate_sdk::PluginKind;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The config file used when neither `--config` nor `KEYGATE_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config.toml";
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key or a wrong type (the message from the
+    /// TOML parser carries the line, column and key).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{}", Located::fmt_error(path, *line, key, message))]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the offending key.
+        line: usize,
+        /// Dotted key, e.g. `plugins.store.use`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A value together with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// 1-based line in the config file.
+    pub line: usize,
+    /// Dotted key, e.g. `plugins.store.use`.
+    pub key: String,
+}
+
+impl Located<()> {
+    fn fmt_error(path: &Path, line: usize, key: &str, message: &str) -> String {
+        format!("{}:{line}: {key}: {message}", path.display())
+    }
+}
+
+/// The validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file it came from.
+    pub path: PathBuf,
+    /// That file's folder, against which relative paths resolve.
+    pub dir: PathBuf,
+    /// Where identity state, locks and the admin socket live.
+    pub state_dir: PathBuf,
+    /// The plugin slots.
+    pub plugins: PluginSlots,
+}
+
+/// The configured plugin for each slot.
+#[derive(Debug, Clone)]
+pub struct PluginSlots {
+    /// `[plugins.store]`, required.
+    pub store: SlotConfig,
+    /// `[plugins.approval]`.
+    pub approval: Option<SlotConfig>,
+    /// `[plugins.transport]`.
+    pub transport: Option<SlotConfig>,
+}
+
+impl PluginSlots {
+    /// The configured slots, store first.
+    pub fn iter(&self) -> impl Iterator<Item = &SlotConfig> {
+        std::iter::once(&self.store)
+            .chain(self.approval.as_ref())
+            .chain(self.transport.as_ref())
+    }
+}
+
+/// One plugin slot.
+#[derive(Debug, Clone)]
+pub struct SlotConfig {
+    /// The slot: store, approval or transport.
+    pub kind: PluginKind,
+    /// Where the plugin comes from.
+    pub source: PluginSource,
+    /// The slot's `config` table, re-serialised as TOML for the plugin (empty
+    /// when absent).
+    pub config_toml: String,
+    /// The line of the slot's `[plugins.<slot>]` header.
+    pub line: usize,
+}
+
+/// Where a slot's plugin comes from.
+#[derive(Debug, Clone)]
+pub enum PluginSource {
+    /// `use = "<name>"`: a plugin linked into the binary.
+    Builtin(Located<String>),
+    /// `library = "<path>"`: a plugin library loaded by path.
+    Library {
+        /// The library file, resolved against the config folder.
+        path: Located<PathBuf>,
+        /// `name`, when the library holds several plugins of the slot's kind.
+        name: Option<Located<String>>,
+        /// `sha256` pin, 32 bytes.
+        sha256: Option<Located<[u8; 32]>>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    plugins: RawPlugins,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPlugins {
+    store: Option<Spanned<RawSlot>>,
+    approval: Option<Spanned<RawSlot>>,
+    transport: Option<Spanned<RawSlot>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlot {
+    #[serde(rename = "use")]
+    builtin: Option<Spanned<String>>,
+    library: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+    sha256: Option<Spanned<String>>,
+    config: Option<toml::Table>,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates config text as if read from `path` (which names it in
+    /// errors and anchors relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: one_paragraph(&e.to_string()),
+        })?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let ctx = Ctx { text, path, dir: &dir };
+
+        let state_dir = match &raw.state_dir {
+            Some(s) if s.get_ref().trim().is_empty() => {
+                return Err(ctx.invalid(s.span().start, "state_dir", "must not be empty"));
+            }
+            Some(s) => ctx.resolve(s.get_ref()),
+            None => dir.join("state"),
+        };
+
+        let store = match raw.plugins.store {
+            Some(slot) => ctx.slot(PluginKind::Store, slot)?,
+            None => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    line: 1,
+                    key: "plugins.store".into(),
+                    message: "missing: add a [plugins.store] table, e.g. use = \"filesystem\"".into(),
+                });
+            }
+        };
+        let approval = raw
+            .plugins
+            .approval
+            .map(|s| ctx.slot(PluginKind::Approval, s))
+            .transpose()?;
+        let transport = raw
+            .plugins
+            .transport
+            .map(|s| ctx.slot(PluginKind::Transport, s))
+            .transpose()?;
+
+        Ok(Config {
+            path: path.to_owned(),
+            dir,
+            state_dir,
+            plugins: PluginSlots {
+                store,
+                approval,
+                transport,
+            },
+        })
+    }
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+    path: &'a Path,
+    dir: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    fn invalid(&self, offset: usize, key: &str, message: impl fmt::Display) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line: self.line(offset),
+            key: key.to_owned(),
+            message: message.to_string(),
+        }
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_owned() } else { self.dir.join(p) }
+    }
+
+    fn located<T>(&self, value: T, offset: usize, key: String) -> Located<T> {
+        Located {
+            value,
+            line: self.line(offset),
+            key,
+        }
+    }
+
+    fn slot(&self, kind: PluginKind, raw: Spanned<RawSlot>) -> Result<SlotConfig, ConfigError> {
+        let table = format!("plugins.{kind}");
+        let start = raw.span().start;
+        let raw = raw.into_inner();
+        let key = |k: &str| format!("{table}.{k}");
+
+        let source = match (raw.builtin, raw.library) {
+            (Some(_), Some(lib)) => {
+                return Err(self.invalid(
+                    lib.span().start,
+                    &key("library"),
+                    "give either `use` (a built-in) or `library` (a file), not both",
+                ));
+            }
+            (None, None) => {
+                return Err(self.invalid(
+                    start,
+                    &table,
+                    "needs `use = \"<built-in name>\"` or `library = \"<path>\"`",
+                ));
+            }
+            (Some(name), None) => {
+                for (field, value) in [("name", raw.name.as_ref().map(|s| s.span())), ("sha256", raw.sha256.as_ref().map(|s| s.span()))] {
+                    if let Some(span) = value {
+                        return Err(self.invalid(
+                            span.start,
+                            &key(field),
+                            "only applies to `library` plugins",
+                        ));
+                    }
+                }
+                if name.get_ref().is_empty() {
+                    return Err(self.invalid(name.span().start, &key("use"), "must not be empty"));
+                }
+                let offset = name.span().start;
+                PluginSource::Builtin(self.located(name.into_inner(), offset, key("use")))
+            }
+            (None, Some(lib)) => {
+                if lib.get_ref().is_empty() {
+                    return Err(self.invalid(lib.span().start, &key("library"), "must not be empty"));
+                }
+                let path = self.located(self.resolve(lib.get_ref()), lib.span().start, key("library"));
+                let name = raw
+                    .name
+                    .map(|n| self.located(n.get_ref().clone(), n.span().start, key("name")));
+                let sha256 = raw
+                    .sha256
+                    .map(|s| {
+                        parse_sha256(s.get_ref())
+                            .map(|d| self.located(d, s.span().start, key("sha256")))
+                            .map_err(|m| self.invalid(s.span().start, &key("sha256"), m))
+                    })
+                    .transpose()?;
+                PluginSource::Library { path, name, sha256 }
+            }
+        };
+
+        let config_toml = match raw.config {
+            Some(table) => toml::to_string(&table).map_err(|e| {
+                self.invalid(start, &key("config"), format!("cannot re-serialise: {e}"))
+            })?,
+            None => String::new(),
+        };
+        Ok(SlotConfig {
+            kind,
+            source,
+            config_toml,
+            line: self.line(start),
+        })
+    }
+}
+
+fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(text.trim())
+        .map_err(|e| format!("not a hex SHA-256 digest ({e})"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("a SHA-256 digest is 64 hex digits, this has {}", b.len() * 2))
+}
+
+/// The TOML parser's message on one line ("TOML parse error at line 3,
+/// column 1 | ... | unknown field `x`").
+fn one_paragraph(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty() && l.trim() != "|")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/keygate/config.toml"))
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let c = parse(
+            "state_dir = \"st\"\n[plugins.store]\nlibrary = \"lib/libx.so\"\nname = \"x\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/keygate/st"));
+        match &c.plugins.store.source {
+            PluginSource::Library { path, name, sha256 } => {
+                assert_eq!(path.value, Path::new("/etc/keygate/lib/libx.so"));
+                assert_eq!(name.as_ref().unwrap().value, "x");
+                assert!(sha256.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn plugin_config_table_is_handed_over_as_toml() {
+        let c = parse("[plugins.store]\nuse = \"memory\"\n[plugins.store.config]\npath = \"a\"\nn = 3\n").unwrap();
+        let table: toml::Table = toml::from_str(&c.plugins.store.config_toml).unwrap();
+        assert_eq!(table["path"].as_str(), Some("a"));
+        assert_eq!(table["n"].as_integer(), Some(3));
+        assert_eq!(c.state_dir, Path::new("/etc/keygate/state"));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_line_and_key() {
+        let err = parse("[plugins.store]\nuse = \"memory\"\nflavour = 1\n").unwrap_err().to_string();
+        assert!(err.contains("/etc/keygate/config.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("flavour"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused_with_line_and_key() {
+        let err = parse("state_dir = 5\n[plugins.store]\nuse = \"memory\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(err.contains("state_dir") || err.contains("string"), "{err}");
+    }
+
+    #[test]
+    fn use_and_library_together_are_refused() {
+        let err = parse("[plugins.store]\nuse = \"memory\"\nlibrary = \"x.so\"\n").unwrap_err().to_string();
+        assert_eq!(err, "/etc/keygate/config.toml:3: plugins.store.library: give either `use` (a built-in) or `library` (a file), not both");
+    }
+
+    #[test]
+    fn bad_sha256_is_refused() {
+        let err = parse("[plugins.store]\nlibrary = \"x.so\"\nsha256 = \"abc\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/keygate/config.toml:3: plugins.store.sha256: "), "{err}");
+    }
+
+    #[test]
+    fn missing_store_slot_is_refused() {
+        let err = parse("state_dir = \"s\"\n").unwrap_err().to_string();
+        assert!(err.contains("plugins.store"), "{err}");
+    }
+
+    #[test]
+    fn name_without_library_is_refused() {
+        let err = parse("[plugins.approval]\nuse = \"pin-qr\"\nname = \"x\"\n[plugins.store]\nuse = \"memory\"\n").unwrap_err().to_string();
+        assert!(err.contains(":3: plugins.approval.name"), "{err}");
+    }
+}

@@ -1,1 +1,12 @@
-fn main() {}
+//! `keygate`: the gateway and its operator commands.
+
+mod cli;
+
+// Built-in plugins are linked here, and only here: the library knows them
+// through the SDK registry alone.
+use keygate_store_fs as _;
+use keygate_store_memory as _;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -49,7 +49,10 @@ impl fmt::Display for ErrorKind {
 /// use keygate_sdk::{ErrorKind, PluginError};
 /// let err = PluginError::conflict("key \"a\": expected version 3, found 4");
 /// assert_eq!(err.kind(), ErrorKind::Conflict);
-/// assert_eq!(err.to_string(), "conflict: key \"a\": expected version 3, found 4");
+/// assert_eq!(err.to_string(), "key \"a\": expected version 3, found 4 (conflict)");
+/// // The host prefixes the slot and plugin name, as in every runtime error:
+/// let err = err.context("store(sqlite)");
+/// assert_eq!(err.to_string(), "store(sqlite): key \"a\": expected version 3, found 4 (conflict)");
 /// ```
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
@@ -102,7 +105,8 @@ impl PluginError {
         self.message.as_str()
     }
 
-    /// The same error with `context: ` put in front of its message.
+    /// The same error, same kind, with `context: ` put in front of its
+    /// message.
     #[must_use]
     pub fn context(self, context: impl fmt::Display) -> Self {
         Self::new(self.kind, format!("{context}: {}", self.message))
@@ -111,7 +115,7 @@ impl PluginError {
 
 impl fmt::Display for PluginError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)
+        write!(f, "{} ({})", self.message, self.kind)
     }
 }
 

@@ -166,10 +166,9 @@ impl Library {
         } else {
             load_path.to_owned()
         };
-        let header = lib_header_from_path(&load_path).map_err(|e| map_error(e, &path))?;
-        let module = header
-            .init_root_module::<PluginLibraryRef>()
-            .map_err(|e| map_error(e, &path))?;
+        let fail = |e| map_error(e, &path, &load_path);
+        let header = lib_header_from_path(&load_path).map_err(fail)?;
+        let module = header.init_root_module::<PluginLibraryRef>().map_err(fail)?;
         Ok(Library {
             origin: Origin::File(path),
             module,
@@ -228,12 +227,16 @@ pub fn host_sdk_version() -> &'static str {
     SDK_VERSION
 }
 
-fn map_error(err: LibraryError, path: &Path) -> LoadError {
+fn map_error(err: LibraryError, path: &Path, load_path: &Path) -> LoadError {
     let path = path.to_owned();
     match err {
         LibraryError::OpenError { err, .. } => LoadError::NotSharedLibrary {
+            // The loader's text names the path it was given; say the
+            // operator's path instead of a descriptor path.
+            reason: err
+                .to_string()
+                .replace(&*load_path.to_string_lossy(), &path.to_string_lossy()),
             path,
-            reason: err.to_string(),
         },
         LibraryError::GetSymbolError { .. } | LibraryError::InvalidAbiHeader(_) => {
             LoadError::NotAPlugin { path }
@@ -256,7 +259,7 @@ fn map_error(err: LibraryError, path: &Path) -> LoadError {
             host: SDK_VERSION.to_owned(),
         },
         LibraryError::Many(errors) => match errors.into_iter().next() {
-            Some(first) => map_error(first, &path),
+            Some(first) => map_error(first, &path, load_path),
             None => LoadError::Init {
                 path,
                 reason: "unknown loader error".to_owned(),

@@ -1,1 +1,329 @@
-//! (being written)
+//! The built-in `filesystem` secret store: one AES-256-GCM sealed file per
+//! record under a root folder, written durably and atomically, with
+//! compare-and-swap that holds across threads and processes.
+//!
+//! ```toml
+//! [plugins.store]
+//! use = "filesystem"
+//! [plugins.store.config]      # all optional, see `config` below
+//! root = "store"              # default <state_dir>/store
+//! key_file = "store.key"      # default <state_dir>/store.key
+//! # passphrase_env = "KEYGATE_STORE_PASSPHRASE"   # instead of key_file
+//! ```
+//!
+//! # On disk
+//! ```text
+//! <root>/            0700
+//!   .lock            the store-wide write lock (flock)
+//!   .keycheck        a sealed constant: tells a wrong key at open
+//!   .kdf             Argon2id salt and parameters (passphrase stores only)
+//!   devices/         one folder level per key segment, 0700
+//!     ab%2Ecd.rec    the record of key "devices/ab.cd", 0600
+//!     .tmp-…         a write in progress (or left by a crash): ignored
+//! ```
+//! - Key names map to file names reversibly and can never leave the root:
+//!   see the `path` module (percent-encoding per segment, `.rec` suffix,
+//!   dot-files reserved for the store).
+//! - Record format: magic `KGSR`, format version byte, record version
+//!   (u64 BE), 96-bit random nonce, ciphertext and tag, with the format
+//!   version, the record version and the key name as associated data:
+//!   see the `crypto` module.
+//! - Key: a 0600 key file of 32 random bytes, or Argon2id from a
+//!   passphrase; checked at open against `.keycheck`: see the `unlock`
+//!   module. Key material is wiped from memory when dropped.
+//!
+//! # Writes and versions
+//! `put` and `delete` hold the store-wide lock (a mutex plus an exclusive
+//! `flock` on `.lock`, see the `lock` module) while they read the current
+//! record, compare its version and write, so compare-and-swap is atomic
+//! between threads, between store objects and between processes on one
+//! root. A write goes to a temp file, is fsynced, renamed over the record
+//! and the folder is fsynced: a crash leaves the old record or the new one,
+//! never a mix. `delete` removes the file and fsyncs the folder; emptied
+//! folders are left in place (they cost nothing and keep `put` free of
+//! races with a concurrent removal). `get` and `list` take no lock.
+//!
+//! A created record gets a random 62-bit version (never zero); each update
+//! adds one. The version lives in the sealed file, so it survives
+//! restarts, and a key deleted and created again starts from a fresh random
+//! point, so it never hands out a version of its earlier life (short of a
+//! 1 in 2^62-scale coincidence).
+//!
+//! No operation does work that grows with the number of records: `get`,
+//! `put` and `delete` touch one file and its folder; `list(prefix)` walks
+//! only the subtree the prefix's complete segments name.
+//!
+//! # Damaged records
+//! A record that does not open (no header, truncated, unsupported format,
+//! failed authentication: tampered, moved from another key's name, or
+//! sealed with another key) is an `Internal` error naming the key and the
+//! file, e.g. `record "devices/x": authentication failed (tampered, moved,
+//! or wrong key); file /var/lib/keygate/store/devices/x.rec`. It is never
+//! returned as data and never overwritten: `get`, `put` (even with
+//! `expected = None`) and `delete` of that key all refuse, and the file is
+//! left as it is for inspection. To give up on it, restore it from a
+//! backup or remove the file by hand; the key is then absent.
+//!
+//! # Limits
+//! A key segment takes at most 251 bytes once encoded (one byte per
+//! `[A-Za-z0-9_-]`, three for any other byte); longer ones are `Invalid`.
+//! Upper and lower case are distinct, so the root must be on a
+//! case-sensitive file system.
+#![forbid(unsafe_code)]
+
+mod config;
+mod crypto;
+mod durable;
+mod lock;
+mod path;
+mod tree;
+mod unlock;
+
+use std::io;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use keygate_sdk::{
+    PluginContext, PluginError, SecretStore, StorePlugin, Version, Versioned, validate_key,
+    validate_prefix,
+};
+
+use crate::crypto::{OpenError, Sealer, random_u64};
+use crate::lock::StoreLock;
+use zeroize::Zeroize;
+
+/// The `filesystem` [`SecretStore`]: encrypted files under a root folder.
+///
+/// Build it with [`StorePlugin::from_config`]. Any number of store objects,
+/// in any number of processes, may use one root at once.
+pub struct FsStore {
+    root: PathBuf,
+    sealer: Sealer,
+    lock: StoreLock,
+}
+
+impl std::fmt::Debug for FsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_error(what: &str, key: &str, path: &Path, e: &io::Error) -> PluginError {
+    PluginError::unavailable(format!(
+        "cannot {what} record {key:?}: {e}; file {}",
+        path.display()
+    ))
+}
+
+fn damaged(key: &str, path: &Path, e: &OpenError) -> PluginError {
+    PluginError::internal(format!("record {key:?}: {e}; file {}", path.display()))
+}
+
+fn conflict(key: &str, expected: Option<Version>, found: Option<Version>) -> PluginError {
+    let show = |v: Option<Version>| v.map_or("absent".to_owned(), |v| format!("version {v}"));
+    PluginError::conflict(format!(
+        "key {key:?}: expected {}, found {}",
+        show(expected),
+        show(found)
+    ))
+}
+
+/// The first version of a new record: random, below 2^62, never zero, so
+/// `+1` per update cannot overflow in practice and a re-created key does
+/// not repeat its old versions.
+fn fresh_version() -> Result<Version, PluginError> {
+    let n = random_u64()
+        .map_err(|e| PluginError::internal(format!("cannot draw a record version: {e}")))?;
+    Ok((n >> 2).max(1))
+}
+
+impl FsStore {
+    /// Opens (creating if needed) the store at `settings.root`.
+    fn open(settings: config::Settings, ctx: &PluginContext) -> Result<Self, PluginError> {
+        let root = settings.root;
+        durable::create_dir_all(&root).map_err(|e| {
+            PluginError::unavailable(format!(
+                "cannot create the store folder {}: {e}",
+                root.display()
+            ))
+        })?;
+        match durable::make_private_dir(&root) {
+            Ok(Some(old)) => ctx.warn(&format!(
+                "store folder {} was open to others (mode {old:o}); it is now 0700",
+                root.display()
+            )),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(PluginError::unavailable(format!(
+                    "cannot restrict the store folder {} to its owner: {e}",
+                    root.display()
+                )));
+            }
+        }
+        if let Some(parent) = root.parent() {
+            // Make the root's own creation durable; harmless if it existed.
+            let _ = durable::sync_dir(parent);
+        }
+        let lock = StoreLock::open(&root)?;
+        let sealer = {
+            let _guard = lock.lock()?;
+            unlock::unlock(&root, &settings.key, ctx)?
+        };
+        Ok(Self { root, sealer, lock })
+    }
+
+    /// The folder holding the records.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file holding `key`'s record (whether or not it exists). `key` is
+    /// validated first.
+    pub fn record_file(&self, key: &str) -> Result<PathBuf, PluginError> {
+        validate_key(key)?;
+        Ok(self.root.join(path::record_path(key)?))
+    }
+
+    /// Reads and opens `key`'s record file: `None` if there is none.
+    fn read(&self, key: &str, path: &Path) -> Result<Option<(Version, Vec<u8>)>, PluginError> {
+        let Some(bytes) =
+            durable::read_optional(path).map_err(|e| io_error("read", key, path, &e))?
+        else {
+            return Ok(None);
+        };
+        self.sealer
+            .open_record(key, bytes)
+            .map(Some)
+            .map_err(|e| damaged(key, path, &e))
+    }
+
+    /// Writes a record without the lock, the temp file or any fsync. Only
+    /// for filling a store with many records quickly in benchmarks; not
+    /// part of the API.
+    #[doc(hidden)]
+    pub fn insert_unsynced_for_bench(&self, key: &str, value: &[u8]) -> Result<(), PluginError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        validate_key(key)?;
+        let rel = path::record_path(key)?;
+        let file = self.root.join(&rel);
+        let sealed = self
+            .sealer
+            .seal_record(key, fresh_version()?, value)
+            .map_err(|e| PluginError::internal(format!("record {key:?}: {e}")))?;
+        let write = || -> io::Result<()> {
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(durable::FILE_MODE)
+                .open(&file)?;
+            out.write_all(&sealed)
+        };
+        write()
+            .or_else(|e| {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(e);
+                }
+                durable::create_dirs(&self.root, rel.parent().unwrap_or(Path::new("")))?;
+                write()
+            })
+            .map_err(|e| io_error("write", key, &file, &e))
+    }
+}
+
+impl SecretStore for FsStore {
+    fn get(&self, key: &str) -> Result<Option<Versioned>, PluginError> {
+        let path = self.record_file(key)?;
+        Ok(self
+            .read(key, &path)?
+            .map(|(version, value)| Versioned { value, version }))
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Version, PluginError> {
+        validate_key(key)?;
+        let rel = path::record_path(key)?;
+        let path = self.root.join(&rel);
+        let _guard = self.lock.lock()?;
+        // Opening the current record also refuses a damaged one: it is never
+        // silently replaced.
+        let current = self.read(key, &path)?.map(|(version, mut old)| {
+            old.zeroize();
+            version
+        });
+        if current != expected {
+            return Err(conflict(key, expected, current));
+        }
+        let version = match current {
+            None => fresh_version()?,
+            Some(v) => v.checked_add(1).ok_or_else(|| {
+                PluginError::internal(format!("record {key:?}: version counter exhausted"))
+            })?,
+        };
+        let sealed = self
+            .sealer
+            .seal_record(key, version, value)
+            .map_err(|e| PluginError::internal(format!("record {key:?}: {e}")))?;
+        durable::write_atomic(&self.root, &rel, &sealed)
+            .map_err(|e| io_error("write", key, &path, &e))?;
+        Ok(version)
+    }
+
+    fn delete(&self, key: &str, expected: Version) -> Result<(), PluginError> {
+        let path = self.record_file(key)?;
+        let _guard = self.lock.lock()?;
+        match self.read(key, &path)? {
+            None => Err(PluginError::not_found(format!("key {key:?}"))),
+            Some((current, mut old)) if current != expected => {
+                old.zeroize();
+                Err(conflict(key, Some(expected), Some(current)))
+            }
+            Some((_, mut old)) => {
+                old.zeroize();
+                durable::remove(&path).map_err(|e| io_error("delete", key, &path, &e))
+            }
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
+        validate_prefix(prefix)?;
+        let Some(start) = path::list_start(prefix) else {
+            return Ok(Vec::new());
+        };
+        let dir = self.root.join(&start.dir);
+        let mut keys = Vec::new();
+        tree::walk(&dir, start.base, prefix, &mut |key, _| {
+            keys.push(key);
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| {
+            PluginError::unavailable(format!(
+                "cannot list keys with prefix {prefix:?} in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        keys.sort_unstable();
+        Ok(keys)
+    }
+}
+
+impl StorePlugin for FsStore {
+    const NAME: &'static str = "filesystem";
+    const DESCRIPTION: &'static str =
+        "Encrypted files on local disk (AES-256-GCM), durable writes, compare-and-swap across processes";
+
+    fn from_config(config: &str, ctx: PluginContext) -> Result<Self, PluginError> {
+        let settings = config::parse(config, &ctx)?;
+        Self::open(settings, &ctx)
+    }
+}
+
+keygate_sdk::register_builtin_plugins! {
+    stores: [FsStore],
+}

@@ -1,0 +1,306 @@
+//! [`DeviceId`]: the checksummed, typeable name of a device's public key.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bech32::primitives::decode::CheckedHrpstring;
+use bech32::{Bech32m, Hrp};
+use sha2::{Digest, Sha256};
+
+use super::key::DevicePublicKey;
+
+/// The human-readable part of every device id (`kgd`, "Keygate device").
+pub const DEVICE_ID_HRP: &str = "kgd";
+
+/// The length of a device id in characters: `kgd1`, 32 data characters and
+/// a 6-character checksum.
+pub const DEVICE_ID_LEN: usize = DEVICE_ID_HRP.len() + 1 + DATA_CHARS + CHECKSUM_CHARS;
+
+/// How many bytes of SHA-256(public key) a device id carries.
+const ID_BYTES: usize = 20;
+/// `ID_BYTES` as 5-bit characters (160 / 5, no padding).
+const DATA_CHARS: usize = ID_BYTES * 8 / 5;
+/// The length of a bech32m checksum.
+const CHECKSUM_CHARS: usize = 6;
+/// The bech32 alphabet, in value order.
+const ALPHABET: &str = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+/// How much of a refused input an error message repeats.
+const MAX_ECHO: usize = 80;
+
+const HRP: Hrp = Hrp::parse_unchecked(DEVICE_ID_HRP);
+
+/// A device id: the first 20 bytes of SHA-256 of the device's Ed25519
+/// public key, written as bech32m with the human-readable part `kgd`.
+///
+/// The format is documented in [the module docs](crate::identity). It is
+/// displayed (and serialized) in lower case; [`DeviceId::parse`] (also used
+/// by [`FromStr`] and deserialization) refuses any string that is not a
+/// well-formed device id with a valid checksum.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId {
+    bytes: [u8; ID_BYTES],
+    /// The lower-case encoding, ASCII (kept so `as_str` is free).
+    text: [u8; DEVICE_ID_LEN],
+}
+
+impl DeviceId {
+    /// The device id of `public_key`.
+    pub fn from_public_key(public_key: &DevicePublicKey) -> Self {
+        let digest = Sha256::digest(public_key.as_bytes());
+        let mut bytes = [0u8; ID_BYTES];
+        bytes.copy_from_slice(&digest[..ID_BYTES]);
+        Self::from_id_bytes(bytes)
+    }
+
+    fn from_id_bytes(bytes: [u8; ID_BYTES]) -> Self {
+        // Encoding 20 bytes under a valid, 3-character hrp can only fail on
+        // length limits far above ours: this is an invariant, not input.
+        let encoded = bech32::encode_lower::<Bech32m>(HRP, &bytes)
+            .expect("a 20-byte payload always fits a bech32m string");
+        let mut text = [0u8; DEVICE_ID_LEN];
+        text.copy_from_slice(encoded.as_bytes());
+        Self { bytes, text }
+    }
+
+    /// Parses a device id, refusing anything but a well-formed `kgd1…`
+    /// bech32m string of the right length with a valid checksum.
+    ///
+    /// Lower case and all-upper case are accepted; mixed case is refused.
+    /// Surrounding whitespace is not trimmed (trim user input first).
+    ///
+    /// # Errors
+    /// A [`DeviceIdError`] naming what is wrong and the (possibly shortened)
+    /// input.
+    pub fn parse(input: &str) -> Result<Self, DeviceIdError> {
+        if input.is_empty() {
+            return Err(DeviceIdError::Empty);
+        }
+        let has_lower = input.bytes().any(|b| b.is_ascii_lowercase());
+        let has_upper = input.bytes().any(|b| b.is_ascii_uppercase());
+        if has_lower && has_upper {
+            return Err(DeviceIdError::MixedCase { input: echo(input) });
+        }
+        let lower = input.to_ascii_lowercase();
+
+        let expected_prefix = const_prefix();
+        if !lower.starts_with(expected_prefix.as_str()) {
+            let found = match lower.rfind('1') {
+                Some(pos) => echo(&lower[..pos]),
+                None => String::new(),
+            };
+            return Err(DeviceIdError::WrongPrefix {
+                input: echo(input),
+                found,
+            });
+        }
+        let found_len = input.chars().count();
+        if found_len != DEVICE_ID_LEN {
+            return Err(DeviceIdError::WrongLength {
+                input: echo(input),
+                expected: DEVICE_ID_LEN,
+                found: found_len,
+            });
+        }
+        // Positions are counted in characters: a non-ASCII character is
+        // several bytes but one position for the person reading the error.
+        for (position, character) in input.chars().enumerate().skip(expected_prefix.len()) {
+            if !ALPHABET.contains(character.to_ascii_lowercase()) {
+                return Err(DeviceIdError::InvalidCharacter {
+                    input: echo(input),
+                    character,
+                    position,
+                });
+            }
+        }
+
+        let checked = CheckedHrpstring::new::<Bech32m>(&lower)
+            .map_err(|_| DeviceIdError::BadChecksum { input: echo(input) })?;
+        let mut bytes = [0u8; ID_BYTES];
+        let mut count = 0usize;
+        for (slot, byte) in bytes.iter_mut().zip(checked.byte_iter()) {
+            *slot = byte;
+            count += 1;
+        }
+        if count != ID_BYTES {
+            // Unreachable with the length checked above; refuse rather than
+            // build a short id.
+            return Err(DeviceIdError::WrongLength {
+                input: echo(input),
+                expected: DEVICE_ID_LEN,
+                found: found_len,
+            });
+        }
+        Ok(Self::from_id_bytes(bytes))
+    }
+
+    /// The 20 bytes the id encodes: SHA-256(public key)\[0..20\].
+    pub fn as_bytes(&self) -> &[u8; ID_BYTES] {
+        &self.bytes
+    }
+
+    /// The id in its lower-case text form (`kgd1…`, 42 characters).
+    pub fn as_str(&self) -> &str {
+        // Always ASCII: produced by the bech32 encoder.
+        std::str::from_utf8(&self.text).unwrap_or_default()
+    }
+
+    /// Whether this is the id of `public_key`.
+    pub fn matches(&self, public_key: &DevicePublicKey) -> bool {
+        *self == Self::from_public_key(public_key)
+    }
+}
+
+fn const_prefix() -> String {
+    format!("{DEVICE_ID_HRP}1")
+}
+
+/// The input as it may appear in an error message: at most `MAX_ECHO`
+/// characters, so a megabyte of garbage does not end up in a log line.
+fn echo(input: &str) -> String {
+    match input.char_indices().nth(MAX_ECHO) {
+        Some((cut, _)) => format!("{}…", &input[..cut]),
+        None => input.to_owned(),
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceId({})", self.as_str())
+    }
+}
+
+impl FromStr for DeviceId {
+    type Err = DeviceIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl AsRef<str> for DeviceId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl serde::Serialize for DeviceId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DeviceId;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "a Keygate device id ({DEVICE_ID_HRP}1…, {DEVICE_ID_LEN} characters)"
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DeviceId, E> {
+                DeviceId::parse(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// Why a string is not a device id.
+///
+/// Every variant that concerns an input repeats it (shortened to 80
+/// characters), so the operator sees what was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceIdError {
+    /// The string is empty.
+    #[error("device id is empty")]
+    Empty,
+    /// Upper- and lower-case letters are mixed (bech32 refuses that).
+    #[error("device id {input:?} mixes upper- and lower-case letters")]
+    MixedCase {
+        /// The refused input.
+        input: String,
+    },
+    /// The string does not start with `kgd1`.
+    #[error(
+        "device id {input:?} does not start with \"kgd1\"{}",
+        if found.is_empty() { String::new() } else { format!(" (its prefix is {found:?}: not a device id)") }
+    )]
+    WrongPrefix {
+        /// The refused input.
+        input: String,
+        /// The human-readable part the input has instead, if any.
+        found: String,
+    },
+    /// The string has the wrong number of characters (a character is
+    /// missing or one too many).
+    #[error("device id {input:?} has {found} characters, a device id has {expected}")]
+    WrongLength {
+        /// The refused input.
+        input: String,
+        /// The length of every device id.
+        expected: usize,
+        /// The input's length in characters.
+        found: usize,
+    },
+    /// A character outside the bech32 alphabet (`1`, `b`, `i` and `o` are
+    /// not in it).
+    #[error(
+        "device id {input:?} has the character {character:?} at position {position}, \
+         which is not in the device id alphabet (qpzry9x8gf2tvdw0s3jn54khce6mua7l)"
+    )]
+    InvalidCharacter {
+        /// The refused input.
+        input: String,
+        /// The offending character.
+        character: char,
+        /// Its position, counted in characters from 0.
+        position: usize,
+    },
+    /// The checksum does not match: the id was mistyped.
+    #[error("device id {input:?} has a bad checksum: it was mistyped or is not a device id")]
+    BadChecksum {
+        /// The refused input.
+        input: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_constant_matches_the_encoder() {
+        let id = DeviceId::from_id_bytes([7u8; ID_BYTES]);
+        assert_eq!(id.as_str().len(), DEVICE_ID_LEN);
+        assert_eq!(DEVICE_ID_LEN, 42);
+        assert!(id.as_str().starts_with("kgd1"));
+    }
+
+    #[test]
+    fn encoding_of_bytes_0_to_19_matches_an_independent_bech32m_encoder() {
+        // Value computed with the BIP-350 reference algorithm in Python.
+        let bytes: [u8; ID_BYTES] = std::array::from_fn(|i| i as u8);
+        let id = DeviceId::from_id_bytes(bytes);
+        assert_eq!(id.as_str(), "kgd1qqqsyqcyq5rqwzqfpg9scrgwpugpzysndvldwu");
+        assert_eq!(DeviceId::parse(id.as_str()).unwrap(), id);
+    }
+
+    #[test]
+    fn echo_shortens_long_input() {
+        let long = "x".repeat(1000);
+        let e = echo(&long);
+        assert_eq!(e.chars().count(), MAX_ECHO + 1);
+    }
+}

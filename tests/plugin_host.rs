@@ -1,0 +1,290 @@
+//! The plugin host against real plugin libraries built as cdylib and loaded
+//! by path: good libraries load, several in one process; every bad library
+//! is refused with the file and the reason; a panicking plugin returns an
+//! error and the host goes on.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use keygate_core::config::Config;
+use keygate_core::plugin_host::{HostError, PluginHost};
+use keygate_sdk::host::{Library, LoadError};
+use keygate_sdk::{ApprovalRequest, Decision, ErrorKind, PairingMethod};
+use keygate_tests::{cdylib, toml_path};
+use sha2::{Digest, Sha256};
+// Link the built-in memory store so its registration is present.
+use keygate_store_memory as _;
+
+fn config(dir: &Path, body: &str) -> Config {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, body).unwrap();
+    Config::load(&path).unwrap_or_else(|e| panic!("config: {e}"))
+}
+
+fn load(body: &str) -> (tempfile::TempDir, Result<PluginHost, HostError>) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), body);
+    let host = PluginHost::load(&cfg);
+    (dir, host)
+}
+
+fn load_err(body: &str) -> String {
+    match load(body).1 {
+        Ok(host) => panic!("expected a refusal, loaded {host:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn store_slot(library: &Path, extra: &str) -> String {
+    format!("[plugins.store]\nlibrary = {}\n{extra}", toml_path(library))
+}
+
+#[test]
+fn missing_library_is_refused_naming_the_file() {
+    let err = load_err(&store_slot(Path::new("/nonexistent/libnope.so"), ""));
+    assert!(err.contains("/nonexistent/libnope.so: no such file"), "{err}");
+    assert!(err.contains("config.toml:2: plugins.store.library"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_shared_library_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libfake.so");
+    std::fs::write(&fake, b"#!/bin/sh\necho not a library\n").unwrap();
+    let err = load_err(&store_slot(&fake, ""));
+    assert!(err.contains(&format!("{}: not a loadable shared library", fake.display())), "{err}");
+}
+
+#[test]
+fn a_shared_library_that_is_not_a_plugin_is_refused() {
+    let lib = cdylib("keygate-fixture-not-a-plugin");
+    let err = load_err(&store_slot(&lib, ""));
+    assert!(err.contains(&format!("{}: a shared library, but not a Keygate plugin", lib.display())), "{err}");
+}
+
+#[test]
+fn a_plugin_built_against_an_old_sdk_is_refused_with_both_versions() {
+    let lib = cdylib("keygate-fixture-abi-version");
+    let err = load_err(&store_slot(&lib, ""));
+    let expected = format!(
+        "{}: built against keygate-sdk 0.0.9, but this host speaks keygate-sdk {v}: rebuild the plugin against keygate-sdk {v}",
+        lib.display(),
+        v = keygate_sdk::SDK_VERSION
+    );
+    assert!(err.contains(&expected), "{err}");
+}
+
+#[test]
+fn a_plugin_with_a_different_abi_layout_is_refused_with_the_difference() {
+    let lib = cdylib("keygate-fixture-abi-layout");
+    let err = match Library::open(&lib) {
+        Ok(_) => panic!("a foreign layout was accepted"),
+        Err(e @ LoadError::AbiMismatch { .. }) => e.to_string(),
+        Err(other) => panic!("wrong error: {other}"),
+    };
+    assert!(err.starts_with(&format!("{}: its plugin ABI does not match", lib.display())), "{err}");
+    assert!(err.contains("rebuild the plugin against keygate-sdk"), "{err}");
+    assert!(err.len() < 600, "the operator should see the tail, not the whole report: {} bytes", err.len());
+    // The host is alive and loads a good library afterwards.
+    let good = Library::open(&cdylib("keygate-fixture-faulty")).expect("good library after a bad one");
+    assert_eq!(good.manifest().plugins.len(), 2);
+}
+
+#[test]
+fn a_plugin_of_the_wrong_kind_is_refused_for_the_slot() {
+    let lib = cdylib("keygate-example-approval-allowlist");
+    let err = load_err(&store_slot(&lib, ""));
+    assert!(err.contains("holds no store plugin, so it cannot fill [plugins.store]"), "{err}");
+    assert!(err.contains("approval \"allowlist\""), "{err}");
+}
+
+#[test]
+fn an_unknown_builtin_is_refused_with_line_and_known_names() {
+    let err = load_err("state_dir = \"s\"\n\n[plugins.store]\nuse = \"postgres\"\n");
+    assert!(err.contains("config.toml:4: plugins.store.use: no built-in store plugin named \"postgres\""), "{err}");
+    assert!(err.contains("memory"), "{err}");
+}
+
+#[test]
+fn an_unknown_name_inside_a_library_is_refused() {
+    let lib = cdylib("keygate-fixture-faulty");
+    let err = load_err(&store_slot(&lib, "name = \"nope\"\n"));
+    assert!(err.contains("holds no store plugin named \"nope\""), "{err}");
+    assert!(err.contains("store \"faulty\""), "{err}");
+}
+
+#[test]
+fn a_library_with_several_plugins_of_a_kind_needs_a_name() {
+    let lib = cdylib("keygate-fixture-faulty");
+    let err = load_err(&store_slot(&lib, ""));
+    assert!(err.contains("holds several store plugins (faulty, panics-at-start): choose one with `name`"), "{err}");
+}
+
+#[test]
+fn a_constructor_rejecting_its_config_reaches_the_operator_with_the_plugin_name() {
+    let lib = cdylib("keygate-fixture-faulty");
+    let err = load_err(&store_slot(&lib, "name = \"faulty\"\n[plugins.store.config]\nreject = true\n"));
+    assert!(
+        err.contains("store(faulty): could not start: field `reject`: this store refuses to start, as configured (invalid)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_constructor_that_panics_is_an_error_not_a_crash() {
+    let lib = cdylib("keygate-fixture-faulty");
+    let err = load_err(&store_slot(&lib, "name = \"panics-at-start\"\n"));
+    assert!(err.contains("store(panics-at-start): could not start: plugin panicked in constructor: constructor exploded"), "{err}");
+}
+
+#[test]
+fn a_panic_in_a_plugin_method_is_an_error_and_the_next_call_works() {
+    let lib = cdylib("keygate-fixture-faulty");
+    let (_dir, host) = load(&store_slot(&lib, "name = \"faulty\"\n"));
+    let host = host.expect("load");
+    let store = &host.store;
+    let v = store.put("a/b", b"1", None).expect("put");
+    let err = store.get("panic/now").expect_err("the trap");
+    assert_eq!(err.kind(), ErrorKind::Internal);
+    assert_eq!(
+        err.to_string(),
+        "store(faulty): plugin panicked in get: the faulty store was asked for panic/now (internal error)"
+    );
+    // Same store object, next calls work.
+    assert_eq!(store.get("a/b").expect("get after panic").expect("present").version, v);
+    store.put("a/b", b"2", Some(v)).expect("put after panic");
+}
+
+#[test]
+fn runtime_errors_are_prefixed_with_slot_and_plugin() {
+    let (_dir, host) = load("[plugins.store]\nuse = \"memory\"\n");
+    let store = host.expect("load").store;
+    store.put("k", b"1", None).unwrap();
+    let err = store.put("k", b"2", None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(err.to_string().starts_with("store(memory): key \"k\""), "{err}");
+}
+
+fn sha256_hex(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn a_matching_sha256_pin_loads() {
+    let lib = cdylib("keygate-example-store-sqlite");
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "{}sha256 = \"{}\"\n[plugins.store.config]\npath = \"db.sqlite\"\n",
+        store_slot(&lib, ""),
+        sha256_hex(&lib)
+    );
+    let host = PluginHost::load(&config(dir.path(), &body)).expect("pinned library loads");
+    host.store.put("x", b"y", None).unwrap();
+    assert!(dir.path().join("db.sqlite").exists(), "relative plugin path resolves against the config folder");
+}
+
+#[test]
+fn a_sha256_mismatch_is_refused_before_the_file_is_opened() {
+    // A file that is not even a library: had it been opened, the error
+    // would say so. The pin check must come first.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libfake.so");
+    std::fs::write(&fake, b"definitely not ELF").unwrap();
+    let wrong = "00".repeat(32);
+    let err = load_err(&store_slot(&fake, &format!("sha256 = \"{wrong}\"\n")));
+    assert!(err.contains(&format!("{}: SHA-256 is {}", fake.display(), sha256_hex(&fake))), "{err}");
+    assert!(err.contains(&format!("but config pins {wrong}: refused, the file was not opened")), "{err}");
+    assert!(!err.contains("not a loadable shared library"), "{err}");
+
+    // And a real plugin with a wrong pin is refused the same way.
+    let lib = cdylib("keygate-fixture-faulty");
+    let err = load_err(&store_slot(&lib, &format!("name = \"faulty\"\nsha256 = \"{wrong}\"\n")));
+    assert!(err.contains("SHA-256 is"), "{err}");
+}
+
+#[test]
+fn one_bad_slot_stops_the_whole_load() {
+    let store = cdylib("keygate-fixture-faulty");
+    let body = format!(
+        "{}name = \"faulty\"\n[plugins.approval]\nlibrary = \"/nonexistent/libpolicy.so\"\n",
+        store_slot(&store, "")
+    );
+    let err = load_err(&body);
+    assert!(err.contains("plugins.approval.library: /nonexistent/libpolicy.so: no such file"), "{err}");
+}
+
+#[test]
+fn several_external_libraries_load_in_one_process() {
+    let store = cdylib("keygate-example-store-sqlite");
+    let policy = cdylib("keygate-example-approval-allowlist");
+    let transport = cdylib("keygate-fixture-loopback");
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[plugins.store]\nlibrary = {}\n[plugins.store.config]\npath = \"s.db\"\n\
+         [plugins.approval]\nlibrary = {}\n[plugins.approval.config]\ndevices = [\"dev-a\"]\n\
+         [plugins.transport]\nlibrary = {}\n",
+        toml_path(&store),
+        toml_path(&policy),
+        toml_path(&transport)
+    );
+    let host = PluginHost::load(&config(dir.path(), &body)).expect("three libraries");
+    let labels: Vec<&str> = host.loaded.iter().map(|p| p.label.as_str()).collect();
+    assert_eq!(labels, ["store(sqlite)", "approval(allowlist)", "transport(loopback)"]);
+    // Each is its own library, not the first one cached for the type.
+    host.store.put("k", b"v", None).expect("sqlite store works");
+    let policy = host.approval.as_ref().expect("policy");
+    let req = |id: &str| ApprovalRequest::new(id, "n", PairingMethod::Pin, "127.0.0.1:1", &[], 0);
+    assert_eq!(policy.evaluate(&req("dev-a")).unwrap(), Decision::Approve);
+    assert!(matches!(policy.evaluate(&req("dev-b")).unwrap(), Decision::Deny(_)));
+    assert!(host.transport.is_some());
+    // And the memory store fixture, a fourth library, opens beside them.
+    let memory = Library::open(&cdylib("keygate-fixture-memory-cdylib")).expect("fourth library");
+    assert_eq!(memory.manifest().plugins[0].name.as_str(), "memory");
+}
+
+/// A `tracing` writer capturing output in memory.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn plugin_log_lines_reach_the_host_log_under_the_plugin_name() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let lib = cdylib("keygate-fixture-faulty");
+    let _host = tracing::subscriber::with_default(subscriber, || {
+        let (dir, host) = load(&store_slot(&lib, "name = \"faulty\"\n[plugins.store.config]\nmarker = \"m-31337\"\n"));
+        (dir, host.expect("load"))
+    });
+    let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.contains("faulty store ready, marker=m-31337"))
+        .unwrap_or_else(|| panic!("plugin line missing from host log:\n{out}"));
+    assert!(line.contains("plugin=\"store(faulty)\""), "{line}");
+    assert!(line.contains("INFO"), "{line}");
+}
+
+#[test]
+fn builtins_load_through_the_same_abi_as_libraries() {
+    let libs = Library::builtins();
+    let names: Vec<String> = libs
+        .iter()
+        .flat_map(|l| l.manifest().plugins.into_iter().map(|p| p.name.to_string()))
+        .collect();
+    assert!(names.contains(&"memory".to_owned()), "{names:?}");
+}
