@@ -22,6 +22,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use keygate_sdk::PluginKind;
+
+use crate::state::IdentitySettings;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -91,6 +93,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The plugin slots.
     pub plugins: PluginSlots,
+    /// `[identity]`: the CA and certificates.
+    pub identity: IdentitySettings,
 }
 
 /// The configured plugin for each slot.
@@ -149,6 +153,16 @@ struct RawConfig {
     state_dir: Option<Spanned<String>>,
     #[serde(default)]
     plugins: RawPlugins,
+    identity: Option<Spanned<RawIdentity>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    ca_common_name: Option<Spanned<String>>,
+    ca_validity_days: Option<Spanned<u64>>,
+    client_cert_validity_hours: Option<Spanned<u64>>,
+    lock_timeout_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -223,6 +237,11 @@ impl Config {
             .map(|s| ctx.slot(PluginKind::Transport, s))
             .transpose()?;
 
+        let identity = match raw.identity {
+            Some(table) => ctx.identity(table.into_inner())?,
+            None => IdentitySettings::default(),
+        };
+
         Ok(Config {
             path: path.to_owned(),
             dir,
@@ -232,6 +251,7 @@ impl Config {
                 approval,
                 transport,
             },
+            identity,
         })
     }
 }
@@ -268,6 +288,36 @@ impl Ctx<'_> {
             line: self.line(offset),
             key,
         }
+    }
+
+    fn identity(&self, raw: RawIdentity) -> Result<IdentitySettings, ConfigError> {
+        let mut settings = IdentitySettings::default();
+        let positive = |v: &Spanned<u64>, key: &str, max: u64| -> Result<u64, ConfigError> {
+            match *v.get_ref() {
+                0 => Err(self.invalid(v.span().start, key, "must be at least 1")),
+                n if n > max => Err(self.invalid(v.span().start, key, format!("must be at most {max}"))),
+                n => Ok(n),
+            }
+        };
+        if let Some(name) = raw.ca_common_name {
+            if name.get_ref().trim().is_empty() {
+                return Err(self.invalid(name.span().start, "identity.ca_common_name", "must not be empty"));
+            }
+            settings.ca_common_name = name.into_inner();
+        }
+        if let Some(days) = raw.ca_validity_days {
+            let days = positive(&days, "identity.ca_validity_days", 36_500)?;
+            settings.ca_validity = std::time::Duration::from_secs(days * 86_400);
+        }
+        if let Some(hours) = raw.client_cert_validity_hours {
+            let hours = positive(&hours, "identity.client_cert_validity_hours", 24 * 366)?;
+            settings.client_validity = std::time::Duration::from_secs(hours * 3600);
+        }
+        if let Some(secs) = raw.lock_timeout_secs {
+            let secs = positive(&secs, "identity.lock_timeout_secs", 3600)?;
+            settings.lock_timeout = std::time::Duration::from_secs(secs);
+        }
+        Ok(settings)
     }
 
     fn slot(&self, kind: PluginKind, raw: Spanned<RawSlot>) -> Result<SlotConfig, ConfigError> {
@@ -426,6 +476,15 @@ mod tests {
     fn missing_store_slot_is_refused() {
         let err = parse("state_dir = \"s\"\n").unwrap_err().to_string();
         assert!(err.contains("plugins.store"), "{err}");
+    }
+
+    #[test]
+    fn identity_settings_are_read_and_checked() {
+        let c = parse("[plugins.store]\nuse = \"memory\"\n[identity]\nclient_cert_validity_hours = 2\nca_common_name = \"Lab CA\"\n").unwrap();
+        assert_eq!(c.identity.client_validity, std::time::Duration::from_secs(7200));
+        assert_eq!(c.identity.ca_common_name, "Lab CA");
+        let err = parse("[plugins.store]\nuse = \"memory\"\n[identity]\nclient_cert_validity_hours = 0\n").unwrap_err().to_string();
+        assert_eq!(err, "/etc/keygate/config.toml:4: identity.client_cert_validity_hours: must be at least 1");
     }
 
     #[test]

@@ -566,3 +566,131 @@ fn debug_output_never_shows_the_ca_key() {
 fn pem_of(der: &[u8]) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
 }
+
+// --- Path validation as rustls does it (rustls-webpki, ring) ---
+
+fn webpki_verify(
+    leaf_der: &[u8],
+    ca: &CertificateAuthority,
+    at: SystemTime,
+    usage: webpki::KeyUsage,
+) -> Result<(), webpki::Error> {
+    use rustls_pki_types::{CertificateDer, UnixTime};
+    let ca_der = CertificateDer::from(ca.certificate_der());
+    let anchor = webpki::anchor_from_trusted_cert(&ca_der)?;
+    let leaf_der = CertificateDer::from(leaf_der);
+    let leaf = webpki::EndEntityCert::try_from(&leaf_der)?;
+    let time = UnixTime::since_unix_epoch(at.duration_since(UNIX_EPOCH).unwrap());
+    leaf.verify_for_usage(
+        &[webpki::ring::ED25519],
+        &[anchor],
+        &[],
+        time,
+        usage,
+        None,
+        None,
+    )
+    .map(|_| ())
+}
+
+#[test]
+fn webpki_accepts_a_client_certificate_for_client_auth_only() {
+    let ca = new_ca();
+    let (key, public) = device();
+    let issued = ca
+        .issue_client(&public, &key.device_id(), DEFAULT_CLIENT_VALIDITY, now())
+        .unwrap();
+    webpki_verify(&issued.der, &ca, now(), webpki::KeyUsage::client_auth()).unwrap();
+    // A peer whose clock is 4 minutes behind still accepts it.
+    webpki_verify(
+        &issued.der,
+        &ca,
+        now() - Duration::from_secs(240),
+        webpki::KeyUsage::client_auth(),
+    )
+    .unwrap();
+    let err = webpki_verify(&issued.der, &ca, now(), webpki::KeyUsage::server_auth()).unwrap_err();
+    assert!(
+        matches!(err, webpki::Error::RequiredEkuNotFoundContext(_)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn webpki_accepts_a_server_certificate_for_its_names() {
+    use rustls_pki_types::{CertificateDer, ServerName};
+    let ca = new_ca();
+    let names = vec!["gateway.example.com".to_string(), "127.0.0.1".to_string()];
+    let issued = ca
+        .issue_server(&names, DEFAULT_SERVER_VALIDITY, now())
+        .unwrap();
+    let der = &issued.certificate.der;
+    webpki_verify(der, &ca, now(), webpki::KeyUsage::server_auth()).unwrap();
+    let err = webpki_verify(der, &ca, now(), webpki::KeyUsage::client_auth()).unwrap_err();
+    assert!(
+        matches!(err, webpki::Error::RequiredEkuNotFoundContext(_)),
+        "{err:?}"
+    );
+
+    let cert_der = CertificateDer::from(der.as_slice());
+    let leaf = webpki::EndEntityCert::try_from(&cert_der).unwrap();
+    for ok in ["gateway.example.com", "127.0.0.1"] {
+        leaf.verify_is_valid_for_subject_name(&ServerName::try_from(ok).unwrap())
+            .unwrap();
+    }
+    for wrong in ["other.example.com", "127.0.0.2"] {
+        assert!(matches!(
+            leaf.verify_is_valid_for_subject_name(&ServerName::try_from(wrong).unwrap()),
+            Err(webpki::Error::CertNotValidForName(_))
+        ));
+    }
+}
+
+#[test]
+fn webpki_refuses_an_expired_leaf_and_a_leaf_of_another_ca() {
+    let ca = new_ca();
+    let other = new_ca();
+    let (key, public) = device();
+    let issued = ca
+        .issue_client(&public, &key.device_id(), Duration::from_secs(60), now())
+        .unwrap();
+    let err = webpki_verify(
+        &issued.der,
+        &ca,
+        now() + Duration::from_secs(120),
+        webpki::KeyUsage::client_auth(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, webpki::Error::CertExpired { .. }), "{err:?}");
+
+    // Another CA with the same name: the signature check refuses it.
+    let err =
+        webpki_verify(&issued.der, &other, now(), webpki::KeyUsage::client_auth()).unwrap_err();
+    assert!(
+        matches!(err, webpki::Error::InvalidSignatureForPublicKey),
+        "{err:?}"
+    );
+    // Another CA with another name is not even a candidate issuer.
+    let stranger =
+        CertificateAuthority::generate("Some other CA", DEFAULT_CA_VALIDITY, now()).unwrap();
+    let err = webpki_verify(
+        &issued.der,
+        &stranger,
+        now(),
+        webpki::KeyUsage::client_auth(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, webpki::Error::UnknownIssuer), "{err:?}");
+}
+
+#[test]
+fn webpki_accepts_leaves_of_a_reloaded_ca_against_the_original_root() {
+    let ca = new_ca();
+    let (cert_pem, key_pem) = ca.to_pem();
+    let reloaded = CertificateAuthority::from_pem(&cert_pem, &key_pem).unwrap();
+    let (key, public) = device();
+    let issued = reloaded
+        .issue_client(&public, &key.device_id(), DEFAULT_CLIENT_VALIDITY, now())
+        .unwrap();
+    webpki_verify(&issued.der, &ca, now(), webpki::KeyUsage::client_auth()).unwrap();
+}

@@ -1,7 +1,12 @@
 //! Command-line parsing and dispatch. Each command lives in its own module;
 //! errors are reported once, here, with their context chain.
 
+mod ca;
+mod certs;
+mod devices;
+mod format;
 mod gateway;
+mod identity;
 mod plugins;
 
 use std::path::PathBuf;
@@ -31,6 +36,15 @@ enum Command {
     /// Inspect plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// The certificate authority.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// Devices: list, revoke, enrol.
+    #[command(subcommand)]
+    Devices(devices::DevicesCommand),
+    /// Client certificates: list, revoke.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
@@ -40,6 +54,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gateway(cmd) => gateway::run(cmd, &cli.config),
         Command::Plugins(cmd) => plugins::run(cmd, &cli.config),
+        Command::Ca(cmd) => ca::run(cmd, &cli.config),
+        Command::Devices(cmd) => devices::run(cmd, &cli.config),
+        Command::Certs(cmd) => certs::run(cmd, &cli.config),
     };
     match result {
         Ok(code) => code,

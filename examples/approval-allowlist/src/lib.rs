@@ -15,6 +15,10 @@
 //! utc_offset_minutes = 60            # optional; the hours are in UTC+01:00
 //! ```
 //!
+//! Device ids are checked when the policy is built (prefix, length,
+//! alphabet and bech32m checksum), so a mistyped id is refused at startup
+//! with the entry named, instead of denying that device forever.
+//!
 //! The time of a request comes from [`ApprovalRequest::unix_time_secs`],
 //! never from a clock, so every edge of the window is unit-tested.
 #![forbid(unsafe_code)]
@@ -57,7 +61,7 @@ impl AllowlistConfig {
     pub fn parse(text: &str) -> Result<Self, PluginError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             PluginError::invalid(format!(
-                "allowlist config is not valid TOML{}: {}",
+                "config table is not valid TOML{}: {}",
                 line_of(text, e.span()),
                 e.message()
             ))
@@ -66,7 +70,7 @@ impl AllowlistConfig {
         // "in `field`", so every message names the field at fault.
         Self::deserialize(table).map_err(|e| {
             PluginError::invalid(format!(
-                "allowlist config: {}",
+                "config table: {}",
                 e.to_string().trim().replace('\n', " ")
             ))
         })
@@ -97,7 +101,7 @@ impl ApprovalHours {
     pub fn parse(text: &str, utc_offset_minutes: i32) -> Result<Self, PluginError> {
         let bad = |why: &str| {
             PluginError::invalid(format!(
-                "allowlist config: `hours` = {text:?}: {why}; write \"HH:MM-HH:MM\" on a 24-hour \
+                "config table: `hours` = {text:?}: {why}; write \"HH:MM-HH:MM\" on a 24-hour \
                  clock, e.g. \"08:00-18:00\" or \"22:00-06:00\""
             ))
         };
@@ -117,7 +121,7 @@ impl ApprovalHours {
         }
         if utc_offset_minutes.abs() > MAX_UTC_OFFSET_MINUTES {
             return Err(PluginError::invalid(format!(
-                "allowlist config: `utc_offset_minutes` = {utc_offset_minutes} is outside \
+                "config table: `utc_offset_minutes` = {utc_offset_minutes} is outside \
                  -{MAX_UTC_OFFSET_MINUTES}..={MAX_UTC_OFFSET_MINUTES}"
             )));
         }
@@ -269,18 +273,19 @@ pub struct AllowlistPolicy {
 
 impl AllowlistPolicy {
     /// Builds the policy from a parsed config, checking what the types alone
-    /// cannot (a non-empty list, the format of `hours`).
+    /// cannot: a non-empty list of well-formed device ids (see
+    /// [`canonical_device_id`]), the format of `hours`, the offset's range.
     pub fn new(config: AllowlistConfig) -> Result<Self, PluginError> {
         if config.devices.is_empty() {
             return Err(PluginError::invalid(
-                "allowlist config: `devices` is empty: list at least one device id",
+                "config table: `devices` is empty: list at least one device id",
             ));
         }
         let mut devices = BTreeSet::new();
         for (i, device) in config.devices.iter().enumerate() {
             let canonical = canonical_device_id(device).map_err(|why| {
                 PluginError::invalid(format!(
-                    "allowlist config: `devices[{i}]` = {:?} is not a device id: {why}",
+                    "config table: `devices[{i}]` = {:?} is not a device id: {why}",
                     echo(device)
                 ))
             })?;
@@ -290,7 +295,7 @@ impl AllowlistPolicy {
             (Some(hours), offset) => Some(ApprovalHours::parse(hours, offset.unwrap_or(0))?),
             (None, Some(_)) => {
                 return Err(PluginError::invalid(
-                    "allowlist config: `utc_offset_minutes` has no effect without `hours`: \
+                    "config table: `utc_offset_minutes` has no effect without `hours`: \
                      set `hours` or remove it",
                 ));
             }
@@ -315,7 +320,8 @@ impl ApprovalPolicy for AllowlistPolicy {
         let device = request.device_id();
         if !self.devices.contains(&device.to_ascii_lowercase()) {
             return Ok(Decision::deny(format!(
-                "device {device} is not on the allowlist"
+                "device {} is not on the allowlist",
+                echo(device)
             )));
         }
         if let Some(hours) = self.hours
@@ -583,7 +589,7 @@ mod tests {
             ("", "empty"),
             (" kgd190vqdjtlpcq27xslcveglfmr4ynfwg7gwpkq0k", "\"kgd1\""),
             ("kgd1alice", "42 characters"),
-            ("kgd190vqdjtlpcq27xslcveglfmr4ynfwg7gwpkq0b", "checksum"),
+            ("kgd190vqdjtlpcq27xslcveglfmr4ynfwg7gwpkq0q", "checksum"),
             (typo.as_str(), "checksum"),
             ("kgd190vqdjtlpcq27xslcveglfmr4ynfwg7gwpkq0o", "alphabet"),
             (mixed.as_str(), "case"),

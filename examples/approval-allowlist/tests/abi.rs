@@ -59,7 +59,10 @@ fn request(device: &str, unix_time_secs: u64) -> ApprovalRequest {
     )
 }
 
-const CONFIG: &str = "devices = [\"kgd1alice\", \"kgd1bob\"]\nhours = \"08:00-18:00\"\n";
+const ALICE: &str = "kgd190vqdjtlpcq27xslcveglfmr4ynfwg7gwpkq0k";
+const BOB: &str = "kgd1sxmr0k8u6trd5c6eu6trzyapzux7090ylx66zk";
+const EVE: &str = "kgd1s5nz4hm52x9mkux8ew2v6c2emytxnedg3t5hxh";
+const CONFIG: &str = "devices = [\"kgd190vqdjtlpcq27xslcveglfmr4ynfwg7gwpkq0k\", \"kgd1sxmr0k8u6trd5c6eu6trzyapzux7090ylx66zk\"]\nhours = \"08:00-18:00\"\n";
 /// 2024-10-31 at 12:00 and 19:00 UTC.
 const NOON: u64 = 20_027 * 86_400 + 12 * 3600;
 const EVENING: u64 = 20_027 * 86_400 + 19 * 3600;
@@ -83,21 +86,15 @@ fn decisions_cross_the_abi_with_their_reasons() {
         .new_approval("allowlist", CONFIG, ctx)
         .expect("construct through the ABI");
     assert_eq!(
-        policy
-            .evaluate(&request("kgd1bob", NOON))
-            .expect("evaluate"),
+        policy.evaluate(&request(BOB, NOON)).expect("evaluate"),
         Decision::Approve
     );
     assert_eq!(
-        policy
-            .evaluate(&request("kgd1eve", NOON))
-            .expect("evaluate"),
-        Decision::deny("device kgd1eve is not on the allowlist")
+        policy.evaluate(&request(EVE, NOON)).expect("evaluate"),
+        Decision::deny(format!("device {EVE} is not on the allowlist"))
     );
     assert_eq!(
-        policy
-            .evaluate(&request("kgd1alice", EVENING))
-            .expect("evaluate"),
+        policy.evaluate(&request(ALICE, EVENING)).expect("evaluate"),
         Decision::deny("outside approval hours 08:00-18:00 UTC")
     );
 }
@@ -108,7 +105,7 @@ fn bad_config_through_the_abi_is_invalid_and_names_the_field() {
     let err = library()
         .new_approval(
             "allowlist",
-            "devices = [\"kgd1alice\"]\nhours = \"9-5\"",
+            &format!("devices = [{ALICE:?}]\nhours = \"9-5\""),
             ctx,
         )
         .err()

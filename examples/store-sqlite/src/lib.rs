@@ -89,7 +89,7 @@ impl SqliteConfig {
     pub fn parse(text: &str) -> Result<Self, PluginError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             PluginError::invalid(format!(
-                "sqlite store config is not valid TOML{}: {}",
+                "config table is not valid TOML{}: {}",
                 line_of(text, e.span()),
                 e.message()
             ))
@@ -98,18 +98,18 @@ impl SqliteConfig {
         // "in `field`", so every message names the field at fault.
         let config = Self::deserialize(table).map_err(|e| {
             PluginError::invalid(format!(
-                "sqlite store config: {}",
+                "config table: {}",
                 e.to_string().trim().replace('\n', " ")
             ))
         })?;
         if config.path.as_os_str().is_empty() {
             return Err(PluginError::invalid(
-                "sqlite store config: `path` must name a database file, not be empty",
+                "config table: `path` must name a database file, not be empty",
             ));
         }
         if config.busy_timeout_ms > i32::MAX as u32 {
             return Err(PluginError::invalid(format!(
-                "sqlite store config: `busy_timeout_ms` = {} is larger than SQLite accepts ({})",
+                "config table: `busy_timeout_ms` = {} is larger than SQLite accepts ({})",
                 config.busy_timeout_ms,
                 i32::MAX
             )));

@@ -125,7 +125,9 @@ fn read_passphrase(var: &str) -> Result<Zeroizing<Vec<u8>>, PluginError> {
     let value: OsString = std::env::var_os(var).ok_or_else(|| {
         invalid(
             field,
-            format_args!("environment variable {var} is not set (it must hold the store passphrase)"),
+            format_args!(
+                "environment variable {var} is not set (it must hold the store passphrase)"
+            ),
         )
     })?;
     let bytes = Zeroizing::new(value.into_encoded_bytes());
@@ -213,7 +215,10 @@ mod tests {
         assert!(error_of("root = \"\"").contains("root: must not be empty"));
         assert!(error_of("key_file = \"\"").contains("key_file"));
         let both = error_of("key_file = \"k\"\npassphrase_env = \"P\"");
-        assert!(both.contains("key_file") && both.contains("passphrase_env"), "{both}");
+        assert!(
+            both.contains("key_file") && both.contains("passphrase_env"),
+            "{both}"
+        );
     }
 
     #[test]

@@ -251,7 +251,11 @@ impl Sealer {
     /// Authenticates and decrypts the contents of `key`'s record file,
     /// returning its version and value. On failure nothing of the file's
     /// plaintext is returned or left behind.
-    pub(crate) fn open_record(&self, key: &str, mut file: Vec<u8>) -> Result<(u64, Vec<u8>), OpenError> {
+    pub(crate) fn open_record(
+        &self,
+        key: &str,
+        mut file: Vec<u8>,
+    ) -> Result<(u64, Vec<u8>), OpenError> {
         Self::check_record_header(&file)?;
         let mut version = [0u8; 8];
         version.copy_from_slice(&file[5..RECORD_PREFIX_LEN]);
@@ -344,7 +348,10 @@ mod tests {
         let file = s.seal_record("a/b", 42, b"secret").unwrap();
         assert_eq!(&file[..4], RECORD_MAGIC);
         assert!(!file.windows(6).any(|w| w == b"secret"));
-        assert_eq!(s.open_record("a/b", file).unwrap(), (42, b"secret".to_vec()));
+        assert_eq!(
+            s.open_record("a/b", file).unwrap(),
+            (42, b"secret".to_vec())
+        );
     }
 
     #[test]
@@ -383,10 +390,13 @@ mod tests {
             s.open_record("k", b"plain text".to_vec()),
             Err(OpenError::NoHeader)
         );
-        assert_eq!(s.open_record("k", Vec::new()), Err(OpenError::Truncated {
-            len: 0,
-            min: MIN_RECORD_LEN
-        }));
+        assert_eq!(
+            s.open_record("k", Vec::new()),
+            Err(OpenError::Truncated {
+                len: 0,
+                min: MIN_RECORD_LEN
+            })
+        );
         assert!(matches!(
             s.open_record("k", file[..20].to_vec()),
             Err(OpenError::Truncated { len: 20, .. })

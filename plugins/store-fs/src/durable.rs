@@ -67,10 +67,7 @@ pub(crate) fn create_dirs(root: &Path, rel: &Path) -> io::Result<()> {
 
 /// Creates `dir` and any missing parents (mode 0700 for those it creates).
 pub(crate) fn create_dir_all(dir: &Path) -> io::Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
 }
 
 /// Atomically and durably replaces `root/rel` with `bytes`, creating the

@@ -29,8 +29,19 @@
 //!   version, the record version and the key name as associated data:
 //!   see the `crypto` module.
 //! - Key: a 0600 key file of 32 random bytes, or Argon2id from a
-//!   passphrase; checked at open against `.keycheck`: see the `unlock`
-//!   module. Key material is wiped from memory when dropped.
+//!   passphrase; see the `unlock` module. Key material is wiped from memory
+//!   when dropped.
+//!
+//! # Opening: the key check
+//! A wrong key file or passphrase is caught when the store opens, not at
+//! the first record: `.keycheck` must open with the key, else the error is
+//! `key file X does not match the key this store (ROOT) was created with`
+//! (or `the passphrase in $VAR ...`). If `.keycheck` is missing from a
+//! store that holds records, one record is opened with the key instead: if
+//! it opens, `.keycheck` is written again (with a warning); if not, the
+//! same mismatch error names the record it tried. A key file is created
+//! only for a new store: a missing key file (or passphrase salt) next to
+//! existing records is an error, never a fresh key.
 //!
 //! # Writes and versions
 //! `put` and `delete` hold the store-wide lock (a mutex plus an exclusive
@@ -302,9 +313,9 @@ impl SecretStore for FsStore {
             keys.push(key);
             ControlFlow::Continue(())
         })
-        .map_err(|e| {
+        .map_err(|(dir, e)| {
             PluginError::unavailable(format!(
-                "cannot list keys with prefix {prefix:?} in {}: {e}",
+                "cannot list keys with prefix {prefix:?}: {e}; folder {}",
                 dir.display()
             ))
         })?;
@@ -315,8 +326,7 @@ impl SecretStore for FsStore {
 
 impl StorePlugin for FsStore {
     const NAME: &'static str = "filesystem";
-    const DESCRIPTION: &'static str =
-        "Encrypted files on local disk (AES-256-GCM), durable writes, compare-and-swap across processes";
+    const DESCRIPTION: &'static str = "Encrypted files on local disk (AES-256-GCM), durable writes, compare-and-swap across processes";
 
     fn from_config(config: &str, ctx: PluginContext) -> Result<Self, PluginError> {
         let settings = config::parse(config, &ctx)?;

@@ -145,10 +145,12 @@ pub(crate) struct ListStart {
 pub(crate) fn list_start(prefix: &str) -> Option<ListStart> {
     let complete = match prefix.rfind('/') {
         Some(i) => &prefix[..i],
-        None => return Some(ListStart {
-            dir: PathBuf::new(),
-            base: String::new(),
-        }),
+        None => {
+            return Some(ListStart {
+                dir: PathBuf::new(),
+                base: String::new(),
+            });
+        }
     };
     let mut dir = PathBuf::new();
     let mut name = String::new();
@@ -234,7 +236,11 @@ mod tests {
         assert_eq!(decode_segment("a%2E"), Some("a.".to_owned()));
         assert_eq!(decode_segment("a%2e"), None, "lower-case hex");
         assert_eq!(decode_segment("%61"), None, "needless escape of 'a'");
-        assert_eq!(decode_segment("a%2Fb"), None, "a separator inside a segment");
+        assert_eq!(
+            decode_segment("a%2Fb"),
+            None,
+            "a separator inside a segment"
+        );
         assert_eq!(decode_segment("a.b"), None);
         assert_eq!(decode_segment("a%2"), None);
         assert_eq!(decode_segment(""), None);

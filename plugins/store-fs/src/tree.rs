@@ -14,12 +14,13 @@ use crate::path::{Entry, classify};
 /// the root, else ending in `/`). Only folders that can hold a matching key
 /// are entered; dot-files, temp files, symlinks and names the store never
 /// writes are skipped. A folder that vanishes during the walk is skipped.
+/// An error names the folder it happened in.
 pub(crate) fn walk(
     dir: &Path,
     base: String,
     prefix: &str,
     visit: &mut dyn FnMut(String, PathBuf) -> ControlFlow<()>,
-) -> io::Result<()> {
+) -> Result<(), (PathBuf, io::Error)> {
     let mut pending = vec![(dir.to_path_buf(), base)];
     while let Some((dir, base)) = pending.pop() {
         let entries = match std::fs::read_dir(&dir) {
@@ -32,13 +33,13 @@ pub(crate) fn walk(
             {
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err((dir, e)),
         };
         for entry in entries {
-            let entry = entry?;
+            let entry = entry.map_err(|e| (dir.clone(), e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let file_type = entry.file_type()?;
+            let file_type = entry.file_type().map_err(|e| (entry.path(), e))?;
             if !file_type.is_dir() && !file_type.is_file() {
                 continue;
             }
@@ -66,7 +67,7 @@ pub(crate) fn walk(
 }
 
 /// The first record found under `root` (key and file), if any.
-pub(crate) fn first_record(root: &Path) -> io::Result<Option<(String, PathBuf)>> {
+pub(crate) fn first_record(root: &Path) -> Result<Option<(String, PathBuf)>, (PathBuf, io::Error)> {
     let mut found = None;
     walk(root, String::new(), "", &mut |key, path| {
         found = Some((key, path));

@@ -38,7 +38,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use argon2::{Algorithm, Argon2, Params};
 use keygate_sdk::{PluginContext, PluginError};
@@ -77,27 +77,40 @@ fn io_error(what: &str, path: &Path, e: io::Error) -> PluginError {
     PluginError::unavailable(format!("cannot {what} {}: {e}", path.display()))
 }
 
-/// Everything the root holds that decides how the store opens.
-struct Found {
+/// What the root holds that decides how the store opens. The search for a
+/// record happens only when the key check is missing (a new store, or a
+/// lost check), so opening a healthy store does not walk its records.
+struct Found<'a> {
+    root: &'a Path,
     check: Option<Vec<u8>>,
-    first_record: Option<(String, std::path::PathBuf)>,
+    first_record: Option<Option<(String, PathBuf)>>,
 }
 
-impl Found {
-    fn probe(root: &Path) -> Result<Self, PluginError> {
+impl<'a> Found<'a> {
+    fn probe(root: &'a Path) -> Result<Self, PluginError> {
         let check_path = root.join(KEYCHECK_FILE);
         let check = durable::read_optional(&check_path)
             .map_err(|e| io_error("read the key check file", &check_path, e))?;
-        let first_record = tree::first_record(root)
-            .map_err(|e| io_error("look for records in", root, e))?;
         Ok(Self {
+            root,
             check,
-            first_record,
+            first_record: None,
         })
     }
 
-    fn is_new(&self) -> bool {
-        self.check.is_none() && self.first_record.is_none()
+    /// Some record of the store, if it has any.
+    fn first_record(&mut self) -> Result<Option<(String, PathBuf)>, PluginError> {
+        if self.first_record.is_none() {
+            let found = tree::first_record(self.root)
+                .map_err(|(dir, e)| io_error("look for records in", &dir, e))?;
+            self.first_record = Some(found);
+        }
+        Ok(self.first_record.clone().flatten())
+    }
+
+    /// No key check and no record: nothing was ever sealed here.
+    fn is_new(&mut self) -> Result<bool, PluginError> {
+        Ok(self.check.is_none() && self.first_record()?.is_none())
     }
 }
 
@@ -109,7 +122,7 @@ pub(crate) fn unlock(
     source: &KeySource,
     ctx: &PluginContext,
 ) -> Result<Sealer, PluginError> {
-    let found = Found::probe(root)?;
+    let mut found = Found::probe(root)?;
     let kdf_path = root.join(KDF_FILE);
     let key = match source {
         KeySource::File(key_file) => {
@@ -123,7 +136,7 @@ pub(crate) fn unlock(
             }
             match read_key_file(key_file, ctx)? {
                 Some(key) => key,
-                None if found.is_new() => create_key_file(key_file, ctx)?,
+                None if found.is_new()? => create_key_file(key_file, ctx)?,
                 None => {
                     return Err(PluginError::invalid(format!(
                         "key file {} does not exist, but the store at {} already holds data \
@@ -137,7 +150,7 @@ pub(crate) fn unlock(
         KeySource::Passphrase { var, passphrase } => {
             let params = match read_kdf(&kdf_path)? {
                 Some(params) => params,
-                None if found.is_new() => create_kdf(root, &kdf_path)?,
+                None if found.is_new()? => create_kdf(root, &kdf_path)?,
                 None => {
                     return Err(PluginError::invalid(format!(
                         "the store at {} holds data but no passphrase salt ({} is missing): \
@@ -164,7 +177,7 @@ pub(crate) fn unlock(
         ))
     };
     let check_path = root.join(KEYCHECK_FILE);
-    match found.check {
+    match found.check.take() {
         Some(bytes) => sealer.open_check(bytes).map_err(|e| match e {
             crate::crypto::OpenError::AuthenticationFailed => mismatch(String::new()),
             other => PluginError::internal(format!(
@@ -174,7 +187,7 @@ pub(crate) fn unlock(
             )),
         })?,
         None => {
-            if let Some((key, path)) = found.first_record {
+            if let Some((key, path)) = found.first_record()? {
                 let bytes = fs::read(&path).map_err(|e| io_error("read", &path, e))?;
                 if let Err(e) = sealer.open_record(&key, bytes) {
                     return Err(mismatch(format!(
@@ -245,8 +258,8 @@ fn create_key_file(path: &Path, ctx: &PluginContext) -> Result<StoreKey, PluginE
     durable::create_dir_all(dir).map_err(|e| io_error("create the folder", dir, e))?;
     let key = StoreKey::generate()
         .map_err(|e| PluginError::internal(format!("cannot make a store key: {e}")))?;
-    let suffix = random_u64()
-        .map_err(|e| PluginError::internal(format!("cannot make a store key: {e}")))?;
+    let suffix =
+        random_u64().map_err(|e| PluginError::internal(format!("cannot make a store key: {e}")))?;
     let name = path
         .file_name()
         .map_or_else(|| "key".into(), |n| n.to_string_lossy());
@@ -371,19 +384,15 @@ fn create_kdf(root: &Path, path: &Path) -> Result<KdfParams, PluginError> {
     Ok(params)
 }
 
-fn derive(
-    passphrase: &[u8],
-    params: &KdfParams,
-    kdf_path: &Path,
-) -> Result<StoreKey, PluginError> {
+fn derive(passphrase: &[u8], params: &KdfParams, kdf_path: &Path) -> Result<StoreKey, PluginError> {
     let bad = |e: argon2::Error| {
         PluginError::invalid(format!(
             "cannot derive the store key with the parameters in {}: {e}",
             kdf_path.display()
         ))
     };
-    let argon_params = Params::new(params.m_cost, params.t_cost, params.p_cost, Some(KEY_LEN))
-        .map_err(bad)?;
+    let argon_params =
+        Params::new(params.m_cost, params.t_cost, params.p_cost, Some(KEY_LEN)).map_err(bad)?;
     let argon = Argon2::new(Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     argon

@@ -1,0 +1,69 @@
+//! Errors of identity state.
+
+use keygate_sdk::PluginError;
+
+use crate::ca::CaError;
+use crate::identity::{CertFingerprint, DeviceId};
+use crate::state::lock::LockError;
+
+/// Why an identity operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The store refused or failed (its message names the slot, plugin and
+    /// key).
+    #[error(transparent)]
+    Store(#[from] PluginError),
+    /// The state lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The CA could not be made, loaded or could not issue.
+    #[error("CA: {0}")]
+    Ca(#[from] CaError),
+    /// A record exists but cannot be decoded.
+    #[error("record {key:?} is corrupt: {reason}")]
+    Corrupt {
+        /// The store key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The state was written by another schema version.
+    #[error("identity state has schema {found:?}, this keygate reads {expected:?}: refusing to touch it")]
+    Schema {
+        /// What the state says.
+        found: String,
+        /// What this build supports.
+        expected: &'static str,
+    },
+    /// No such device.
+    #[error("device {0} is not known here (never enrolled or paired)")]
+    UnknownDevice(DeviceId),
+    /// No such certificate.
+    #[error("no certificate with fingerprint {0} was issued here")]
+    UnknownCertificate(CertFingerprint),
+    /// The device is revoked.
+    #[error("device {device_id} is revoked ({reason}): it can never pair or connect again")]
+    DeviceRevoked {
+        /// The device.
+        device_id: DeviceId,
+        /// The recorded reason.
+        reason: String,
+    },
+    /// Another process changed the state in a way this mutation cannot
+    /// reconcile (a writer that bypassed the state lock).
+    #[error("concurrent change to {key:?} outside the state lock")]
+    Raced {
+        /// The key.
+        key: String,
+    },
+}
+
+impl IdentityError {
+    pub(crate) fn corrupt(key: &str, reason: impl std::fmt::Display) -> Self {
+        Self::Corrupt {
+            key: key.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! The `IdentityManager`: the CA, devices, certificates and revocations, kept
+//! as per-record keys in the configured SecretStore and shared safely with
+//! other processes (the CLI next to a running gateway).
+//!
+//! Every mutation is a read-modify-write under the exclusive state lock that
+//! appends one change-log entry and then writes its records with
+//! compare-and-swap, so no update is lost and none is half-announced. Reads
+//! of the revocation index are O(1) and lock-free with respect to the store;
+//! [`IdentityManager::refresh`] (or a [`Watcher`](super::watch::Watcher))
+//! brings the index up to date with changes made elsewhere.
+//!
+//! All methods block (store I/O, the state lock): async callers run them on
+//! a blocking pool.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keygate_sdk::{ErrorKind, SecretStore, Version};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+use super::changelog::{self, read_entry, read_floor};
+use super::index::{CertStatus, IndexSnapshot, RevocationIndex, SNAPSHOT_KEY};
+use super::lock::StateLock;
+use super::records::*;
+use super::IdentityError;
+use crate::ca::{
+    CertificateAuthority, DEFAULT_CA_VALIDITY, DEFAULT_CLIENT_VALIDITY, IssuedCertificate,
+};
+use crate::identity::{CertFingerprint, DeviceId, DevicePublicKey};
+
+/// A reader writes a snapshot once this many changes accumulated after the
+/// last one.
+const SNAPSHOT_INTERVAL: u64 = 1024;
+/// Change-log entries kept behind the newest, for readers that poll.
+const RETAIN_CHANGES: u64 = 4096;
+/// A full load of at least this many certificates writes a snapshot.
+const SNAPSHOT_AFTER_SCAN: usize = 1000;
+
+/// Settings of the identity core.
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    /// Subject CN of a new CA.
+    pub ca_common_name: String,
+    /// Validity of a new CA.
+    pub ca_validity: Duration,
+    /// Validity of client certificates.
+    pub client_validity: Duration,
+    /// How long a mutation waits for the state lock.
+    pub lock_timeout: Duration,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            ca_common_name: "Keygate CA".into(),
+            ca_validity: DEFAULT_CA_VALIDITY,
+            client_validity: DEFAULT_CLIENT_VALIDITY,
+            lock_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A revocation seen by [`IdentityManager::refresh`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationEvent {
+    /// A device was revoked: close its connections.
+    Device(DeviceId),
+    /// One certificate was revoked: close connections that presented it.
+    Certificate {
+        /// The certificate.
+        fingerprint: CertFingerprint,
+        /// Its device.
+        device_id: DeviceId,
+    },
+}
+
+/// What a revoke command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// Revoked now.
+    Revoked(Revocation),
+    /// It already was; nothing was written.
+    AlreadyRevoked(Revocation),
+}
+
+/// A device and the certificate just issued to it.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    /// The device record after enrolment.
+    pub device: DeviceRecord,
+    /// The new certificate.
+    pub certificate: IssuedCertificate,
+}
+
+struct Write {
+    key: String,
+    value: Vec<u8>,
+    expected: Option<Version>,
+}
+
+#[derive(Default)]
+struct Reader {
+    cursor: u64,
+    snapshot_seq: u64,
+    loaded: bool,
+}
+
+/// The identity core of one state directory.
+pub struct IdentityManager {
+    store: Arc<dyn SecretStore>,
+    lock: StateLock,
+    settings: IdentitySettings,
+    ca: CertificateAuthority,
+    /// The newest change sequence this process knows (writers).
+    head: Mutex<Option<u64>>,
+    /// Position of the index in the change log (readers).
+    reader: Mutex<Reader>,
+    index: RwLock<RevocationIndex>,
+}
+
+impl std::fmt::Debug for IdentityManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityManager")
+            .field("state_dir", &self.lock.state_dir())
+            .field("ca", &self.ca.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, IdentityError> {
+    serde_json::from_slice(bytes).map_err(|e| IdentityError::corrupt(key, e))
+}
+
+fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, IdentityError> {
+    serde_json::to_vec(value).map_err(|e| IdentityError::corrupt(key, e))
+}
+
+impl IdentityManager {
+    /// Opens the identity state of `state_dir` in `store`: checks the schema
+    /// marker and loads the CA, creating both on first use (under the lock).
+    pub fn open(
+        store: Arc<dyn SecretStore>,
+        state_dir: &std::path::Path,
+        settings: IdentitySettings,
+        now: SystemTime,
+    ) -> Result<Self, IdentityError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| {
+            IdentityError::Lock(super::lock::LockError::Io {
+                path: state_dir.to_owned(),
+                source,
+            })
+        })?;
+        let lock = StateLock::new(state_dir)?;
+        let ca = match (Self::schema(&*store)?, Self::load_ca(&*store)?) {
+            (true, Some(ca)) => ca,
+            _ => {
+                let _guard = lock.acquire_exclusive("initialise identity state", settings.lock_timeout)?;
+                if !Self::schema(&*store)? {
+                    store.put(SCHEMA_KEY, SCHEMA_VERSION.as_bytes(), None)?;
+                }
+                match Self::load_ca(&*store)? {
+                    Some(ca) => ca,
+                    None => {
+                        let ca = CertificateAuthority::generate(&settings.ca_common_name, settings.ca_validity, now)?;
+                        let (cert_pem, key_pem) = ca.to_pem();
+                        let record = CaRecord { cert_pem, key_pem };
+                        let bytes = Zeroizing::new(encode(CA_KEY, &record)?);
+                        store.put(CA_KEY, &bytes, None)?;
+                        tracing::info!(fingerprint = %ca.fingerprint(), subject = ca.subject(), "created a new CA");
+                        ca
+                    }
+                }
+            }
+        };
+        Ok(Self {
+            store,
+            lock,
+            settings,
+            ca,
+            head: Mutex::new(None),
+            reader: Mutex::new(Reader::default()),
+            index: RwLock::new(RevocationIndex::new()),
+        })
+    }
+
+    /// True when the marker says v1; false when absent; an error otherwise.
+    fn schema(store: &dyn SecretStore) -> Result<bool, IdentityError> {
+        match store.get(SCHEMA_KEY)? {
+            None => Ok(false),
+            Some(v) if v.value == SCHEMA_VERSION.as_bytes() => Ok(true),
+            Some(v) => Err(IdentityError::Schema {
+                found: String::from_utf8_lossy(&v.value).into_owned(),
+                expected: SCHEMA_VERSION,
+            }),
+        }
+    }
+
+    fn load_ca(store: &dyn SecretStore) -> Result<Option<CertificateAuthority>, IdentityError> {
+        let Some(v) = store.get(CA_KEY)? else {
+            return Ok(None);
+        };
+        let value = Zeroizing::new(v.value);
+        let record: CaRecord = decode(CA_KEY, &value)?;
+        Ok(Some(CertificateAuthority::from_pem(&record.cert_pem, &record.key_pem)?))
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &CertificateAuthority {
+        &self.ca
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &IdentitySettings {
+        &self.settings
+    }
+
+    fn get_record<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, Version)>, IdentityError> {
+        match self.store.get(key)? {
+            None => Ok(None),
+            Some(v) => Ok(Some((decode(key, &v.value)?, v.version))),
+        }
+    }
+
+    /// Runs one mutation: `plan` reads what it needs and returns the records
+    /// to write (with the versions it read) and its result. The change-log
+    /// entry goes first, then the records, all under the exclusive lock.
+    fn mutate<T>(
+        &self,
+        purpose: &str,
+        plan: impl FnOnce(&Self) -> Result<(Vec<Write>, T), IdentityError>,
+    ) -> Result<T, IdentityError> {
+        let _guard = self.lock.acquire_exclusive(purpose, self.settings.lock_timeout)?;
+        let (writes, out) = plan(self)?;
+        if writes.is_empty() {
+            return Ok(out);
+        }
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let current = match *head {
+            Some(h) => changelog::probe_head(&*self.store, h)?,
+            None => changelog::find_head(&*self.store)?,
+        };
+        let seq = current + 1;
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        changelog::append(&*self.store, seq, writes.iter().map(|w| w.key.clone()).collect(), at_ms)?;
+        *head = Some(seq);
+        for w in writes {
+            match self.store.put(&w.key, &w.value, w.expected) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Conflict => return Err(IdentityError::Raced { key: w.key }),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Enrols the device with `public_key` (creating its record if new) and
+    /// issues it a client certificate. A revoked device is refused. Writes
+    /// at most two records and one change entry.
+    pub fn enroll(
+        &self,
+        public_key: &DevicePublicKey,
+        name: &str,
+        capabilities: &[String],
+        now: SystemTime,
+    ) -> Result<Enrolled, IdentityError> {
+        let device_id = public_key.device_id();
+        self.mutate("enroll device", |m| {
+            let dkey = device_key(&device_id);
+            let existing: Option<(DeviceRecord, Version)> = m.get_record(&dkey)?;
+            let mut writes = Vec::with_capacity(2);
+            let device = match existing {
+                Some((record, _)) => {
+                    if let Some(r) = &record.revoked {
+                        return Err(IdentityError::DeviceRevoked { device_id, reason: r.reason.clone() });
+                    }
+                    record
+                }
+                None => {
+                    let record = DeviceRecord {
+                        device_id,
+                        public_key: *public_key,
+                        name: name.to_owned(),
+                        capabilities: capabilities.to_vec(),
+                        enrolled_at: unix_secs(now),
+                        revoked: None,
+                    };
+                    writes.push(Write { value: encode(&dkey, &record)?, key: dkey, expected: None });
+                    record
+                }
+            };
+            let certificate = m.issue_for(&device, now, &mut writes)?;
+            Ok((writes, Enrolled { device, certificate }))
+        })
+    }
+
+    /// Issues a new client certificate to an enrolled, unrevoked device
+    /// (renewal: same key, new certificate; older ones stay valid until they
+    /// expire or are revoked).
+    pub fn issue_certificate(&self, device_id: &DeviceId, now: SystemTime) -> Result<IssuedCertificate, IdentityError> {
+        self.mutate("issue certificate", |m| {
+            let (device, _): (DeviceRecord, _) =
+                m.get_record(&device_key(device_id))?.ok_or(IdentityError::UnknownDevice(*device_id))?;
+            if let Some(r) = &device.revoked {
+                return Err(IdentityError::DeviceRevoked { device_id: *device_id, reason: r.reason.clone() });
+            }
+            let mut writes = Vec::with_capacity(1);
+            let cert = m.issue_for(&device, now, &mut writes)?;
+            Ok((writes, cert))
+        })
+    }
+
+    fn issue_for(
+        &self,
+        device: &DeviceRecord,
+        now: SystemTime,
+        writes: &mut Vec<Write>,
+    ) -> Result<IssuedCertificate, IdentityError> {
+        let cert = self.ca.issue_client(&device.public_key, &device.device_id, self.settings.client_validity, now)?;
+        let record = CertRecord {
+            fingerprint: cert.fingerprint,
+            device_id: device.device_id,
+            serial_hex: cert.serial_hex.clone(),
+            not_before: unix_secs(cert.not_before),
+            not_after: unix_secs(cert.not_after),
+            revoked: None,
+        };
+        let key = cert_key(&cert.fingerprint);
+        writes.push(Write { value: encode(&key, &record)?, key, expected: None });
+        Ok(cert)
+    }
+
+    /// Revokes a device: it never pairs or connects again. One record and
+    /// one change entry; nothing is written if it already was revoked.
+    pub fn revoke_device(&self, device_id: &DeviceId, reason: &str, now: SystemTime) -> Result<RevokeOutcome, IdentityError> {
+        self.mutate("devices revoke", |m| {
+            let key = device_key(device_id);
+            let (mut record, version): (DeviceRecord, _) =
+                m.get_record(&key)?.ok_or(IdentityError::UnknownDevice(*device_id))?;
+            if let Some(r) = record.revoked {
+                return Ok((Vec::new(), RevokeOutcome::AlreadyRevoked(r)));
+            }
+            let revocation = Revocation { reason: reason.to_owned(), at: unix_secs(now) };
+            record.revoked = Some(revocation.clone());
+            Ok((vec![Write { value: encode(&key, &record)?, key, expected: Some(version) }], RevokeOutcome::Revoked(revocation)))
+        })
+    }
+
+    /// Revokes one certificate; its device may pair again.
+    pub fn revoke_certificate(
+        &self,
+        fingerprint: &CertFingerprint,
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<RevokeOutcome, IdentityError> {
+        self.mutate("certs revoke", |m| {
+            let key = cert_key(fingerprint);
+            let (mut record, version): (CertRecord, _) =
+                m.get_record(&key)?.ok_or(IdentityError::UnknownCertificate(*fingerprint))?;
+            if let Some(r) = record.revoked {
+                return Ok((Vec::new(), RevokeOutcome::AlreadyRevoked(r)));
+            }
+            let revocation = Revocation { reason: reason.to_owned(), at: unix_secs(now) };
+            record.revoked = Some(revocation.clone());
+            Ok((vec![Write { value: encode(&key, &record)?, key, expected: Some(version) }], RevokeOutcome::Revoked(revocation)))
+        })
+    }
+
+    /// One device record.
+    pub fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, IdentityError> {
+        Ok(self.get_record(&device_key(id))?.map(|(r, _)| r))
+    }
+
+    /// One certificate record.
+    pub fn certificate(&self, fp: &CertFingerprint) -> Result<Option<CertRecord>, IdentityError> {
+        Ok(self.get_record(&cert_key(fp))?.map(|(r, _)| r))
+    }
+
+    fn all<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, IdentityError> {
+        let keys = self.store.list(prefix)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some((r, _)) = self.get_record(&key)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every device, by id.
+    pub fn devices(&self) -> Result<Vec<DeviceRecord>, IdentityError> {
+        self.all(DEVICES_PREFIX)
+    }
+
+    /// Every certificate, by fingerprint.
+    pub fn certificates(&self) -> Result<Vec<CertRecord>, IdentityError> {
+        self.all(CERTS_PREFIX)
+    }
+
+    /// The status of a presented certificate, from the in-memory index
+    /// (call [`refresh`](Self::refresh) or run a watcher to keep it
+    /// current). O(1).
+    pub fn certificate_status(&self, fp: &CertFingerprint) -> CertStatus {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).status(fp)
+    }
+
+    /// Whether a device is revoked, from the in-memory index.
+    pub fn is_device_revoked(&self, id: &DeviceId) -> bool {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).is_device_revoked(id)
+    }
+
+    /// Brings the index up to date with the change log (loading it in full,
+    /// from the snapshot if there is one, the first time) and returns the
+    /// revocations it had not seen. Takes the shared state lock.
+    pub fn refresh(&self) -> Result<Vec<RevocationEvent>, IdentityError> {
+        let _guard = self.lock.acquire_shared("refresh revocation index", self.settings.lock_timeout)?;
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if !reader.loaded {
+            self.load_full(&mut reader)?;
+        }
+        let mut events = Vec::new();
+        let mut progressed = false;
+        while let Some(entry) = read_entry(&*self.store, reader.cursor + 1)? {
+            for key in &entry.keys {
+                self.apply_key(key, &mut events)?;
+            }
+            reader.cursor = entry.seq.max(reader.cursor + 1);
+            progressed = true;
+        }
+        if !progressed {
+            let (floor, _) = read_floor(&*self.store)?;
+            if floor > reader.cursor {
+                tracing::warn!(cursor = reader.cursor, floor, "revocation index fell behind the compacted change log; reloading");
+                let before = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
+                self.load_full(&mut reader)?;
+                events.extend(newly_revoked(&before, &self.index.read().unwrap_or_else(|p| p.into_inner())));
+                return Ok(events);
+            }
+        }
+        if reader.cursor >= reader.snapshot_seq + SNAPSHOT_INTERVAL {
+            self.snapshot_and_compact(&mut reader)?;
+        }
+        Ok(events)
+    }
+
+    fn apply_key(&self, key: &str, events: &mut Vec<RevocationEvent>) -> Result<(), IdentityError> {
+        if let Some(id) = key.strip_prefix(DEVICES_PREFIX) {
+            let id = DeviceId::parse(id).map_err(|e| IdentityError::corrupt(key, e))?;
+            let record: Option<DeviceRecord> = self.get_record(key)?.map(|(r, _)| r);
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let was = index.is_device_revoked(&id);
+            index.apply_device(&id, record.as_ref());
+            if !was && index.is_device_revoked(&id) {
+                events.push(RevocationEvent::Device(id));
+            }
+        } else if let Some(fp) = key.strip_prefix(CERTS_PREFIX) {
+            let fp = CertFingerprint::parse(fp).map_err(|e| IdentityError::corrupt(key, e))?;
+            let record: Option<CertRecord> = self.get_record(key)?.map(|(r, _)| r);
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let was = matches!(index.status(&fp), CertStatus::CertificateRevoked(_));
+            index.apply_cert(&fp, record.as_ref());
+            if let CertStatus::CertificateRevoked(device_id) = index.status(&fp) {
+                if !was {
+                    events.push(RevocationEvent::Certificate { fingerprint: fp, device_id });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the index from the snapshot, or from every record when there
+    /// is none (and then writes one if the state is large).
+    fn load_full(&self, reader: &mut Reader) -> Result<(), IdentityError> {
+        if let Some((snapshot, _)) = self.get_record::<IndexSnapshot>(SNAPSHOT_KEY)? {
+            let (floor, _) = read_floor(&*self.store)?;
+            if floor <= snapshot.seq {
+                *self.index.write().unwrap_or_else(|p| p.into_inner()) = RevocationIndex::from_snapshot(&snapshot);
+                reader.cursor = snapshot.seq;
+                reader.snapshot_seq = snapshot.seq;
+                reader.loaded = true;
+                return Ok(());
+            }
+        }
+        let head = changelog::find_head(&*self.store)?;
+        let mut index = RevocationIndex::new();
+        for device in self.devices()? {
+            index.apply_device(&device.device_id, Some(&device));
+        }
+        let certs = self.certificates()?;
+        index.reserve(certs.len());
+        for cert in &certs {
+            index.apply_cert(&cert.fingerprint, Some(cert));
+        }
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+        reader.cursor = head;
+        reader.snapshot_seq = 0;
+        reader.loaded = true;
+        if certs.len() >= SNAPSHOT_AFTER_SCAN {
+            self.snapshot_and_compact(reader)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot_and_compact(&self, reader: &mut Reader) -> Result<(), IdentityError> {
+        let snapshot = self.index.read().unwrap_or_else(|p| p.into_inner()).to_snapshot(reader.cursor);
+        let bytes = encode(SNAPSHOT_KEY, &snapshot)?;
+        let version = self.store.get(SNAPSHOT_KEY)?.map(|v| v.version);
+        match self.store.put(SNAPSHOT_KEY, &bytes, version) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Conflict => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        reader.snapshot_seq = reader.cursor;
+        let through = reader.cursor.min(reader.cursor.saturating_sub(RETAIN_CHANGES));
+        let deleted = changelog::compact(&*self.store, through, reader.cursor)?;
+        tracing::debug!(seq = reader.cursor, certs = snapshot.certs.len(), deleted, "wrote index snapshot");
+        Ok(())
+    }
+}
+
+fn newly_revoked(before: &RevocationIndex, after: &RevocationIndex) -> Vec<RevocationEvent> {
+    let snap_before = before.to_snapshot(0);
+    let snap_after = after.to_snapshot(0);
+    let mut events: Vec<RevocationEvent> = snap_after
+        .revoked_devices
+        .iter()
+        .filter(|d| !before.is_device_revoked(d))
+        .map(|d| RevocationEvent::Device(*d))
+        .collect();
+    let old: std::collections::HashSet<_> = snap_before.certs.iter().filter(|c| c.2).map(|c| c.0).collect();
+    events.extend(
+        snap_after
+            .certs
+            .iter()
+            .filter(|c| c.2 && !old.contains(&c.0))
+            .map(|c| RevocationEvent::Certificate { fingerprint: c.0, device_id: c.1 }),
+    );
+    events
+}
