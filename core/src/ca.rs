@@ -304,21 +304,21 @@ impl CertificateAuthority {
         validity: Duration,
         now: SystemTime,
     ) -> Result<IssuedCertificate, CaError> {
-        let key_id = DeviceId::from_public_key(device_public_key);
-        if key_id != *device_id {
+        if !device_id.matches(device_public_key) {
             return Err(CaError::DeviceIdMismatch {
                 device_id: *device_id,
-                key_device_id: key_id,
+                key_device_id: DeviceId::from_public_key(device_public_key),
             });
         }
         let (not_before, not_after) = self.leaf_window(validity, now)?;
         let serial = random_serial();
 
+        let id_text = device_id.to_string();
         let mut params = leaf_params(serial, not_before, not_after)?;
         params
             .distinguished_name
-            .push(DnType::CommonName, device_id.as_str());
-        let uri = Ia5String::try_from(format!("{CLIENT_SAN_URI_PREFIX}{device_id}"))
+            .push(DnType::CommonName, id_text.as_str());
+        let uri = Ia5String::try_from(format!("{CLIENT_SAN_URI_PREFIX}{id_text}"))
             .map_err(|e| CaError::generation("encoding the device URI", e))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

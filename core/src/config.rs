@@ -35,12 +35,12 @@ pub const DEFAULT_CONFIG_PATH: &str = "config.toml";
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: cannot read config file: {source}")]
+    #[error("{path}: cannot read config file: {cause}")]
     Read {
         /// The config file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so not a `source`).
+        cause: std::io::Error,
     },
     /// Not valid TOML, an unknown key or a wrong type (the message from the
     /// TOML parser carries the line, column and key).
@@ -187,9 +187,9 @@ struct RawSlot {
 impl Config {
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Self::parse(&text, path)
     }

@@ -33,7 +33,7 @@ fn rfc8032_test_key_has_the_documented_device_id() {
     assert_eq!(key.device_id().to_string(), RFC8032_DEVICE_ID);
     let public: DevicePublicKey = RFC8032_PUBLIC.parse().unwrap();
     assert_eq!(
-        DeviceId::from_public_key(&public).as_str(),
+        DeviceId::from_public_key(&public).to_string(),
         RFC8032_DEVICE_ID
     );
 }

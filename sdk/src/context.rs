@@ -61,7 +61,8 @@ impl PluginContext {
         }
     }
 
-    /// The plugin's name as the operator configured it.
+    /// The label the host knows the plugin by: `slot(name)`, e.g.
+    /// `store(sqlite)`. Worth putting in messages that leave the host's log.
     pub fn plugin_name(&self) -> &str {
         &self.plugin_name
     }

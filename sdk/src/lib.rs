@@ -31,10 +31,14 @@
 //!   under the plugin's name.
 //!
 //! ## Evolution
-//! The root module is a prefix type: a later minor SDK version may append
-//! constructors, and a newer host reads them as absent from an older
-//! library. The traits themselves never grow; a new capability of a plugin
-//! kind comes as a new trait offered through a new constructor.
+//! The host refuses a library whose SDK version is not compatible with its
+//! own by semver as abi_stable reads it: while the SDK is 0.x, `0.1.z`
+//! libraries load in any `0.1.z` host and a `0.2` host refuses them (with a
+//! message naming both versions). The root module is a prefix type: a
+//! compatible release may append constructors after the last field, and a
+//! newer host reads them as absent from an older library. The traits
+//! themselves never grow; a new capability of a plugin kind comes as a new
+//! trait offered through a new constructor.
 #![allow(non_local_definitions)]
 
 pub mod abi;

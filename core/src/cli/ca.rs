@@ -61,12 +61,12 @@ pub fn run(cmd: CaCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
     if json {
         print_json(&view)?;
     } else {
-        println!("fingerprint  {}", view.fingerprint);
-        println!("subject      {}", view.subject);
-        println!("not before   {}", view.not_before);
-        println!("not after    {} ({} days left)", view.not_after, view.expires_in_days);
+        outln!("fingerprint  {}", view.fingerprint);
+        outln!("subject      {}", view.subject);
+        outln!("not before   {}", view.not_before);
+        outln!("not after    {} ({} days left)", view.not_after, view.expires_in_days);
         if let Some(w) = &view.warning {
-            println!("WARNING      {w}");
+            outln!("WARNING      {w}");
         }
     }
     Ok(ExitCode::SUCCESS)

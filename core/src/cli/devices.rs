@@ -112,9 +112,9 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
             if json {
                 print_json(&rows)?;
             } else {
-                println!("{:<42}  {:<16}  {:<7}  {:<20}  CERTS", "DEVICE ID", "NAME", "REVOKED", "NEWEST CERT EXPIRES");
+                outln!("{:<42}  {:<16}  {:<7}  {:<20}  CERTS", "DEVICE ID", "NAME", "REVOKED", "NEWEST CERT EXPIRES");
                 for r in &rows {
-                    println!(
+                    outln!(
                         "{:<42}  {:<16}  {:<7}  {:<20}  {}",
                         r.device_id,
                         r.name,
@@ -128,9 +128,9 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
         DevicesCommand::Revoke { device_id, reason } => {
             let id = DeviceId::parse(device_id.trim()).context("not a device id")?;
             match manager.revoke_device(&id, &reason, SystemTime::now())? {
-                RevokeOutcome::Revoked(r) => println!("revoked device {id} at {}", rfc3339(r.at)),
+                RevokeOutcome::Revoked(r) => outln!("revoked device {id} at {}", rfc3339(r.at)),
                 RevokeOutcome::AlreadyRevoked(r) => {
-                    println!("device {id} was already revoked at {} ({})", rfc3339(r.at), r.reason)
+                    outln!("device {id} was already revoked at {} ({})", rfc3339(r.at), r.reason)
                 }
             }
         }
@@ -141,9 +141,9 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
                 std::fs::write(&path, &enrolled.certificate.pem)
                     .with_context(|| format!("{}: cannot write the certificate", path.display()))?;
             }
-            println!("device_id    {}", enrolled.device.device_id);
-            println!("fingerprint  {}", enrolled.certificate.fingerprint);
-            println!("not_after    {}", rfc3339(unix(enrolled.certificate.not_after)));
+            outln!("device_id    {}", enrolled.device.device_id);
+            outln!("fingerprint  {}", enrolled.certificate.fingerprint);
+            outln!("not_after    {}", rfc3339(unix(enrolled.certificate.not_after)));
         }
     }
     Ok(ExitCode::SUCCESS)

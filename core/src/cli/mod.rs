@@ -1,6 +1,15 @@
 //! Command-line parsing and dispatch. Each command lives in its own module;
 //! errors are reported once, here, with their context chain.
 
+/// `println!` for command output: a closed pipe (`keygate … | head`) ends
+/// the process quietly instead of panicking; other write errors are
+/// returned.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        crate::cli::format::write_line(format_args!($($arg)*))?
+    };
+}
+
 mod ca;
 mod certs;
 mod devices;

@@ -47,12 +47,12 @@ fn list(config_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     };
     let rows = list_plugins(config.as_ref()).context("cannot list plugins")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<10} {:<14} {:<6} {:<10} {}", "KIND", "NAME", "SDK", "SLOT", "SOURCE");
+    outln!("{:<10} {:<14} {:<6} {:<10} {}", "KIND", "NAME", "SDK", "SLOT", "SOURCE");
     for r in &rows {
-        println!(
+        outln!(
             "{:<10} {:<14} {:<6} {:<10} {}",
             r.kind,
             r.name,
@@ -100,13 +100,13 @@ fn check(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("ok: {}", report.path);
-        println!("  sha256: {}", report.sha256);
-        println!("  keygate-sdk: {}", report.sdk_version);
+        outln!("ok: {}", report.path);
+        outln!("  sha256: {}", report.sha256);
+        outln!("  keygate-sdk: {}", report.sdk_version);
         for p in &report.plugins {
-            println!("  {:<10} {:<14} {}", p.kind, p.name, p.description);
+            outln!("  {:<10} {:<14} {}", p.kind, p.name, p.description);
         }
     }
     Ok(ExitCode::SUCCESS)

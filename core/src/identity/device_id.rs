@@ -36,30 +36,23 @@ const HRP: Hrp = Hrp::parse_unchecked(DEVICE_ID_HRP);
 /// displayed (and serialized) in lower case; [`DeviceId::parse`] (also used
 /// by [`FromStr`] and deserialization) refuses any string that is not a
 /// well-formed device id with a valid checksum.
+///
+/// The value is just the 20 bytes (cheap to copy, hash and keep in large
+/// sets); the text form is encoded when displayed. `Ord` orders by those
+/// bytes, which is not the alphabetical order of the text form.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceId {
     bytes: [u8; ID_BYTES],
-    /// The lower-case encoding, ASCII (kept so `as_str` is free).
-    text: [u8; DEVICE_ID_LEN],
 }
 
 impl DeviceId {
     /// The device id of `public_key`.
     pub fn from_public_key(public_key: &DevicePublicKey) -> Self {
-        let digest = Sha256::digest(public_key.as_bytes());
-        let mut bytes = [0u8; ID_BYTES];
-        bytes.copy_from_slice(&digest[..ID_BYTES]);
-        Self::from_id_bytes(bytes)
+        Self::from_id_bytes(id_bytes(public_key))
     }
 
     fn from_id_bytes(bytes: [u8; ID_BYTES]) -> Self {
-        // Encoding 20 bytes under a valid, 3-character hrp can only fail on
-        // length limits far above ours: this is an invariant, not input.
-        let encoded = bech32::encode_lower::<Bech32m>(HRP, &bytes)
-            .expect("a 20-byte payload always fits a bech32m string");
-        let mut text = [0u8; DEVICE_ID_LEN];
-        text.copy_from_slice(encoded.as_bytes());
-        Self { bytes, text }
+        Self { bytes }
     }
 
     /// Parses a device id, refusing anything but a well-formed `kgd1…`
@@ -138,16 +131,19 @@ impl DeviceId {
         &self.bytes
     }
 
-    /// The id in its lower-case text form (`kgd1…`, 42 characters).
-    pub fn as_str(&self) -> &str {
-        // Always ASCII: produced by the bech32 encoder.
-        std::str::from_utf8(&self.text).unwrap_or_default()
-    }
-
     /// Whether this is the id of `public_key`.
     pub fn matches(&self, public_key: &DevicePublicKey) -> bool {
-        *self == Self::from_public_key(public_key)
+        // Compares the digests: no need to encode the key's id.
+        self.bytes == id_bytes(public_key)
     }
+}
+
+/// SHA-256(public key)\[0..20\].
+fn id_bytes(public_key: &DevicePublicKey) -> [u8; ID_BYTES] {
+    let digest = Sha256::digest(public_key.as_bytes());
+    let mut bytes = [0u8; ID_BYTES];
+    bytes.copy_from_slice(&digest[..ID_BYTES]);
+    bytes
 }
 
 fn const_prefix() -> String {
@@ -165,13 +161,15 @@ fn echo(input: &str) -> String {
 
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // 20 bytes under a valid 3-character hrp are far below bech32's
+        // length limit, so the only error left is the formatter's own.
+        bech32::encode_lower_to_fmt::<Bech32m, _>(f, HRP, &self.bytes).map_err(|_| fmt::Error)
     }
 }
 
 impl fmt::Debug for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DeviceId({})", self.as_str())
+        write!(f, "DeviceId({self})")
     }
 }
 
@@ -183,15 +181,9 @@ impl FromStr for DeviceId {
     }
 }
 
-impl AsRef<str> for DeviceId {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl serde::Serialize for DeviceId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
+        serializer.collect_str(self)
     }
 }
 
@@ -282,10 +274,10 @@ mod tests {
 
     #[test]
     fn length_constant_matches_the_encoder() {
-        let id = DeviceId::from_id_bytes([7u8; ID_BYTES]);
-        assert_eq!(id.as_str().len(), DEVICE_ID_LEN);
+        let id = DeviceId::from_id_bytes([7u8; ID_BYTES]).to_string();
+        assert_eq!(id.len(), DEVICE_ID_LEN);
         assert_eq!(DEVICE_ID_LEN, 42);
-        assert!(id.as_str().starts_with("kgd1"));
+        assert!(id.starts_with("kgd1"));
     }
 
     #[test]
@@ -293,8 +285,13 @@ mod tests {
         // Value computed with the BIP-350 reference algorithm in Python.
         let bytes: [u8; ID_BYTES] = std::array::from_fn(|i| i as u8);
         let id = DeviceId::from_id_bytes(bytes);
-        assert_eq!(id.as_str(), "kgd1qqqsyqcyq5rqwzqfpg9scrgwpugpzysndvldwu");
-        assert_eq!(DeviceId::parse(id.as_str()).unwrap(), id);
+        assert_eq!(id.to_string(), "kgd1qqqsyqcyq5rqwzqfpg9scrgwpugpzysndvldwu");
+        assert_eq!(DeviceId::parse(&id.to_string()).unwrap(), id);
+    }
+
+    #[test]
+    fn a_device_id_is_just_its_twenty_bytes() {
+        assert_eq!(std::mem::size_of::<DeviceId>(), ID_BYTES);
     }
 
     #[test]

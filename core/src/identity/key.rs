@@ -128,8 +128,9 @@ impl fmt::Debug for DeviceKey {
 
 /// A device's Ed25519 public key (32 bytes, RFC 8032 encoding).
 ///
-/// Construction refuses byte strings that are not a curve point and the
-/// small-order ("weak") points, for which signatures prove nothing.
+/// Construction refuses byte strings that are not a curve point or not its
+/// canonical encoding, and the small-order ("weak") points, for which
+/// signatures prove nothing.
 /// Displayed and serialized as 64 lower-case hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DevicePublicKey(VerifyingKey);
@@ -138,14 +139,19 @@ impl DevicePublicKey {
     /// Reads a raw 32-byte public key.
     ///
     /// # Errors
-    /// [`DeviceKeyError::InvalidPublicKey`] when the bytes are not a point
-    /// of the curve, [`DeviceKeyError::WeakPublicKey`] for a small-order
+    /// [`DeviceKeyError::InvalidPublicKey`] when the bytes are not the
+    /// canonical encoding of a point of the curve, [`DeviceKeyError::WeakPublicKey`] for a small-order
     /// point.
     pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> Result<Self, DeviceKeyError> {
-        let key =
-            VerifyingKey::from_bytes(bytes).map_err(|_| DeviceKeyError::InvalidPublicKey {
-                key_hex: hex::encode(bytes),
-            })?;
+        let invalid = || DeviceKeyError::InvalidPublicKey {
+            key_hex: hex::encode(bytes),
+        };
+        // A y coordinate ≥ p is a second spelling of a small y: refusing it
+        // keeps one encoding (so one device id) per key.
+        if !is_canonical_y(bytes) {
+            return Err(invalid());
+        }
+        let key = VerifyingKey::from_bytes(bytes).map_err(|_| invalid())?;
         if key.is_weak() {
             return Err(DeviceKeyError::WeakPublicKey {
                 key_hex: hex::encode(bytes),
@@ -205,6 +211,13 @@ impl DevicePublicKey {
     }
 }
 
+/// Whether the little-endian y coordinate (sign bit cleared) is below
+/// p = 2^255 − 19.
+fn is_canonical_y(bytes: &[u8; KEY_LEN]) -> bool {
+    let top_is_max = bytes[31] & 0x7f == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff);
+    !(top_is_max && bytes[0] >= 0xed)
+}
+
 impl fmt::Display for DevicePublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.as_bytes()))
@@ -259,8 +272,9 @@ impl<'de> serde::Deserialize<'de> for DevicePublicKey {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeviceKeyError {
-    /// The bytes are not an Ed25519 public key (not a curve point).
-    #[error("{key_hex} is not an Ed25519 public key (not a point of the curve)")]
+    /// The bytes are not an Ed25519 public key (not a curve point, or not
+    /// its canonical encoding).
+    #[error("{key_hex} is not an Ed25519 public key (not the canonical encoding of a curve point)")]
     InvalidPublicKey {
         /// The refused key, hex.
         key_hex: String,
@@ -327,6 +341,24 @@ mod tests {
             v2.windows(32)
                 .any(|w| w == key.public_key().as_bytes().as_slice())
         );
+    }
+
+    #[test]
+    fn non_canonical_encodings_are_refused() {
+        // y = p + 1 (≡ 1) and y = p + 2 spelled with y ≥ p.
+        for low in [0xee_u8, 0xef] {
+            let mut bytes = [0xffu8; 32];
+            bytes[0] = low;
+            bytes[31] = 0x7f;
+            assert!(matches!(
+                DevicePublicKey::from_bytes(&bytes),
+                Err(DeviceKeyError::InvalidPublicKey { .. })
+            ));
+        }
+        let mut p_minus_1 = [0xffu8; 32];
+        p_minus_1[0] = 0xec;
+        p_minus_1[31] = 0x7f;
+        assert!(is_canonical_y(&p_minus_1));
     }
 
     #[test]

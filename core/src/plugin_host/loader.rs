@@ -32,13 +32,13 @@ pub fn open_library(path: &Path, pin: Option<&[u8; 32]>) -> Result<Library, Host
             path: path.to_owned(),
         }));
     }
-    let mut file = File::open(path).map_err(|source| HostError::Io {
+    let mut file = File::open(path).map_err(|cause| HostError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
-    let actual = sha256_of(&mut file).map_err(|source| HostError::Io {
+    let actual = sha256_of(&mut file).map_err(|cause| HostError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     if &actual != expected {
         return Err(HostError::ChecksumMismatch {

@@ -37,12 +37,12 @@ pub enum HostError {
     #[error(transparent)]
     Load(LoadError),
     /// Reading the library file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The library.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file does not match its configured `sha256`.
     #[error("{path}: SHA-256 is {actual} but config pins {expected}: refused, the file was not opened as a library")]
@@ -73,20 +73,20 @@ pub enum HostError {
         problem: String,
     },
     /// The plugin's constructor refused (typically its config table).
-    #[error("{label}: could not start: {source}")]
+    #[error("{label}: could not start: {cause}")]
     Construct {
         /// `slot(name)`.
         label: String,
         /// The plugin's error.
-        source: PluginError,
+        cause: PluginError,
     },
     /// Any of the above, located in the config file.
-    #[error("{location}: {source}")]
+    #[error("{location}: {cause}")]
     InConfig {
         /// `file:line: key`.
         location: String,
         /// The failure.
-        source: Box<HostError>,
+        cause: Box<HostError>,
     },
 }
 
@@ -194,12 +194,12 @@ impl PluginHost {
             &config.state_dir,
             TracingLogger::new(label.clone()),
         );
-        let value = build(&library, &info.name, &slot.config_toml, ctx).map_err(|source| {
+        let value = build(&library, &info.name, &slot.config_toml, ctx).map_err(|cause| {
             HostError::InConfig {
                 location: location.clone(),
-                source: Box::new(HostError::Construct {
+                cause: Box::new(HostError::Construct {
                     label: label.clone(),
-                    source,
+                    cause,
                 }),
             }
         })?;
@@ -239,7 +239,7 @@ fn resolve_slot(
             let location = at(name.line, &name.key);
             let (library, info) = find_builtin(slot.kind, &name.value).map_err(|e| HostError::InConfig {
                 location: location.clone(),
-                source: Box::new(e),
+                cause: Box::new(e),
             })?;
             Ok((library, info, location))
         }
@@ -247,7 +247,7 @@ fn resolve_slot(
             let location = at(path.line, &path.key);
             let located = |e: HostError| HostError::InConfig {
                 location: location.clone(),
-                source: Box::new(e),
+                cause: Box::new(e),
             };
             let library = match libraries.files.get(&path.value) {
                 Some(lib) => lib.clone(),
@@ -365,7 +365,7 @@ pub fn list_plugins(config: Option<&Config>) -> Result<Vec<PluginListing>, HostE
                 let library = open_library(&path.value, sha256.as_ref().map(|s| &s.value)).map_err(|e| {
                     HostError::InConfig {
                         location: format!("{}:{}: {}", config.path.display(), path.line, path.key),
-                        source: Box::new(e),
+                        cause: Box::new(e),
                     }
                 })?;
                 push(&library);

@@ -19,7 +19,7 @@ pub enum IdentityError {
     Lock(#[from] LockError),
     /// The CA could not be made, loaded or could not issue.
     #[error("CA: {0}")]
-    Ca(#[from] CaError),
+    Ca(CaError),
     /// A record exists but cannot be decoded.
     #[error("record {key:?} is corrupt: {reason}")]
     Corrupt {
@@ -57,6 +57,14 @@ pub enum IdentityError {
         /// The key.
         key: String,
     },
+}
+
+// Not `#[from]`: the message already carries the CA error, so it is not
+// also a `source` (which would print it twice in a context chain).
+impl From<CaError> for IdentityError {
+    fn from(e: CaError) -> Self {
+        Self::Ca(e)
+    }
 }
 
 impl IdentityError {

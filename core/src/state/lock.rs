@@ -272,13 +272,12 @@ pub enum LockError {
         waited: Duration,
     },
     /// The state directory or the lock file could not be used.
-    #[error("{path}: state lock: {source}")]
+    #[error("{path}: state lock: {cause}")]
     Io {
         /// The state directory or lock file concerned.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
+        /// The underlying error (in the message, so not a `source`).
+        cause: io::Error,
     },
 }
 
@@ -309,10 +308,10 @@ fn timeout_message(
     )
 }
 
-fn io_error(path: &Path, source: io::Error) -> LockError {
+fn io_error(path: &Path, cause: io::Error) -> LockError {
     LockError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

@@ -150,10 +150,10 @@ impl IdentityManager {
         settings: IdentitySettings,
         now: SystemTime,
     ) -> Result<Self, IdentityError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| {
+        std::fs::create_dir_all(state_dir).map_err(|cause| {
             IdentityError::Lock(super::lock::LockError::Io {
                 path: state_dir.to_owned(),
-                source,
+                cause,
             })
         })?;
         let lock = StateLock::new(state_dir)?;
@@ -451,19 +451,21 @@ impl IdentityManager {
     fn apply_key(&self, key: &str, events: &mut Vec<RevocationEvent>) -> Result<(), IdentityError> {
         if let Some(id) = key.strip_prefix(DEVICES_PREFIX) {
             let id = DeviceId::parse(id).map_err(|e| IdentityError::corrupt(key, e))?;
-            let record: Option<DeviceRecord> = self.get_record(key)?.map(|(r, _)| r);
+            let revoked = self
+                .get_record::<DeviceIndexView>(key)?
+                .is_some_and(|(r, _)| r.revoked.is_some());
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
             let was = index.is_device_revoked(&id);
-            index.apply_device(&id, record.as_ref());
-            if !was && index.is_device_revoked(&id) {
+            index.set_device(&id, revoked);
+            if !was && revoked {
                 events.push(RevocationEvent::Device(id));
             }
         } else if let Some(fp) = key.strip_prefix(CERTS_PREFIX) {
             let fp = CertFingerprint::parse(fp).map_err(|e| IdentityError::corrupt(key, e))?;
-            let record: Option<CertRecord> = self.get_record(key)?.map(|(r, _)| r);
+            let record: Option<CertIndexView> = self.get_record(key)?.map(|(r, _)| r);
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
             let was = matches!(index.status(&fp), CertStatus::CertificateRevoked(_));
-            index.apply_cert(&fp, record.as_ref());
+            index.set_cert(&fp, record.map(|r| (r.device_id, r.revoked.is_some())));
             if let CertStatus::CertificateRevoked(device_id) = index.status(&fp) {
                 if !was {
                     events.push(RevocationEvent::Certificate { fingerprint: fp, device_id });
@@ -488,13 +490,13 @@ impl IdentityManager {
         }
         let head = changelog::find_head(&*self.store)?;
         let mut index = RevocationIndex::new();
-        for device in self.devices()? {
-            index.apply_device(&device.device_id, Some(&device));
+        for device in self.scan::<DeviceIndexView>(DEVICES_PREFIX)? {
+            index.set_device(&device.device_id, device.revoked.is_some());
         }
-        let certs = self.certificates()?;
+        let certs = self.scan::<CertIndexView>(CERTS_PREFIX)?;
         index.reserve(certs.len());
         for cert in &certs {
-            index.apply_cert(&cert.fingerprint, Some(cert));
+            index.set_cert(&cert.fingerprint, Some((cert.device_id, cert.revoked.is_some())));
         }
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
         reader.cursor = head;
@@ -504,6 +506,39 @@ impl IdentityManager {
             self.snapshot_and_compact(reader)?;
         }
         Ok(())
+    }
+
+    /// Reads every record under `prefix` as `T`, on as many threads as the
+    /// machine has cores (a full load is bound by record reads).
+    fn scan<T: DeserializeOwned + Send>(&self, prefix: &str) -> Result<Vec<T>, IdentityError> {
+        let keys = self.store.list(prefix)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let chunk = keys.len().div_ceil(threads).max(1);
+        let parts: Vec<Result<Vec<T>, IdentityError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = keys
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut out = Vec::with_capacity(part.len());
+                        for key in part {
+                            if let Some((r, _)) = self.get_record(key)? {
+                                out.push(r);
+                            }
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(IdentityError::corrupt(prefix, "a scan thread panicked"))))
+                .collect()
+        });
+        let mut all = Vec::with_capacity(keys.len());
+        for part in parts {
+            all.extend(part?);
+        }
+        Ok(all)
     }
 
     fn snapshot_and_compact(&self, reader: &mut Reader) -> Result<(), IdentityError> {
@@ -521,6 +556,22 @@ impl IdentityManager {
         tracing::debug!(seq = reader.cursor, certs = snapshot.certs.len(), deleted, "wrote index snapshot");
         Ok(())
     }
+}
+
+/// The part of a device record the index needs (parsing the public key,
+/// a curve point, would dominate a full load).
+#[derive(serde::Deserialize)]
+struct DeviceIndexView {
+    device_id: DeviceId,
+    revoked: Option<Revocation>,
+}
+
+/// The part of a certificate record the index needs.
+#[derive(serde::Deserialize)]
+struct CertIndexView {
+    fingerprint: CertFingerprint,
+    device_id: DeviceId,
+    revoked: Option<Revocation>,
 }
 
 fn newly_revoked(before: &RevocationIndex, after: &RevocationIndex) -> Vec<RevocationEvent> {

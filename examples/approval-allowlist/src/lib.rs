@@ -16,8 +16,10 @@
 //! ```
 //!
 //! Device ids are checked when the policy is built (prefix, length,
-//! alphabet and bech32m checksum), so a mistyped id is refused at startup
-//! with the entry named, instead of denying that device forever.
+//! alphabet and bech32m checksum). An entry that is not a well-formed id is
+//! kept, but logged as a warning naming the entry, so a mistyped id shows
+//! up in the gateway's log at startup instead of silently denying that
+//! device forever.
 //!
 //! The time of a request comes from [`ApprovalRequest::unix_time_secs`],
 //! never from a clock, so every edge of the window is unit-tested.
@@ -191,9 +193,7 @@ const BECH32_ALPHABET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
 /// and returns its lower-case form, the form the host puts in requests.
 ///
 /// The SDK offers no device-id type (it depends on no Keygate crate), so a
-/// plugin that takes device ids in its config checks them itself: a typo in
-/// the list is then refused at startup instead of silently denying the
-/// device forever.
+/// plugin that takes device ids in its config checks them itself.
 pub fn canonical_device_id(text: &str) -> Result<String, &'static str> {
     if text.is_empty() {
         return Err("it is empty");
@@ -269,12 +269,15 @@ fn echo(text: &str) -> String {
 pub struct AllowlistPolicy {
     devices: BTreeSet<String>,
     hours: Option<ApprovalHours>,
+    warnings: Vec<String>,
 }
 
 impl AllowlistPolicy {
     /// Builds the policy from a parsed config, checking what the types alone
-    /// cannot: a non-empty list of well-formed device ids (see
-    /// [`canonical_device_id`]), the format of `hours`, the offset's range.
+    /// cannot: a non-empty list of non-blank entries, the format of `hours`,
+    /// the offset's range. Entries that are not well-formed device ids (see
+    /// [`canonical_device_id`]) are kept as written and reported by
+    /// [`AllowlistPolicy::warnings`].
     pub fn new(config: AllowlistConfig) -> Result<Self, PluginError> {
         if config.devices.is_empty() {
             return Err(PluginError::invalid(
@@ -282,14 +285,27 @@ impl AllowlistPolicy {
             ));
         }
         let mut devices = BTreeSet::new();
+        let mut warnings = Vec::new();
         for (i, device) in config.devices.iter().enumerate() {
-            let canonical = canonical_device_id(device).map_err(|why| {
-                PluginError::invalid(format!(
-                    "config table: `devices[{i}]` = {:?} is not a device id: {why}",
+            if device.is_empty() || device.trim() != device || device.chars().any(char::is_control)
+            {
+                return Err(PluginError::invalid(format!(
+                    "config table: `devices[{i}]` = {:?} is empty or has spaces or control \
+                     characters around or in it",
                     echo(device)
-                ))
-            })?;
-            devices.insert(canonical);
+                )));
+            }
+            match canonical_device_id(device) {
+                Ok(canonical) => devices.insert(canonical),
+                Err(why) => {
+                    warnings.push(format!(
+                        "`devices[{i}]` = {:?} is not a well-formed Keygate device id ({why}): \
+                         it only matches a request carrying exactly this string",
+                        echo(device)
+                    ));
+                    devices.insert(device.clone())
+                }
+            };
         }
         let hours = match (&config.hours, config.utc_offset_minutes) {
             (Some(hours), offset) => Some(ApprovalHours::parse(hours, offset.unwrap_or(0))?),
@@ -301,12 +317,22 @@ impl AllowlistPolicy {
             }
             (None, None) => None,
         };
-        Ok(Self { devices, hours })
+        Ok(Self {
+            devices,
+            hours,
+            warnings,
+        })
     }
 
     /// The approval window, if any.
     pub fn hours(&self) -> Option<ApprovalHours> {
         self.hours
+    }
+
+    /// One line per list entry that is not a well-formed device id (a
+    /// likely typo); logged as warnings when the gateway builds the policy.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// How many distinct device ids are on the list.
@@ -318,7 +344,9 @@ impl AllowlistPolicy {
 impl ApprovalPolicy for AllowlistPolicy {
     fn evaluate(&self, request: &ApprovalRequest) -> Result<Decision, PluginError> {
         let device = request.device_id();
-        if !self.devices.contains(&device.to_ascii_lowercase()) {
+        let listed = self.devices.contains(device)
+            || self.devices.contains(device.to_ascii_lowercase().as_str());
+        if !listed {
             return Ok(Decision::deny(format!(
                 "device {} is not on the allowlist",
                 echo(device)
@@ -348,6 +376,9 @@ impl ApprovalPlugin for AllowlistPolicy {
             "approving {} listed device(s) {when}; denying all others",
             policy.device_count()
         ));
+        for warning in policy.warnings() {
+            ctx.warn(warning);
+        }
         Ok(policy)
     }
 }
@@ -581,25 +612,69 @@ mod tests {
     }
 
     #[test]
-    fn malformed_or_mistyped_device_ids_are_refused_naming_the_entry() {
+    fn blank_padded_or_control_character_entries_are_refused_naming_them() {
+        for entry in ["", " ", " kgd1x", "kgd1x\t", "kgd1\nx"] {
+            let err = refused(&format!("devices = [{ALICE:?}, {entry:?}]"));
+            assert!(err.message().contains("`devices[1]`"), "{entry:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn mistyped_device_ids_are_kept_but_flagged_with_the_reason() {
         // ALICE with one character changed: the checksum catches it.
         let typo = ALICE.replacen("90vq", "90vp", 1);
         let mixed = format!("KGD1{}", &ALICE[4..]);
         let cases = [
-            ("", "empty"),
-            (" kgd190vqdjtlpcq27xslcveglfmr4ynfwg7gwpkq0k", "\"kgd1\""),
             ("kgd1alice", "42 characters"),
             ("kgd190vqdjtlpcq27xslcveglfmr4ynfwg7gwpkq0q", "checksum"),
             (typo.as_str(), "checksum"),
             ("kgd190vqdjtlpcq27xslcveglfmr4ynfwg7gwpkq0o", "alphabet"),
             (mixed.as_str(), "case"),
             ("kgx1qqqsyqcyq5rqwzqfpg9scrgwpugpzysndvldwu", "\"kgd1\""),
+            ("dev-a", "\"kgd1\""),
         ];
         for (entry, why) in cases {
-            let err = refused(&format!("devices = [{ALICE:?}, {entry:?}]"));
-            assert!(err.message().contains("`devices[1]`"), "{entry:?}: {err}");
-            assert!(err.message().contains(why), "{entry:?}: {err}");
+            let p = policy(&format!("devices = [{ALICE:?}, {entry:?}]"));
+            let warnings = p.warnings();
+            assert_eq!(warnings.len(), 1, "{entry:?}: {warnings:?}");
+            assert!(warnings[0].contains("`devices[1]`"), "{warnings:?}");
+            assert!(warnings[0].contains(why), "{entry:?}: {warnings:?}");
+            // Kept as written: it matches exactly that string, nothing else.
+            assert_eq!(decide(&p, entry, at(12, 0, 0)), Decision::Approve);
+            assert_eq!(decide(&p, ALICE, at(12, 0, 0)), Decision::Approve);
         }
+        assert!(
+            policy(&format!("devices = [{ALICE:?}]"))
+                .warnings()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn warnings_reach_the_log_when_built_from_config() {
+        use keygate_sdk::{LogLevel, Logger};
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Recorded(Arc<Mutex<Vec<(LogLevel, String)>>>);
+        impl Logger for Recorded {
+            fn log(&self, level: LogLevel, message: &str) {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((level, message.to_owned()));
+            }
+        }
+
+        let recorded = Recorded::default();
+        let dir = std::path::Path::new("/nonexistent");
+        let ctx = PluginContext::new("approval(allowlist)", dir, dir, recorded.clone());
+        let config = format!("devices = [{ALICE:?}, \"kgd1typo\"]");
+        AllowlistPolicy::from_config(&config, ctx).expect("built");
+        let lines = recorded.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let levels: Vec<LogLevel> = lines.iter().map(|(l, _)| *l).collect();
+        assert_eq!(levels, [LogLevel::Info, LogLevel::Warn], "{lines:?}");
+        assert!(lines[1].1.contains("kgd1typo"), "{lines:?}");
     }
 
     #[test]
@@ -612,9 +687,18 @@ mod tests {
     }
 
     #[test]
-    fn long_garbage_in_the_list_is_shortened_in_the_error() {
-        let err = refused(&format!("devices = [{:?}]", "x".repeat(10_000)));
+    fn long_garbage_in_the_list_is_shortened_in_messages() {
+        let err = refused(&format!(
+            "devices = [{:?}]",
+            format!(" {}", "x".repeat(10_000))
+        ));
         assert!(err.message().len() < 300, "{err}");
+        let p = policy(&format!("devices = [{:?}]", "x".repeat(10_000)));
+        assert!(p.warnings()[0].len() < 300, "{:?}", p.warnings());
+        let Decision::Deny(reason) = decide(&office(), &"y".repeat(10_000), at(12, 0, 0)) else {
+            panic!("denied");
+        };
+        assert!(reason.len() < 300, "{reason}");
     }
 
     #[test]

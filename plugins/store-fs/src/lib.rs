@@ -5,7 +5,7 @@
 //! ```toml
 //! [plugins.store]
 //! use = "filesystem"
-//! [plugins.store.config]      # all optional, see `config` below
+//! [plugins.store.config]      # all optional: see the `config` module
 //! root = "store"              # default <state_dir>/store
 //! key_file = "store.key"      # default <state_dir>/store.key
 //! # passphrase_env = "KEYGATE_STORE_PASSPHRASE"   # instead of key_file
@@ -79,7 +79,7 @@
 //! A key segment takes at most 251 bytes once encoded (one byte per
 //! `[A-Za-z0-9_-]`, three for any other byte); longer ones are `Invalid`.
 //! Upper and lower case are distinct, so the root must be on a
-//! case-sensitive file system.
+//! case-sensitive file system. Unix only (`flock`, file modes).
 #![forbid(unsafe_code)]
 
 mod config;

@@ -147,7 +147,7 @@ pub(crate) fn unlock(
                 }
             }
         }
-        KeySource::Passphrase { var, passphrase } => {
+        KeySource::Passphrase { passphrase, .. } => {
             let params = match read_kdf(&kdf_path)? {
                 Some(params) => params,
                 None if found.is_new()? => create_kdf(root, &kdf_path)?,
@@ -155,7 +155,7 @@ pub(crate) fn unlock(
                     return Err(PluginError::invalid(format!(
                         "the store at {} holds data but no passphrase salt ({} is missing): \
                          it was created with a key file, so configure key_file instead of \
-                         passphrase_env (set in {var})",
+                         passphrase_env",
                         root.display(),
                         kdf_path.display()
                     )));

@@ -65,13 +65,13 @@ pub struct LibraryManifest {
     pub plugins: RVec<PluginInfo>,
 }
 
-/// The root module of a plugin library. A prefix type: a later SDK minor
-/// version appends fields after the last one, and a newer host reads them
-/// as absent from an older library.
+/// The root module of a plugin library. A prefix type: a later compatible
+/// SDK release appends fields after the last one, and a newer host reads
+/// them as `None` from an older library (`missing_field(option)`).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginLibraryRef)))]
-#[sabi(missing_field(panic))]
+#[sabi(missing_field(option))]
 pub struct PluginLibrary {
     /// The manifest.
     pub manifest: extern "C" fn() -> LibraryManifest,
