@@ -13,10 +13,13 @@ mod sqlite_through_the_abi {
     }
 
     fn make_store() -> WithGuard<keygate_sdk::abi::store::StoreHandle, tempfile::TempDir> {
-        let lib = Library::open(&keygate_tests::cdylib("keygate-example-store-sqlite")).expect("open");
+        let lib =
+            Library::open(&keygate_tests::cdylib("keygate-example-store-sqlite")).expect("open");
         let dir = tempfile::tempdir().unwrap();
         let ctx = PluginContext::new("store(sqlite)", dir.path(), dir.path(), Quiet);
-        let store = lib.new_store("sqlite", "path = \"conformance.db\"\n", ctx).expect("construct");
+        let store = lib
+            .new_store("sqlite", "path = \"conformance.db\"\n", ctx)
+            .expect("construct");
         WithGuard(store, dir)
     }
 
@@ -33,7 +36,8 @@ mod memory_cdylib_through_the_abi {
     }
 
     fn make_store() -> keygate_sdk::abi::store::StoreHandle {
-        let lib = Library::open(&keygate_tests::cdylib("keygate-fixture-memory-cdylib")).expect("open");
+        let lib =
+            Library::open(&keygate_tests::cdylib("keygate-fixture-memory-cdylib")).expect("open");
         let ctx = PluginContext::new("store(memory)", "/".as_ref(), "/".as_ref(), Quiet);
         lib.new_store("memory", "", ctx).expect("construct")
     }

@@ -35,7 +35,17 @@ fn json(config: &Path, args: &[&str]) -> Value {
 
 fn enroll(config: &Path, seed: u8, name: &str) -> (String, String) {
     let key = DeviceKey::from_seed(&[seed; 32]);
-    let out = ok(config, &["devices", "enroll", "--public-key", &key.public_key().to_string(), "--name", name]);
+    let out = ok(
+        config,
+        &[
+            "devices",
+            "enroll",
+            "--public-key",
+            &key.public_key().to_string(),
+            "--name",
+            name,
+        ],
+    );
     let field = |f: &str| {
         out.stdout
             .lines()
@@ -57,15 +67,26 @@ fn the_first_command_on_an_empty_state_dir_creates_the_ca_and_key_file() {
     assert!(ca["expires_in_days"].as_i64().unwrap() > 3600);
     assert_eq!(ca["warning"], Value::Null);
     let key_file = state.join("store.key");
-    let mode = std::fs::metadata(&key_file).expect("key file created").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&key_file)
+        .expect("key file created")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     // Same CA on the next run; and the CA key is not readable on disk.
-    assert_eq!(json(&config, &["ca", "show", "--json"])["fingerprint"], fp.as_str());
+    assert_eq!(
+        json(&config, &["ca", "show", "--json"])["fingerprint"],
+        fp.as_str()
+    );
     let text = ok(&config, &["ca", "show"]).stdout;
     assert!(text.contains(&format!("fingerprint  {fp}")), "{text}");
     for entry in walk(&state) {
         let bytes = std::fs::read(&entry).unwrap();
-        assert!(!String::from_utf8_lossy(&bytes).contains("PRIVATE KEY"), "{} holds a plaintext key", entry.display());
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("PRIVATE KEY"),
+            "{} holds a plaintext key",
+            entry.display()
+        );
     }
 }
 
@@ -89,41 +110,84 @@ fn devices_and_certs_list_revoke_as_json() {
     let (id_b, fp_b) = enroll(&config, 2, "beta");
 
     let devices = json(&config, &["devices", "list", "--json"]);
-    let a = devices.as_array().unwrap().iter().find(|d| d["device_id"] == id_a.as_str()).expect("alpha listed");
+    let a = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == id_a.as_str())
+        .expect("alpha listed");
     assert_eq!(a["name"], "alpha");
     assert_eq!(a["fingerprint"], fp_a.as_str());
     assert_eq!(a["revoked"], false);
     assert!(a["not_after"].as_str().unwrap().ends_with('Z'));
 
     let certs = json(&config, &["certs", "list", "--json"]);
-    let b = certs.as_array().unwrap().iter().find(|c| c["fingerprint"] == fp_b.as_str()).expect("beta's cert");
+    let b = certs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["fingerprint"] == fp_b.as_str())
+        .expect("beta's cert");
     assert_eq!(b["device_id"], id_b.as_str());
     assert_eq!(b["revoked"], false);
 
-    let out = ok(&config, &["devices", "revoke", &id_a, "--reason", "laptop stolen"]);
-    assert!(out.stdout.contains(&format!("revoked device {id_a}")), "{}", out.stdout);
+    let out = ok(
+        &config,
+        &["devices", "revoke", &id_a, "--reason", "laptop stolen"],
+    );
+    assert!(
+        out.stdout.contains(&format!("revoked device {id_a}")),
+        "{}",
+        out.stdout
+    );
     let out = ok(&config, &["devices", "revoke", &id_a]);
     assert!(out.stdout.contains("already revoked"), "{}", out.stdout);
     let devices = json(&config, &["devices", "list", "--json"]);
-    let a = devices.as_array().unwrap().iter().find(|d| d["device_id"] == id_a.as_str()).unwrap();
+    let a = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == id_a.as_str())
+        .unwrap();
     assert_eq!(a["revoked"], true);
     assert_eq!(a["revoke_reason"], "laptop stolen");
     let certs = json(&config, &["certs", "list", "--json"]);
-    let ca = certs.as_array().unwrap().iter().find(|c| c["fingerprint"] == fp_a.as_str()).unwrap();
+    let ca = certs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["fingerprint"] == fp_a.as_str())
+        .unwrap();
     assert_eq!(ca["revoked"], false);
     assert_eq!(ca["device_revoked"], true);
 
     ok(&config, &["certs", "revoke", &fp_b, "--reason", "rotated"]);
     let certs = json(&config, &["certs", "list", "--json"]);
-    let cb = certs.as_array().unwrap().iter().find(|c| c["fingerprint"] == fp_b.as_str()).unwrap();
+    let cb = certs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["fingerprint"] == fp_b.as_str())
+        .unwrap();
     assert_eq!(cb["revoked"], true);
     assert_eq!(cb["revoke_reason"], "rotated");
 
     // A revoked device cannot be enrolled again.
     let key = DeviceKey::from_seed(&[1; 32]);
-    let out = run(keygate(&config).args(["devices", "enroll", "--public-key", &key.public_key().to_string(), "--name", "again"]));
+    let out = run(keygate(&config).args([
+        "devices",
+        "enroll",
+        "--public-key",
+        &key.public_key().to_string(),
+        "--name",
+        "again",
+    ]));
     assert!(!out.ok);
-    assert!(out.stderr.contains("is revoked (laptop stolen)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is revoked (laptop stolen)"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -137,13 +201,28 @@ fn a_mistyped_device_id_or_unknown_fingerprint_is_refused_and_nothing_changes() 
     let out = run(keygate(&config).args(["devices", "revoke", &typo]));
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("not a device id"), "{}", out.stderr);
-    assert!(out.stderr.contains(&typo), "the error quotes the input: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&typo),
+        "the error quotes the input: {}",
+        out.stderr
+    );
 
     let out = run(keygate(&config).args(["certs", "revoke", &"ab".repeat(32)]));
     assert_eq!(out.code, Some(1));
-    assert!(out.stderr.contains(&format!("no certificate with fingerprint {}", "ab".repeat(32))), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "no certificate with fingerprint {}",
+            "ab".repeat(32)
+        )),
+        "{}",
+        out.stderr
+    );
     let out = run(keygate(&config).args(["certs", "revoke", "xyz"]));
-    assert!(out.stderr.contains("not a certificate fingerprint"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not a certificate fingerprint"),
+        "{}",
+        out.stderr
+    );
 
     let devices = json(&config, &["devices", "list", "--json"]);
     assert_eq!(devices.as_array().unwrap().len(), 1);
@@ -155,13 +234,27 @@ fn a_live_lock_holder_makes_the_cli_wait_and_fail_naming_it() {
     let (dir, config) = setup("[identity]\nlock_timeout_secs = 1\n");
     let (id, _) = enroll(&config, 4, "delta");
     let lock = StateLock::new(&dir.path().join("state")).unwrap();
-    let guard = lock.acquire_exclusive("maintenance by the test", Duration::from_secs(1)).unwrap();
+    let guard = lock
+        .acquire_exclusive("maintenance by the test", Duration::from_secs(1))
+        .unwrap();
     let started = Instant::now();
     let out = run(keygate(&config).args(["devices", "revoke", &id]));
     assert!(!out.ok);
-    assert!(started.elapsed() >= Duration::from_millis(900), "did not wait for the lock");
-    assert!(out.stderr.contains(&format!("held by pid {}", std::process::id())), "{}", out.stderr);
-    assert!(out.stderr.contains("maintenance by the test"), "{}", out.stderr);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "did not wait for the lock"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("held by pid {}", std::process::id())),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("maintenance by the test"),
+        "{}",
+        out.stderr
+    );
     drop(guard);
     ok(&config, &["devices", "revoke", &id]);
 }
@@ -180,10 +273,18 @@ fn a_tampered_record_is_an_error_naming_it_and_is_left_as_found() {
     std::fs::write(&file, &bytes).unwrap();
     let out = run(keygate(&config).args(["devices", "list", "--json"]));
     assert!(!out.ok);
-    assert!(out.stderr.contains(&format!("identity/devices/{id}")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("identity/devices/{id}")),
+        "{}",
+        out.stderr
+    );
     let out = run(keygate(&config).args(["devices", "revoke", &id]));
     assert!(!out.ok, "a damaged record must not be overwritten");
-    assert_eq!(std::fs::read(&file).unwrap(), bytes, "the damaged file is untouched");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        bytes,
+        "the damaged file is untouched"
+    );
 }
 
 #[test]
@@ -221,7 +322,13 @@ fn a_running_gateway_sees_a_cli_revocation() {
     let done = Instant::now();
     let line = wait_for("revocation seen");
     assert!(line.contains(&id), "{line}");
-    assert!(done.elapsed() < Duration::from_secs(2), "seen after {:?}", done.elapsed());
-    let _ = std::process::Command::new("kill").args(["-INT", &gateway.id().to_string()]).status();
+    assert!(
+        done.elapsed() < Duration::from_secs(2),
+        "seen after {:?}",
+        done.elapsed()
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &gateway.id().to_string()])
+        .status();
     assert!(gateway.wait().unwrap().success());
 }

@@ -11,15 +11,27 @@ use keygate_tests::{cdylib, keygate, run, toml_path, write_config};
 fn plugins_check_prints_the_manifest_and_sha256() {
     let lib = cdylib("keygate-example-store-sqlite");
     let dir = tempfile::tempdir().unwrap();
-    let out = run(keygate(&dir.path().join("none.toml")).args(["plugins", "check"]).arg(&lib));
+    let out = run(keygate(&dir.path().join("none.toml"))
+        .args(["plugins", "check"])
+        .arg(&lib));
     assert!(out.ok, "{}", out.stderr);
-    assert!(out.stdout.contains(&format!("ok: {}", lib.display())), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("ok: {}", lib.display())),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("keygate-sdk: 0.1.0"), "{}", out.stdout);
     assert!(out.stdout.contains("store      sqlite"), "{}", out.stdout);
-    let digest = out.stdout.lines().find_map(|l| l.trim().strip_prefix("sha256: ")).expect("sha256 line");
+    let digest = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sha256: "))
+        .expect("sha256 line");
     assert_eq!(digest.len(), 64);
 
-    let json = run(keygate(&dir.path().join("none.toml")).args(["plugins", "check", "--json"]).arg(&lib));
+    let json = run(keygate(&dir.path().join("none.toml"))
+        .args(["plugins", "check", "--json"])
+        .arg(&lib));
     let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
     assert_eq!(v["plugins"][0]["name"], "sqlite");
     assert_eq!(v["plugins"][0]["kind"], "store");
@@ -35,16 +47,34 @@ fn plugins_check_refuses_bad_libraries_with_the_reason() {
     let cases = [
         (dir.path().join("missing.so"), "no such file".to_owned()),
         (junk.clone(), "not a loadable shared library".to_owned()),
-        (cdylib("keygate-fixture-not-a-plugin"), "not a Keygate plugin".to_owned()),
-        (cdylib("keygate-fixture-abi-version"), "built against keygate-sdk 0.0.9".to_owned()),
-        (cdylib("keygate-fixture-abi-layout"), "its plugin ABI does not match".to_owned()),
+        (
+            cdylib("keygate-fixture-not-a-plugin"),
+            "not a Keygate plugin".to_owned(),
+        ),
+        (
+            cdylib("keygate-fixture-abi-version"),
+            "built against keygate-sdk 0.0.9".to_owned(),
+        ),
+        (
+            cdylib("keygate-fixture-abi-layout"),
+            "its plugin ABI does not match".to_owned(),
+        ),
     ];
     for (path, why) in cases {
         let out = run(keygate(&cfg).args(["plugins", "check"]).arg(&path));
         assert!(!out.ok, "{} was accepted", path.display());
         assert_eq!(out.code, Some(1));
-        assert!(out.stderr.contains(&path.display().to_string()), "{}", out.stderr);
-        assert!(out.stderr.contains(&why), "{}: {}", path.display(), out.stderr);
+        assert!(
+            out.stderr.contains(&path.display().to_string()),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(&why),
+            "{}: {}",
+            path.display(),
+            out.stderr
+        );
     }
 }
 
@@ -62,7 +92,11 @@ fn plugins_list_shows_builtins_and_configured_libraries() {
     let out = run(keygate(&cfg).args(["plugins", "list", "--json"]));
     assert!(out.ok, "{}", out.stderr);
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).expect("json");
-    let find = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("{name} missing: {rows:?}"));
+    let find = |name: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {rows:?}"))
+    };
     let memory = find("memory");
     assert_eq!(memory["kind"], "store");
     assert_eq!(memory["slot"], "store");
@@ -77,24 +111,47 @@ fn plugins_list_shows_builtins_and_configured_libraries() {
 
     let table = run(keygate(&cfg).args(["plugins", "list"]));
     assert!(table.ok);
-    assert!(table.stdout.contains("approval   allowlist"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("approval   allowlist"),
+        "{}",
+        table.stdout
+    );
 }
 
 #[test]
 fn bad_config_is_refused_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("[plugins.store]\nuse = \"memory\"\ncolour = \"blue\"\n", vec!["config.toml", "line 3", "colour"]),
-        ("state_dir = 7\n[plugins.store]\nuse = \"memory\"\n", vec!["config.toml", "line 1", "state_dir"]),
-        ("[plugins.store]\nuse = \"nosuch\"\n", vec!["config.toml:2: plugins.store.use", "no built-in store plugin named \"nosuch\""]),
-        ("[plugins.store]\nuse = \"memory\"\n[plugins.store.config]\nx = 1\n", vec!["store(memory): could not start", "takes no settings"]),
+        (
+            "[plugins.store]\nuse = \"memory\"\ncolour = \"blue\"\n",
+            vec!["config.toml", "line 3", "colour"],
+        ),
+        (
+            "state_dir = 7\n[plugins.store]\nuse = \"memory\"\n",
+            vec!["config.toml", "line 1", "state_dir"],
+        ),
+        (
+            "[plugins.store]\nuse = \"nosuch\"\n",
+            vec![
+                "config.toml:2: plugins.store.use",
+                "no built-in store plugin named \"nosuch\"",
+            ],
+        ),
+        (
+            "[plugins.store]\nuse = \"memory\"\n[plugins.store.config]\nx = 1\n",
+            vec!["store(memory): could not start", "takes no settings"],
+        ),
     ];
     for (body, needles) in cases {
         let cfg = write_config(dir.path(), body);
         let out = run(keygate(&cfg).args(["gateway", "run"]));
         assert!(!out.ok, "accepted:\n{body}");
         for n in needles {
-            assert!(out.stderr.contains(n), "{n:?} missing for\n{body}\n{}", out.stderr);
+            assert!(
+                out.stderr.contains(n),
+                "{n:?} missing for\n{body}\n{}",
+                out.stderr
+            );
         }
     }
 }
@@ -121,7 +178,11 @@ fn gateway_run_loads_plugins_reports_them_and_stops_on_ctrl_c() {
         }
         assert!(Instant::now() < deadline, "no ready line: {seen:?}");
     }
-    assert!(seen.iter().any(|l| l.contains("plugin loaded") && l.contains("store(memory)")), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("plugin loaded") && l.contains("store(memory)")),
+        "{seen:?}"
+    );
     // SIGINT, as Ctrl-C sends.
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -37,8 +37,13 @@ fn fs_config(dir: &Path) -> PathBuf {
 fn open(config: &Path) -> (PluginHost, Arc<IdentityManager>) {
     let config = Config::load(config).expect("config");
     let host = PluginHost::load(&config).expect("plugins");
-    let manager = IdentityManager::open(host.store.clone(), &config.state_dir, config.identity.clone(), SystemTime::now())
-        .expect("identity state opens");
+    let manager = IdentityManager::open(
+        host.store.clone(),
+        &config.state_dir,
+        config.identity.clone(),
+        SystemTime::now(),
+    )
+    .expect("identity state opens");
     (host, Arc::new(manager))
 }
 
@@ -49,7 +54,11 @@ fn device_key(tag: &str, n: u64) -> DeviceKey {
         .chain_update(std::process::id().to_le_bytes())
         .chain_update(n.to_le_bytes())
         .chain_update(
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos().to_le_bytes(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+                .to_le_bytes(),
         )
         .finalize()
         .into();
@@ -58,7 +67,8 @@ fn device_key(tag: &str, n: u64) -> DeviceKey {
 
 fn child_command(test: &str, job: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"]).env(CHILD_ENV, job);
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, job);
     cmd
 }
 
@@ -67,7 +77,9 @@ fn child_command(test: &str, job: &str) -> Command {
 /// `committed <device_id> <fingerprint>` after each returns.
 #[test]
 fn child_enroller() {
-    let Ok(job) = std::env::var(CHILD_ENV) else { return };
+    let Ok(job) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let (limit, config) = if let Some(c) = job.strip_prefix("loop:") {
         (u64::MAX, c.to_owned())
     } else if let Some(rest) = job.strip_prefix("count:") {
@@ -80,8 +92,15 @@ fn child_enroller() {
     let mut out = std::io::stdout().lock();
     for n in 0..limit {
         let key = device_key("child", n);
-        let enrolled = manager.enroll(&key.public_key(), &format!("d{n}"), &[], SystemTime::now()).expect("enroll");
-        writeln!(out, "committed {} {}", enrolled.device.device_id, enrolled.certificate.fingerprint).unwrap();
+        let enrolled = manager
+            .enroll(&key.public_key(), &format!("d{n}"), &[], SystemTime::now())
+            .expect("enroll");
+        writeln!(
+            out,
+            "committed {} {}",
+            enrolled.device.device_id, enrolled.certificate.fingerprint
+        )
+        .unwrap();
         out.flush().unwrap();
     }
 }
@@ -92,7 +111,10 @@ fn committed_lines(text: &str) -> Vec<(DeviceId, CertFingerprint)> {
         .filter_map(|l| l.find("committed ").map(|at| &l[at + "committed ".len()..]))
         .filter_map(|rest| {
             let (d, f) = rest.split_once(' ')?;
-            Some((DeviceId::parse(d).ok()?, CertFingerprint::parse(f.trim()).ok()?))
+            Some((
+                DeviceId::parse(d).ok()?,
+                CertFingerprint::parse(f.trim()).ok()?,
+            ))
         })
         .collect()
 }
@@ -132,7 +154,10 @@ fn sigkill_at_random_moments_never_loses_a_committed_mutation() {
         let mut first = String::new();
         loop {
             first.clear();
-            assert!(reader.read_line(&mut first).unwrap() > 0, "round {round}: child exited early");
+            assert!(
+                reader.read_line(&mut first).unwrap() > 0,
+                "round {round}: child exited early"
+            );
             if first.contains("committed ") {
                 break;
             }
@@ -147,18 +172,35 @@ fn sigkill_at_random_moments_never_loses_a_committed_mutation() {
 
         // After every kill the state loads and holds every reported mutation.
         let (_host, manager) = open(&config);
-        manager.refresh().unwrap_or_else(|e| panic!("round {round}: index does not load: {e}"));
+        manager
+            .refresh()
+            .unwrap_or_else(|e| panic!("round {round}: index does not load: {e}"));
         for (device, fp) in &committed {
-            let record = manager.device(device).unwrap().unwrap_or_else(|| panic!("round {round}: device {device} lost"));
+            let record = manager
+                .device(device)
+                .unwrap()
+                .unwrap_or_else(|| panic!("round {round}: device {device} lost"));
             assert_eq!(record.device_id, *device);
-            assert_eq!(manager.certificate_status(fp), CertStatus::Valid(*device), "round {round}: cert {fp}");
+            assert_eq!(
+                manager.certificate_status(fp),
+                CertStatus::Valid(*device),
+                "round {round}: cert {fp}"
+            );
         }
         // Every record on disk decodes: no garbage from a torn write.
-        let devices = manager.devices().unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let devices = manager
+            .devices()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert!(devices.len() >= committed.len());
-        manager.certificates().unwrap_or_else(|e| panic!("round {round}: {e}"));
+        manager
+            .certificates()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
     }
-    assert!(committed.len() >= 50, "only {} mutations committed in 50 rounds", committed.len());
+    assert!(
+        committed.len() >= 50,
+        "only {} mutations committed in 50 rounds",
+        committed.len()
+    );
 }
 
 #[test]
@@ -181,7 +223,11 @@ fn four_processes_of_250_mutations_end_with_exactly_1000_records() {
     let mut committed = Vec::new();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         committed.extend(committed_lines(&String::from_utf8_lossy(&out.stdout)));
     }
     assert_eq!(committed.len(), 1000);
@@ -194,10 +240,17 @@ fn four_processes_of_250_mutations_end_with_exactly_1000_records() {
         .list("identity/changes/")
         .unwrap()
         .into_iter()
-        .filter(|k| k.rsplit('/').next().is_some_and(|s| s.chars().all(|c| c.is_ascii_digit())))
+        .filter(|k| {
+            k.rsplit('/')
+                .next()
+                .is_some_and(|s| s.chars().all(|c| c.is_ascii_digit()))
+        })
         .collect();
     assert_eq!(changes.len(), 1000);
-    assert_eq!(changes.last().unwrap(), "identity/changes/00000000000000001000");
+    assert_eq!(
+        changes.last().unwrap(),
+        "identity/changes/00000000000000001000"
+    );
     manager.refresh().unwrap();
     for (device, fp) in &committed {
         assert_eq!(manager.certificate_status(fp), CertStatus::Valid(*device));
@@ -215,7 +268,12 @@ impl<S: SecretStore> SecretStore for Counting<S> {
     fn get(&self, key: &str) -> Result<Option<Versioned>, PluginError> {
         self.inner.get(key)
     }
-    fn put(&self, key: &str, value: &[u8], expected: Option<Version>) -> Result<Version, PluginError> {
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Version, PluginError> {
         self.puts.fetch_add(1, Ordering::SeqCst);
         self.inner.put(key, value, expected)
     }
@@ -236,20 +294,39 @@ fn each_mutation_writes_a_constant_number_of_records_whatever_the_size() {
         puts: AtomicUsize::new(0),
         deletes: AtomicUsize::new(0),
     });
-    let manager = IdentityManager::open(store.clone(), dir.path(), Default::default(), SystemTime::now()).unwrap();
+    let manager = IdentityManager::open(
+        store.clone(),
+        dir.path(),
+        Default::default(),
+        SystemTime::now(),
+    )
+    .unwrap();
     let mut per_enroll = Vec::new();
     let mut last = None;
     for n in 0..300 {
         let before = store.puts.load(Ordering::SeqCst);
-        let e = manager.enroll(&device_key("o1", n).public_key(), "d", &[], SystemTime::now()).unwrap();
+        let e = manager
+            .enroll(
+                &device_key("o1", n).public_key(),
+                "d",
+                &[],
+                SystemTime::now(),
+            )
+            .unwrap();
         per_enroll.push(store.puts.load(Ordering::SeqCst) - before);
         last = Some(e);
     }
     // device record + certificate record + change entry, at 1 device as at 300.
     assert!(per_enroll.iter().all(|n| *n == 3), "{per_enroll:?}");
     let before = store.puts.load(Ordering::SeqCst);
-    manager.revoke_device(&last.unwrap().device.device_id, "lost", SystemTime::now()).unwrap();
-    assert_eq!(store.puts.load(Ordering::SeqCst) - before, 2, "device record + change entry");
+    manager
+        .revoke_device(&last.unwrap().device.device_id, "lost", SystemTime::now())
+        .unwrap();
+    assert_eq!(
+        store.puts.load(Ordering::SeqCst) - before,
+        2,
+        "device record + change entry"
+    );
     assert_eq!(store.deletes.load(Ordering::SeqCst), 0);
 }
 
@@ -257,26 +334,43 @@ fn each_mutation_writes_a_constant_number_of_records_whatever_the_size() {
 fn revoked_device_never_enrolls_again_but_a_revoked_certificate_allows_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(keygate_store_memory::MemoryStore::new());
-    let manager = IdentityManager::open(store, dir.path(), Default::default(), SystemTime::now()).unwrap();
+    let manager =
+        IdentityManager::open(store, dir.path(), Default::default(), SystemTime::now()).unwrap();
     let now = SystemTime::now();
 
     let a = device_key("rv", 1);
     let first = manager.enroll(&a.public_key(), "a", &[], now).unwrap();
     let fp1 = first.certificate.fingerprint;
-    match manager.revoke_certificate(&fp1, "key rotated", now).unwrap() {
+    match manager
+        .revoke_certificate(&fp1, "key rotated", now)
+        .unwrap()
+    {
         RevokeOutcome::Revoked(r) => assert_eq!(r.reason, "key rotated"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(manager.revoke_certificate(&fp1, "again", now).unwrap(), RevokeOutcome::AlreadyRevoked(r) if r.reason == "key rotated"));
-    let second = manager.issue_certificate(&first.device.device_id, now).expect("device may get a new certificate");
+    assert!(
+        matches!(manager.revoke_certificate(&fp1, "again", now).unwrap(), RevokeOutcome::AlreadyRevoked(r) if r.reason == "key rotated")
+    );
+    let second = manager
+        .issue_certificate(&first.device.device_id, now)
+        .expect("device may get a new certificate");
     manager.refresh().unwrap();
-    assert_eq!(manager.certificate_status(&fp1), CertStatus::CertificateRevoked(first.device.device_id));
-    assert_eq!(manager.certificate_status(&second.fingerprint), CertStatus::Valid(first.device.device_id));
+    assert_eq!(
+        manager.certificate_status(&fp1),
+        CertStatus::CertificateRevoked(first.device.device_id)
+    );
+    assert_eq!(
+        manager.certificate_status(&second.fingerprint),
+        CertStatus::Valid(first.device.device_id)
+    );
 
     let id = first.device.device_id;
     manager.revoke_device(&id, "stolen", now).unwrap();
     manager.refresh().unwrap();
-    assert_eq!(manager.certificate_status(&second.fingerprint), CertStatus::DeviceRevoked(id));
+    assert_eq!(
+        manager.certificate_status(&second.fingerprint),
+        CertStatus::DeviceRevoked(id)
+    );
     let err = manager.enroll(&a.public_key(), "a", &[], now).unwrap_err();
     assert!(matches!(err, IdentityError::DeviceRevoked { .. }), "{err}");
     assert!(err.to_string().contains("stolen"), "{err}");
@@ -286,8 +380,14 @@ fn revoked_device_never_enrolls_again_but_a_revoked_certificate_allows_a_new_one
     assert_eq!(manager.certificates().unwrap().len(), 2);
 
     let unknown = device_key("rv", 2).public_key().device_id();
-    assert!(matches!(manager.revoke_device(&unknown, "", now).unwrap_err(), IdentityError::UnknownDevice(_)));
-    assert_eq!(manager.certificate_status(&CertFingerprint::of_der(b"not ours")), CertStatus::Unknown);
+    assert!(matches!(
+        manager.revoke_device(&unknown, "", now).unwrap_err(),
+        IdentityError::UnknownDevice(_)
+    ));
+    assert_eq!(
+        manager.certificate_status(&CertFingerprint::of_der(b"not ours")),
+        CertStatus::Unknown
+    );
 }
 
 #[test]
@@ -298,43 +398,93 @@ fn a_watcher_sees_a_revocation_made_by_another_process_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let config = fs_config(dir.path());
     let (_host, manager) = open(&config);
-    let enrolled = manager.enroll(&device_key("w", 1).public_key(), "w", &[], SystemTime::now()).unwrap();
-    let other = manager.enroll(&device_key("w", 2).public_key(), "w2", &[], SystemTime::now()).unwrap();
+    let enrolled = manager
+        .enroll(
+            &device_key("w", 1).public_key(),
+            "w",
+            &[],
+            SystemTime::now(),
+        )
+        .unwrap();
+    let other = manager
+        .enroll(
+            &device_key("w", 2).public_key(),
+            "w2",
+            &[],
+            SystemTime::now(),
+        )
+        .unwrap();
     manager.refresh().unwrap();
     let watcher = Watcher::start(manager.clone(), Duration::from_millis(250)).unwrap();
 
-    let out = run(keygate(&config).args(["devices", "revoke", &enrolled.device.device_id.to_string(), "--reason", "lost"]));
+    let out = run(keygate(&config).args([
+        "devices",
+        "revoke",
+        &enrolled.device.device_id.to_string(),
+        "--reason",
+        "lost",
+    ]));
     assert!(out.ok, "{}", out.stderr);
     let done = Instant::now();
-    let event = watcher.events().recv_timeout(Duration::from_secs(5)).expect("revocation event");
+    let event = watcher
+        .events()
+        .recv_timeout(Duration::from_secs(5))
+        .expect("revocation event");
     let seen_after = done.elapsed();
     assert_eq!(event, RevocationEvent::Device(enrolled.device.device_id));
-    assert!(seen_after < Duration::from_secs(1), "seen after {seen_after:?}");
-    assert_eq!(manager.certificate_status(&enrolled.certificate.fingerprint), CertStatus::DeviceRevoked(enrolled.device.device_id));
+    assert!(
+        seen_after < Duration::from_secs(1),
+        "seen after {seen_after:?}"
+    );
+    assert_eq!(
+        manager.certificate_status(&enrolled.certificate.fingerprint),
+        CertStatus::DeviceRevoked(enrolled.device.device_id)
+    );
 
     let fp = other.certificate.fingerprint.to_string();
     let out = run(keygate(&config).args(["certs", "revoke", &fp]));
     assert!(out.ok, "{}", out.stderr);
     let done = Instant::now();
-    let event = watcher.events().recv_timeout(Duration::from_secs(5)).expect("certificate event");
+    let event = watcher
+        .events()
+        .recv_timeout(Duration::from_secs(5))
+        .expect("certificate event");
     assert!(done.elapsed() < Duration::from_secs(1));
-    assert_eq!(event, RevocationEvent::Certificate { fingerprint: other.certificate.fingerprint, device_id: other.device.device_id });
+    assert_eq!(
+        event,
+        RevocationEvent::Certificate {
+            fingerprint: other.certificate.fingerprint,
+            device_id: other.device.device_id
+        }
+    );
 }
 
 #[test]
 fn a_snapshot_and_compaction_keep_late_readers_correct() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(keygate_store_memory::MemoryStore::new());
-    let writer = IdentityManager::open(store.clone(), dir.path(), Default::default(), SystemTime::now()).unwrap();
+    let writer = IdentityManager::open(
+        store.clone(),
+        dir.path(),
+        Default::default(),
+        SystemTime::now(),
+    )
+    .unwrap();
     let now = SystemTime::now();
     // A reader that loads early, and one that loads after compaction.
     let early = IdentityManager::open(store.clone(), dir.path(), Default::default(), now).unwrap();
     early.refresh().unwrap();
     let mut certs = Vec::new();
     for n in 0..1200 {
-        certs.push(writer.enroll(&device_key("snap", n).public_key(), "d", &[], now).unwrap());
+        certs.push(
+            writer
+                .enroll(&device_key("snap", n).public_key(), "d", &[], now)
+                .unwrap(),
+        );
     }
-    writer.revoke_certificate(&certs[5].certificate.fingerprint, "x", now).unwrap();
+    writer
+        .revoke_certificate(&certs[5].certificate.fingerprint, "x", now)
+        .unwrap();
     // The writer's own refresh passes the snapshot interval: snapshot written.
     writer.refresh().unwrap();
     assert!(store.get("identity/index/snapshot").unwrap().is_some());
@@ -342,8 +492,14 @@ fn a_snapshot_and_compaction_keep_late_readers_correct() {
     late.refresh().unwrap();
     early.refresh().unwrap();
     for reader in [&late, &early, &writer] {
-        assert_eq!(reader.certificate_status(&certs[5].certificate.fingerprint), CertStatus::CertificateRevoked(certs[5].device.device_id));
-        assert_eq!(reader.certificate_status(&certs[1199].certificate.fingerprint), CertStatus::Valid(certs[1199].device.device_id));
+        assert_eq!(
+            reader.certificate_status(&certs[5].certificate.fingerprint),
+            CertStatus::CertificateRevoked(certs[5].device.device_id)
+        );
+        assert_eq!(
+            reader.certificate_status(&certs[1199].certificate.fingerprint),
+            CertStatus::Valid(certs[1199].device.device_id)
+        );
     }
 }
 
@@ -352,7 +508,19 @@ fn state_of_another_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(keygate_store_memory::MemoryStore::new());
     store.put("identity/schema", b"v2", None).unwrap();
-    let err = IdentityManager::open(store.clone(), dir.path(), Default::default(), SystemTime::now()).unwrap_err();
-    assert_eq!(err.to_string(), "identity state has schema \"v2\", this keygate reads \"v1\": refusing to touch it");
-    assert!(store.get("identity/ca").unwrap().is_none(), "nothing written");
+    let err = IdentityManager::open(
+        store.clone(),
+        dir.path(),
+        Default::default(),
+        SystemTime::now(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "identity state has schema \"v2\", this keygate reads \"v1\": refusing to touch it"
+    );
+    assert!(
+        store.get("identity/ca").unwrap().is_none(),
+        "nothing written"
+    );
 }

@@ -43,8 +43,14 @@ fn store_slot(library: &Path, extra: &str) -> String {
 #[test]
 fn missing_library_is_refused_naming_the_file() {
     let err = load_err(&store_slot(Path::new("/nonexistent/libnope.so"), ""));
-    assert!(err.contains("/nonexistent/libnope.so: no such file"), "{err}");
-    assert!(err.contains("config.toml:2: plugins.store.library"), "{err}");
+    assert!(
+        err.contains("/nonexistent/libnope.so: no such file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("config.toml:2: plugins.store.library"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -53,14 +59,26 @@ fn a_file_that_is_not_a_shared_library_is_refused() {
     let fake = dir.path().join("libfake.so");
     std::fs::write(&fake, b"#!/bin/sh\necho not a library\n").unwrap();
     let err = load_err(&store_slot(&fake, ""));
-    assert!(err.contains(&format!("{}: not a loadable shared library", fake.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: not a loadable shared library",
+            fake.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_shared_library_that_is_not_a_plugin_is_refused() {
     let lib = cdylib("keygate-fixture-not-a-plugin");
     let err = load_err(&store_slot(&lib, ""));
-    assert!(err.contains(&format!("{}: a shared library, but not a Keygate plugin", lib.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: a shared library, but not a Keygate plugin",
+            lib.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -83,11 +101,22 @@ fn a_plugin_with_a_different_abi_layout_is_refused_with_the_difference() {
         Err(e @ LoadError::AbiMismatch { .. }) => e.to_string(),
         Err(other) => panic!("wrong error: {other}"),
     };
-    assert!(err.starts_with(&format!("{}: its plugin ABI does not match", lib.display())), "{err}");
-    assert!(err.contains("rebuild the plugin against keygate-sdk"), "{err}");
-    assert!(err.len() < 600, "the operator should see the tail, not the whole report: {} bytes", err.len());
+    assert!(
+        err.starts_with(&format!("{}: its plugin ABI does not match", lib.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("rebuild the plugin against keygate-sdk"),
+        "{err}"
+    );
+    assert!(
+        err.len() < 600,
+        "the operator should see the tail, not the whole report: {} bytes",
+        err.len()
+    );
     // The host is alive and loads a good library afterwards.
-    let good = Library::open(&cdylib("keygate-fixture-faulty")).expect("good library after a bad one");
+    let good =
+        Library::open(&cdylib("keygate-fixture-faulty")).expect("good library after a bad one");
     assert_eq!(good.manifest().plugins.len(), 2);
 }
 
@@ -95,14 +124,22 @@ fn a_plugin_with_a_different_abi_layout_is_refused_with_the_difference() {
 fn a_plugin_of_the_wrong_kind_is_refused_for_the_slot() {
     let lib = cdylib("keygate-example-approval-allowlist");
     let err = load_err(&store_slot(&lib, ""));
-    assert!(err.contains("holds no store plugin, so it cannot fill [plugins.store]"), "{err}");
+    assert!(
+        err.contains("holds no store plugin, so it cannot fill [plugins.store]"),
+        "{err}"
+    );
     assert!(err.contains("approval \"allowlist\""), "{err}");
 }
 
 #[test]
 fn an_unknown_builtin_is_refused_with_line_and_known_names() {
     let err = load_err("state_dir = \"s\"\n\n[plugins.store]\nuse = \"postgres\"\n");
-    assert!(err.contains("config.toml:4: plugins.store.use: no built-in store plugin named \"postgres\""), "{err}");
+    assert!(
+        err.contains(
+            "config.toml:4: plugins.store.use: no built-in store plugin named \"postgres\""
+        ),
+        "{err}"
+    );
     assert!(err.contains("memory"), "{err}");
 }
 
@@ -110,7 +147,10 @@ fn an_unknown_builtin_is_refused_with_line_and_known_names() {
 fn an_unknown_name_inside_a_library_is_refused() {
     let lib = cdylib("keygate-fixture-faulty");
     let err = load_err(&store_slot(&lib, "name = \"nope\"\n"));
-    assert!(err.contains("holds no store plugin named \"nope\""), "{err}");
+    assert!(
+        err.contains("holds no store plugin named \"nope\""),
+        "{err}"
+    );
     assert!(err.contains("store \"faulty\""), "{err}");
 }
 
@@ -118,13 +158,21 @@ fn an_unknown_name_inside_a_library_is_refused() {
 fn a_library_with_several_plugins_of_a_kind_needs_a_name() {
     let lib = cdylib("keygate-fixture-faulty");
     let err = load_err(&store_slot(&lib, ""));
-    assert!(err.contains("holds several store plugins (faulty, panics-at-start): choose one with `name`"), "{err}");
+    assert!(
+        err.contains(
+            "holds several store plugins (faulty, panics-at-start): choose one with `name`"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_constructor_rejecting_its_config_reaches_the_operator_with_the_plugin_name() {
     let lib = cdylib("keygate-fixture-faulty");
-    let err = load_err(&store_slot(&lib, "name = \"faulty\"\n[plugins.store.config]\nreject = true\n"));
+    let err = load_err(&store_slot(
+        &lib,
+        "name = \"faulty\"\n[plugins.store.config]\nreject = true\n",
+    ));
     assert!(
         err.contains("store(faulty): could not start: field `reject`: this store refuses to start, as configured (invalid)"),
         "{err}"
@@ -152,7 +200,14 @@ fn a_panic_in_a_plugin_method_is_an_error_and_the_next_call_works() {
         "store(faulty): plugin panicked in get: the faulty store was asked for panic/now (internal error)"
     );
     // Same store object, next calls work.
-    assert_eq!(store.get("a/b").expect("get after panic").expect("present").version, v);
+    assert_eq!(
+        store
+            .get("a/b")
+            .expect("get after panic")
+            .expect("present")
+            .version,
+        v
+    );
     store.put("a/b", b"2", Some(v)).expect("put after panic");
 }
 
@@ -163,7 +218,10 @@ fn runtime_errors_are_prefixed_with_slot_and_plugin() {
     store.put("k", b"1", None).unwrap();
     let err = store.put("k", b"2", None).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
-    assert!(err.to_string().starts_with("store(memory): key \"k\""), "{err}");
+    assert!(
+        err.to_string().starts_with("store(memory): key \"k\""),
+        "{err}"
+    );
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -181,7 +239,10 @@ fn a_matching_sha256_pin_loads() {
     );
     let host = PluginHost::load(&config(dir.path(), &body)).expect("pinned library loads");
     host.store.put("x", b"y", None).unwrap();
-    assert!(dir.path().join("db.sqlite").exists(), "relative plugin path resolves against the config folder");
+    assert!(
+        dir.path().join("db.sqlite").exists(),
+        "relative plugin path resolves against the config folder"
+    );
 }
 
 #[test]
@@ -193,13 +254,28 @@ fn a_sha256_mismatch_is_refused_before_the_file_is_opened() {
     std::fs::write(&fake, b"definitely not ELF").unwrap();
     let wrong = "00".repeat(32);
     let err = load_err(&store_slot(&fake, &format!("sha256 = \"{wrong}\"\n")));
-    assert!(err.contains(&format!("{}: SHA-256 is {}", fake.display(), sha256_hex(&fake))), "{err}");
-    assert!(err.contains(&format!("but config pins {wrong}: refused, the file was not opened")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: SHA-256 is {}",
+            fake.display(),
+            sha256_hex(&fake)
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "but config pins {wrong}: refused, the file was not opened"
+        )),
+        "{err}"
+    );
     assert!(!err.contains("not a loadable shared library"), "{err}");
 
     // And a real plugin with a wrong pin is refused the same way.
     let lib = cdylib("keygate-fixture-faulty");
-    let err = load_err(&store_slot(&lib, &format!("name = \"faulty\"\nsha256 = \"{wrong}\"\n")));
+    let err = load_err(&store_slot(
+        &lib,
+        &format!("name = \"faulty\"\nsha256 = \"{wrong}\"\n"),
+    ));
     assert!(err.contains("SHA-256 is"), "{err}");
 }
 
@@ -211,7 +287,10 @@ fn one_bad_slot_stops_the_whole_load() {
         store_slot(&store, "")
     );
     let err = load_err(&body);
-    assert!(err.contains("plugins.approval.library: /nonexistent/libpolicy.so: no such file"), "{err}");
+    assert!(
+        err.contains("plugins.approval.library: /nonexistent/libpolicy.so: no such file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -230,13 +309,23 @@ fn several_external_libraries_load_in_one_process() {
     );
     let host = PluginHost::load(&config(dir.path(), &body)).expect("three libraries");
     let labels: Vec<&str> = host.loaded.iter().map(|p| p.label.as_str()).collect();
-    assert_eq!(labels, ["store(sqlite)", "approval(allowlist)", "transport(loopback)"]);
+    assert_eq!(
+        labels,
+        [
+            "store(sqlite)",
+            "approval(allowlist)",
+            "transport(loopback)"
+        ]
+    );
     // Each is its own library, not the first one cached for the type.
     host.store.put("k", b"v", None).expect("sqlite store works");
     let policy = host.approval.as_ref().expect("policy");
     let req = |id: &str| ApprovalRequest::new(id, "n", PairingMethod::Pin, "127.0.0.1:1", &[], 0);
     assert_eq!(policy.evaluate(&req("dev-a")).unwrap(), Decision::Approve);
-    assert!(matches!(policy.evaluate(&req("dev-b")).unwrap(), Decision::Deny(_)));
+    assert!(matches!(
+        policy.evaluate(&req("dev-b")).unwrap(),
+        Decision::Deny(_)
+    ));
     assert!(host.transport.is_some());
     // And the memory store fixture, a fourth library, opens beside them.
     let memory = Library::open(&cdylib("keygate-fixture-memory-cdylib")).expect("fourth library");
@@ -267,7 +356,10 @@ fn plugin_log_lines_reach_the_host_log_under_the_plugin_name() {
         .finish();
     let lib = cdylib("keygate-fixture-faulty");
     let _host = tracing::subscriber::with_default(subscriber, || {
-        let (dir, host) = load(&store_slot(&lib, "name = \"faulty\"\n[plugins.store.config]\nmarker = \"m-31337\"\n"));
+        let (dir, host) = load(&store_slot(
+            &lib,
+            "name = \"faulty\"\n[plugins.store.config]\nmarker = \"m-31337\"\n",
+        ));
         (dir, host.expect("load"))
     });
     let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();

@@ -32,7 +32,13 @@ impl Logger for Quiet {
 }
 
 fn fingerprint(tag: &str, i: u64) -> CertFingerprint {
-    CertFingerprint::from_bytes(Sha256::new().chain_update(tag).chain_update(i.to_le_bytes()).finalize().into())
+    CertFingerprint::from_bytes(
+        Sha256::new()
+            .chain_update(tag)
+            .chain_update(i.to_le_bytes())
+            .finalize()
+            .into(),
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -42,7 +48,45 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn lookups() {
     const N: u64 = 1_000_000;
-    let devices: Vec<DeviceId> = (0..1000u64).map(|i| DeviceKey::from_seed(&[i as u8, (i >> 8) as u8, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]).device_id()).collect();
+    let devices: Vec<DeviceId> = (0..1000u64)
+        .map(|i| {
+            DeviceKey::from_seed(&[
+                i as u8,
+                (i >> 8) as u8,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+                7,
+            ])
+            .device_id()
+        })
+        .collect();
     let mut index = RevocationIndex::new();
     index.reserve(N as usize);
     let mut bare = HashSet::with_capacity(N as usize);
@@ -53,8 +97,11 @@ fn lookups() {
     }
     // Probe keys in a scrambled order, so lookups miss the cache as they
     // would in a gateway.
-    let probes: Vec<CertFingerprint> = (0..100_000u64).map(|i| fingerprint("revoked", (i * 7_919) % N)).collect();
-    let unknown: Vec<CertFingerprint> = (0..100_000u64).map(|i| fingerprint("unknown", i)).collect();
+    let probes: Vec<CertFingerprint> = (0..100_000u64)
+        .map(|i| fingerprint("revoked", (i * 7_919) % N))
+        .collect();
+    let unknown: Vec<CertFingerprint> =
+        (0..100_000u64).map(|i| fingerprint("unknown", i)).collect();
     let time = |f: &dyn Fn(&CertFingerprint) -> bool, keys: &[CertFingerprint]| -> f64 {
         let mut per_batch = Vec::new();
         for _ in 0..5 {
@@ -68,13 +115,32 @@ fn lookups() {
         }
         median(per_batch)
     };
-    let ours = time(&|fp| matches!(index.status(fp), keygate_core::state::CertStatus::CertificateRevoked(_)), &probes);
+    let ours = time(
+        &|fp| {
+            matches!(
+                index.status(fp),
+                keygate_core::state::CertStatus::CertificateRevoked(_)
+            )
+        },
+        &probes,
+    );
     let base = time(&|fp| bare.contains(fp.as_bytes()), &probes);
-    let miss = time(&|fp| matches!(index.status(fp), keygate_core::state::CertStatus::CertificateRevoked(_)), &unknown);
+    let miss = time(
+        &|fp| {
+            matches!(
+                index.status(fp),
+                keygate_core::state::CertStatus::CertificateRevoked(_)
+            )
+        },
+        &unknown,
+    );
     println!("revocation lookup, 1,000,000 revoked fingerprints:");
     println!("  index.status (revoked)  median {ours:6.1} ns");
     println!("  index.status (unknown)  median {miss:6.1} ns");
-    println!("  bare HashSet::contains  median {base:6.1} ns   (ratio {:.2})", ours / base);
+    println!(
+        "  bare HashSet::contains  median {base:6.1} ns   (ratio {:.2})",
+        ours / base
+    );
 }
 
 struct State {
@@ -85,23 +151,32 @@ struct State {
 }
 
 fn settings() -> IdentitySettings {
-    IdentitySettings { lock_timeout: Duration::from_secs(60), ..IdentitySettings::default() }
+    IdentitySettings {
+        lock_timeout: Duration::from_secs(60),
+        ..IdentitySettings::default()
+    }
 }
 
 fn open_store(dir: &Path) -> Arc<FsStore> {
-    Arc::new(FsStore::from_config("", PluginContext::new("store(filesystem)", dir, dir, Quiet)).expect("store"))
+    Arc::new(
+        FsStore::from_config("", PluginContext::new("store(filesystem)", dir, dir, Quiet))
+            .expect("store"),
+    )
 }
 
 /// A state dir with `n` enrolled devices, one certificate each.
 fn populated(n: u64) -> State {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let store = open_store(dir.path());
-    let manager = IdentityManager::open(store.clone(), dir.path(), settings(), SystemTime::now()).unwrap();
+    let manager =
+        IdentityManager::open(store.clone(), dir.path(), settings(), SystemTime::now()).unwrap();
     let started = Instant::now();
-    let keys: Vec<DeviceKey> = (0..n).map(|i| {
-        let seed: [u8; 32] = Sha256::digest(i.to_le_bytes()).into();
-        DeviceKey::from_seed(&seed)
-    }).collect();
+    let keys: Vec<DeviceKey> = (0..n)
+        .map(|i| {
+            let seed: [u8; 32] = Sha256::digest(i.to_le_bytes()).into();
+            DeviceKey::from_seed(&seed)
+        })
+        .collect();
     std::thread::scope(|s| {
         for t in 0..2u64 {
             let (store, keys) = (&store, &keys);
@@ -126,15 +201,33 @@ fn populated(n: u64) -> State {
                         not_after: 1_795_086_400,
                         revoked: None,
                     };
-                    store.insert_unsynced_for_bench(&device_key(&id), &serde_json::to_vec(&device).unwrap()).unwrap();
-                    store.insert_unsynced_for_bench(&cert_key(&fp), &serde_json::to_vec(&cert).unwrap()).unwrap();
+                    store
+                        .insert_unsynced_for_bench(
+                            &device_key(&id),
+                            &serde_json::to_vec(&device).unwrap(),
+                        )
+                        .unwrap();
+                    store
+                        .insert_unsynced_for_bench(
+                            &cert_key(&fp),
+                            &serde_json::to_vec(&cert).unwrap(),
+                        )
+                        .unwrap();
                 }
             });
         }
     });
     let _ = std::process::Command::new("sync").status();
-    eprintln!("populated {n} devices in {:.1} s", started.elapsed().as_secs_f64());
-    State { manager, store, keys, dir }
+    eprintln!(
+        "populated {n} devices in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    State {
+        manager,
+        store,
+        keys,
+        dir,
+    }
 }
 
 /// Median durable latency of revocations and enrolments, in ms.
@@ -149,10 +242,17 @@ fn mutations(state: &State, rounds: usize, offset: u64) -> (f64, f64) {
     }
     let mut enrols = Vec::new();
     for i in 0..rounds as u64 {
-        let seed: [u8; 32] = Sha256::new().chain_update(b"new").chain_update((offset + i).to_le_bytes()).finalize().into();
+        let seed: [u8; 32] = Sha256::new()
+            .chain_update(b"new")
+            .chain_update((offset + i).to_le_bytes())
+            .finalize()
+            .into();
         let key = DeviceKey::from_seed(&seed);
         let start = Instant::now();
-        state.manager.enroll(&key.public_key(), "new", &[], now).unwrap();
+        state
+            .manager
+            .enroll(&key.public_key(), "new", &[], now)
+            .unwrap();
         enrols.push(start.elapsed().as_secs_f64() * 1e3);
     }
     (median(revokes), median(enrols))
@@ -171,19 +271,27 @@ fn main() {
         small_r.push(mutations(&small, 50, round * 1000));
         large_r.push(mutations(&large, 50, round * 1000));
     }
-    let avg = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    let avg =
+        |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     let (sr, se) = (avg(&small_r, |x| x.0), avg(&small_r, |x| x.1));
     let (lr, le) = (avg(&large_r, |x| x.0), avg(&large_r, |x| x.1));
     println!("durable mutation latency, filesystem store (median of 50, mean of 4 rounds):");
-    println!("  revoke device   1,000 devices {sr:6.2} ms   100,000 devices {lr:6.2} ms   ratio {:.2}", lr / sr);
-    println!("  enroll device   1,000 devices {se:6.2} ms   100,000 devices {le:6.2} ms   ratio {:.2}", le / se);
+    println!(
+        "  revoke device   1,000 devices {sr:6.2} ms   100,000 devices {lr:6.2} ms   ratio {:.2}",
+        lr / sr
+    );
+    println!(
+        "  enroll device   1,000 devices {se:6.2} ms   100,000 devices {le:6.2} ms   ratio {:.2}",
+        le / se
+    );
 
     // Loading the state of 100,000 devices.
     let _ = black_box(large.store.list("identity/index/").unwrap());
     let load = |what: &str| {
         let store = open_store(large.dir.path());
         let start = Instant::now();
-        let manager = IdentityManager::open(store, large.dir.path(), settings(), SystemTime::now()).unwrap();
+        let manager =
+            IdentityManager::open(store, large.dir.path(), settings(), SystemTime::now()).unwrap();
         manager.refresh().unwrap();
         let took = start.elapsed();
         println!("  {what:<28} {:6.3} s", took.as_secs_f64());
@@ -192,7 +300,10 @@ fn main() {
     println!("loading the state of 100,000 devices (open + revocation index):");
     // The writer's own process has no snapshot yet: remove any, scan.
     if let Some(v) = large.store.get("identity/index/snapshot").unwrap() {
-        large.store.delete("identity/index/snapshot", v.version).unwrap();
+        large
+            .store
+            .delete("identity/index/snapshot", v.version)
+            .unwrap();
     }
     let _ = std::process::Command::new("sync").status();
     load("full scan (first start)");

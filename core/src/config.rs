@@ -205,7 +205,11 @@ impl Config {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
         };
-        let ctx = Ctx { text, path, dir: &dir };
+        let ctx = Ctx {
+            text,
+            path,
+            dir: &dir,
+        };
 
         let state_dir = match &raw.state_dir {
             Some(s) if s.get_ref().trim().is_empty() => {
@@ -222,7 +226,8 @@ impl Config {
                     path: path.to_owned(),
                     line: 1,
                     key: "plugins.store".into(),
-                    message: "missing: add a [plugins.store] table, e.g. use = \"filesystem\"".into(),
+                    message: "missing: add a [plugins.store] table, e.g. use = \"filesystem\""
+                        .into(),
                 });
             }
         };
@@ -265,7 +270,11 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn line(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
     }
 
     fn invalid(&self, offset: usize, key: &str, message: impl fmt::Display) -> ConfigError {
@@ -279,7 +288,11 @@ impl Ctx<'_> {
 
     fn resolve(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() { p.to_owned() } else { self.dir.join(p) }
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.dir.join(p)
+        }
     }
 
     fn located<T>(&self, value: T, offset: usize, key: String) -> Located<T> {
@@ -295,13 +308,19 @@ impl Ctx<'_> {
         let positive = |v: &Spanned<u64>, key: &str, max: u64| -> Result<u64, ConfigError> {
             match *v.get_ref() {
                 0 => Err(self.invalid(v.span().start, key, "must be at least 1")),
-                n if n > max => Err(self.invalid(v.span().start, key, format!("must be at most {max}"))),
+                n if n > max => {
+                    Err(self.invalid(v.span().start, key, format!("must be at most {max}")))
+                }
                 n => Ok(n),
             }
         };
         if let Some(name) = raw.ca_common_name {
             if name.get_ref().trim().is_empty() {
-                return Err(self.invalid(name.span().start, "identity.ca_common_name", "must not be empty"));
+                return Err(self.invalid(
+                    name.span().start,
+                    "identity.ca_common_name",
+                    "must not be empty",
+                ));
             }
             settings.ca_common_name = name.into_inner();
         }
@@ -342,7 +361,10 @@ impl Ctx<'_> {
                 ));
             }
             (Some(name), None) => {
-                for (field, value) in [("name", raw.name.as_ref().map(|s| s.span())), ("sha256", raw.sha256.as_ref().map(|s| s.span()))] {
+                for (field, value) in [
+                    ("name", raw.name.as_ref().map(|s| s.span())),
+                    ("sha256", raw.sha256.as_ref().map(|s| s.span())),
+                ] {
                     if let Some(span) = value {
                         return Err(self.invalid(
                             span.start,
@@ -359,9 +381,17 @@ impl Ctx<'_> {
             }
             (None, Some(lib)) => {
                 if lib.get_ref().is_empty() {
-                    return Err(self.invalid(lib.span().start, &key("library"), "must not be empty"));
+                    return Err(self.invalid(
+                        lib.span().start,
+                        &key("library"),
+                        "must not be empty",
+                    ));
                 }
-                let path = self.located(self.resolve(lib.get_ref()), lib.span().start, key("library"));
+                let path = self.located(
+                    self.resolve(lib.get_ref()),
+                    lib.span().start,
+                    key("library"),
+                );
                 let name = raw
                     .name
                     .map(|n| self.located(n.get_ref().clone(), n.span().start, key("name")));
@@ -393,11 +423,13 @@ impl Ctx<'_> {
 }
 
 fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
-    let bytes = hex::decode(text.trim())
-        .map_err(|e| format!("not a hex SHA-256 digest ({e})"))?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| format!("a SHA-256 digest is 64 hex digits, this has {}", b.len() * 2))
+    let bytes = hex::decode(text.trim()).map_err(|e| format!("not a hex SHA-256 digest ({e})"))?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        format!(
+            "a SHA-256 digest is 64 hex digits, this has {}",
+            b.len() * 2
+        )
+    })
 }
 
 /// The TOML parser's message on one line ("TOML parse error at line 3,
@@ -421,10 +453,9 @@ mod tests {
 
     #[test]
     fn relative_paths_resolve_against_the_config_folder() {
-        let c = parse(
-            "state_dir = \"st\"\n[plugins.store]\nlibrary = \"lib/libx.so\"\nname = \"x\"\n",
-        )
-        .unwrap();
+        let c =
+            parse("state_dir = \"st\"\n[plugins.store]\nlibrary = \"lib/libx.so\"\nname = \"x\"\n")
+                .unwrap();
         assert_eq!(c.state_dir, Path::new("/etc/keygate/st"));
         match &c.plugins.store.source {
             PluginSource::Library { path, name, sha256 } => {
@@ -438,7 +469,10 @@ mod tests {
 
     #[test]
     fn plugin_config_table_is_handed_over_as_toml() {
-        let c = parse("[plugins.store]\nuse = \"memory\"\n[plugins.store.config]\npath = \"a\"\nn = 3\n").unwrap();
+        let c = parse(
+            "[plugins.store]\nuse = \"memory\"\n[plugins.store.config]\npath = \"a\"\nn = 3\n",
+        )
+        .unwrap();
         let table: toml::Table = toml::from_str(&c.plugins.store.config_toml).unwrap();
         assert_eq!(table["path"].as_str(), Some("a"));
         assert_eq!(table["n"].as_integer(), Some(3));
@@ -447,7 +481,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_refused_with_line_and_key() {
-        let err = parse("[plugins.store]\nuse = \"memory\"\nflavour = 1\n").unwrap_err().to_string();
+        let err = parse("[plugins.store]\nuse = \"memory\"\nflavour = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/etc/keygate/config.toml"), "{err}");
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("flavour"), "{err}");
@@ -455,21 +491,33 @@ mod tests {
 
     #[test]
     fn wrong_type_is_refused_with_line_and_key() {
-        let err = parse("state_dir = 5\n[plugins.store]\nuse = \"memory\"\n").unwrap_err().to_string();
+        let err = parse("state_dir = 5\n[plugins.store]\nuse = \"memory\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 1"), "{err}");
         assert!(err.contains("state_dir") || err.contains("string"), "{err}");
     }
 
     #[test]
     fn use_and_library_together_are_refused() {
-        let err = parse("[plugins.store]\nuse = \"memory\"\nlibrary = \"x.so\"\n").unwrap_err().to_string();
-        assert_eq!(err, "/etc/keygate/config.toml:3: plugins.store.library: give either `use` (a built-in) or `library` (a file), not both");
+        let err = parse("[plugins.store]\nuse = \"memory\"\nlibrary = \"x.so\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "/etc/keygate/config.toml:3: plugins.store.library: give either `use` (a built-in) or `library` (a file), not both"
+        );
     }
 
     #[test]
     fn bad_sha256_is_refused() {
-        let err = parse("[plugins.store]\nlibrary = \"x.so\"\nsha256 = \"abc\"\n").unwrap_err().to_string();
-        assert!(err.starts_with("/etc/keygate/config.toml:3: plugins.store.sha256: "), "{err}");
+        let err = parse("[plugins.store]\nlibrary = \"x.so\"\nsha256 = \"abc\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/etc/keygate/config.toml:3: plugins.store.sha256: "),
+            "{err}"
+        );
     }
 
     #[test]
@@ -481,10 +529,20 @@ mod tests {
     #[test]
     fn identity_settings_are_read_and_checked() {
         let c = parse("[plugins.store]\nuse = \"memory\"\n[identity]\nclient_cert_validity_hours = 2\nca_common_name = \"Lab CA\"\n").unwrap();
-        assert_eq!(c.identity.client_validity, std::time::Duration::from_secs(7200));
+        assert_eq!(
+            c.identity.client_validity,
+            std::time::Duration::from_secs(7200)
+        );
         assert_eq!(c.identity.ca_common_name, "Lab CA");
-        let err = parse("[plugins.store]\nuse = \"memory\"\n[identity]\nclient_cert_validity_hours = 0\n").unwrap_err().to_string();
-        assert_eq!(err, "/etc/keygate/config.toml:4: identity.client_cert_validity_hours: must be at least 1");
+        let err = parse(
+            "[plugins.store]\nuse = \"memory\"\n[identity]\nclient_cert_validity_hours = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "/etc/keygate/config.toml:4: identity.client_cert_validity_hours: must be at least 1"
+        );
     }
 
     #[test]

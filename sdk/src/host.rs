@@ -168,7 +168,9 @@ impl Library {
         };
         let fail = |e| map_error(e, &path, &load_path);
         let header = lib_header_from_path(&load_path).map_err(fail)?;
-        let module = header.init_root_module::<PluginLibraryRef>().map_err(fail)?;
+        let module = header
+            .init_root_module::<PluginLibraryRef>()
+            .map_err(fail)?;
         Ok(Library {
             origin: Origin::File(path),
             module,

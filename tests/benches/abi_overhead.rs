@@ -5,6 +5,9 @@
 //! (the bench builds the cdylib first). It prints the added nanoseconds per
 //! call; the target is under 100 ns.
 
+// criterion_group! generates undocumented items.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -20,9 +23,11 @@ impl Logger for Quiet {
 
 fn stores() -> (Box<dyn SecretStore>, Box<dyn SecretStore>) {
     let direct: Box<dyn SecretStore> = Box::new(MemoryStore::new());
-    let lib = Library::open(&keygate_tests::cdylib("keygate-fixture-memory-cdylib")).expect("open cdylib");
+    let lib = Library::open(&keygate_tests::cdylib("keygate-fixture-memory-cdylib"))
+        .expect("open cdylib");
     let ctx = PluginContext::new("store(memory)", "/".as_ref(), "/".as_ref(), Quiet);
-    let through_abi: Box<dyn SecretStore> = Box::new(lib.new_store("memory", "", ctx).expect("construct"));
+    let through_abi: Box<dyn SecretStore> =
+        Box::new(lib.new_store("memory", "", ctx).expect("construct"));
     (direct, through_abi)
 }
 
@@ -39,7 +44,11 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("put/{name}"), |b| {
             b.iter(|| {
                 version = store
-                    .put(black_box("devices/kgd1example"), black_box(&value), Some(version))
+                    .put(
+                        black_box("devices/kgd1example"),
+                        black_box(&value),
+                        Some(version),
+                    )
                     .unwrap();
             })
         });

@@ -44,7 +44,10 @@ pub fn run(cmd: CaCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
         if left <= 0 {
             "the CA has EXPIRED: no certificate it issues is valid".to_owned()
         } else {
-            format!("the CA expires in {} days: plan its rotation", left / 86_400)
+            format!(
+                "the CA expires in {} days: plan its rotation",
+                left / 86_400
+            )
         }
     });
     let view = CaView {
@@ -64,7 +67,11 @@ pub fn run(cmd: CaCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
         outln!("fingerprint  {}", view.fingerprint);
         outln!("subject      {}", view.subject);
         outln!("not before   {}", view.not_before);
-        outln!("not after    {} ({} days left)", view.not_after, view.expires_in_days);
+        outln!(
+            "not after    {} ({} days left)",
+            view.not_after,
+            view.expires_in_days
+        );
         if let Some(w) = &view.warning {
             outln!("WARNING      {w}");
         }

@@ -73,23 +73,43 @@ pub fn run(cmd: CertsCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&rows)?;
             } else {
-                outln!("{:<64}  {:<42}  {:<20}  REVOKED", "FINGERPRINT", "DEVICE ID", "NOT AFTER");
+                outln!(
+                    "{:<64}  {:<42}  {:<20}  REVOKED",
+                    "FINGERPRINT",
+                    "DEVICE ID",
+                    "NOT AFTER"
+                );
                 for r in &rows {
                     let revoked = match (r.revoked, r.device_revoked) {
                         (true, _) => "yes",
                         (false, true) => "device",
                         _ => "no",
                     };
-                    outln!("{:<64}  {:<42}  {:<20}  {revoked}", r.fingerprint, r.device_id, r.not_after);
+                    outln!(
+                        "{:<64}  {:<42}  {:<20}  {revoked}",
+                        r.fingerprint,
+                        r.device_id,
+                        r.not_after
+                    );
                 }
             }
         }
-        CertsCommand::Revoke { fingerprint, reason } => {
-            let fp = CertFingerprint::parse(fingerprint.trim()).context("not a certificate fingerprint")?;
+        CertsCommand::Revoke {
+            fingerprint,
+            reason,
+        } => {
+            let fp = CertFingerprint::parse(fingerprint.trim())
+                .context("not a certificate fingerprint")?;
             match manager.revoke_certificate(&fp, &reason, SystemTime::now())? {
-                RevokeOutcome::Revoked(r) => outln!("revoked certificate {fp} at {}", rfc3339(r.at)),
+                RevokeOutcome::Revoked(r) => {
+                    outln!("revoked certificate {fp} at {}", rfc3339(r.at))
+                }
                 RevokeOutcome::AlreadyRevoked(r) => {
-                    outln!("certificate {fp} was already revoked at {} ({})", rfc3339(r.at), r.reason)
+                    outln!(
+                        "certificate {fp} was already revoked at {} ({})",
+                        rfc3339(r.at),
+                        r.reason
+                    )
                 }
             }
         }

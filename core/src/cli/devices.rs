@@ -112,7 +112,13 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
             if json {
                 print_json(&rows)?;
             } else {
-                outln!("{:<42}  {:<16}  {:<7}  {:<20}  CERTS", "DEVICE ID", "NAME", "REVOKED", "NEWEST CERT EXPIRES");
+                outln!(
+                    "{:<42}  {:<16}  {:<7}  {:<20}  CERTS",
+                    "DEVICE ID",
+                    "NAME",
+                    "REVOKED",
+                    "NEWEST CERT EXPIRES"
+                );
                 for r in &rows {
                     outln!(
                         "{:<42}  {:<16}  {:<7}  {:<20}  {}",
@@ -130,12 +136,24 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
             match manager.revoke_device(&id, &reason, SystemTime::now())? {
                 RevokeOutcome::Revoked(r) => outln!("revoked device {id} at {}", rfc3339(r.at)),
                 RevokeOutcome::AlreadyRevoked(r) => {
-                    outln!("device {id} was already revoked at {} ({})", rfc3339(r.at), r.reason)
+                    outln!(
+                        "device {id} was already revoked at {} ({})",
+                        rfc3339(r.at),
+                        r.reason
+                    )
                 }
             }
         }
-        DevicesCommand::Enroll { public_key, name, capabilities, cert_out } => {
-            let key: DevicePublicKey = public_key.trim().parse().context("not an Ed25519 public key")?;
+        DevicesCommand::Enroll {
+            public_key,
+            name,
+            capabilities,
+            cert_out,
+        } => {
+            let key: DevicePublicKey = public_key
+                .trim()
+                .parse()
+                .context("not an Ed25519 public key")?;
             let enrolled = manager.enroll(&key, &name, &capabilities, SystemTime::now())?;
             if let Some(path) = cert_out {
                 std::fs::write(&path, &enrolled.certificate.pem)
@@ -143,7 +161,10 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
             }
             outln!("device_id    {}", enrolled.device.device_id);
             outln!("fingerprint  {}", enrolled.certificate.fingerprint);
-            outln!("not_after    {}", rfc3339(unix(enrolled.certificate.not_after)));
+            outln!(
+                "not_after    {}",
+                rfc3339(unix(enrolled.certificate.not_after))
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

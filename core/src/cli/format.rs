@@ -16,7 +16,9 @@ pub fn rfc3339(unix_secs: u64) -> String {
 
 /// A `SystemTime` as unix seconds.
 pub fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }
 
 /// Prints `value` as pretty JSON on stdout.

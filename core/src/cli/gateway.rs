@@ -34,8 +34,11 @@ fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let manager = opened.manager.clone();
-    manager.refresh().context("cannot load the revocation index")?;
-    let watcher = Watcher::start(manager.clone(), DEFAULT_WATCH_INTERVAL).context("cannot start the revocation watcher")?;
+    manager
+        .refresh()
+        .context("cannot load the revocation index")?;
+    let watcher = Watcher::start(manager.clone(), DEFAULT_WATCH_INTERVAL)
+        .context("cannot start the revocation watcher")?;
 
     let (tx, rx) = std::sync::mpsc::channel();
     ctrlc::set_handler(move || {
@@ -49,13 +52,21 @@ fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         "gateway ready; press Ctrl-C to stop"
     );
     loop {
-        if rx.recv_timeout(std::time::Duration::from_millis(50)).is_ok() {
+        if rx
+            .recv_timeout(std::time::Duration::from_millis(50))
+            .is_ok()
+        {
             break;
         }
         while let Ok(event) = watcher.events().try_recv() {
             match event {
-                RevocationEvent::Device(id) => tracing::warn!(device_id = %id, "revocation seen: device"),
-                RevocationEvent::Certificate { fingerprint, device_id } => {
+                RevocationEvent::Device(id) => {
+                    tracing::warn!(device_id = %id, "revocation seen: device")
+                }
+                RevocationEvent::Certificate {
+                    fingerprint,
+                    device_id,
+                } => {
                     tracing::warn!(%fingerprint, device_id = %device_id, "revocation seen: certificate")
                 }
             }

@@ -29,7 +29,12 @@ pub fn open(config_path: &Path) -> anyhow::Result<Opened> {
         config.identity.clone(),
         SystemTime::now(),
     )
-    .with_context(|| format!("cannot open identity state in {}", config.state_dir.display()))?;
+    .with_context(|| {
+        format!(
+            "cannot open identity state in {}",
+            config.state_dir.display()
+        )
+    })?;
     Ok(Opened {
         config,
         manager: Arc::new(manager),

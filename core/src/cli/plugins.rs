@@ -50,7 +50,14 @@ fn list(config_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    outln!("{:<10} {:<14} {:<6} {:<10} {}", "KIND", "NAME", "SDK", "SLOT", "SOURCE");
+    outln!(
+        "{:<10} {:<14} {:<6} {:<10} {}",
+        "KIND",
+        "NAME",
+        "SDK",
+        "SLOT",
+        "SOURCE"
+    );
     for r in &rows {
         outln!(
             "{:<10} {:<14} {:<6} {:<10} {}",

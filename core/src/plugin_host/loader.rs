@@ -76,7 +76,10 @@ pub fn sha256_of(file: &mut File) -> std::io::Result<[u8; 32]> {
 fn warn_unpinned_once(path: &Path) {
     static WARNED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
     let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
-    if warned.get_or_insert_with(HashSet::new).insert(path.to_owned()) {
+    if warned
+        .get_or_insert_with(HashSet::new)
+        .insert(path.to_owned())
+    {
         tracing::warn!(
             library = %path.display(),
             "plugin library has no sha256 pin in config; any file at this path will be loaded \

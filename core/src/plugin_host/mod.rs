@@ -45,7 +45,9 @@ pub enum HostError {
         cause: std::io::Error,
     },
     /// The file does not match its configured `sha256`.
-    #[error("{path}: SHA-256 is {actual} but config pins {expected}: refused, the file was not opened as a library")]
+    #[error(
+        "{path}: SHA-256 is {actual} but config pins {expected}: refused, the file was not opened as a library"
+    )]
     ChecksumMismatch {
         /// The library.
         path: PathBuf,
@@ -134,7 +136,9 @@ pub struct PluginHost {
 
 impl std::fmt::Debug for PluginHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginHost").field("loaded", &self.loaded).finish_non_exhaustive()
+        f.debug_struct("PluginHost")
+            .field("loaded", &self.loaded)
+            .finish_non_exhaustive()
     }
 }
 
@@ -144,17 +148,25 @@ impl PluginHost {
         let mut libraries = LibraryCache::default();
         let mut loaded = Vec::new();
 
-        let (store, info) = Self::construct(config, &config.plugins.store, &mut libraries, |lib, name, cfg, ctx| {
-            lib.new_store(name, cfg, ctx).map(|h| Slot::new(String::new(), h))
-        })?;
+        let (store, info) = Self::construct(
+            config,
+            &config.plugins.store,
+            &mut libraries,
+            |lib, name, cfg, ctx| {
+                lib.new_store(name, cfg, ctx)
+                    .map(|h| Slot::new(String::new(), h))
+            },
+        )?;
         let store: Arc<dyn SecretStore> = Arc::new(store.labelled(&info.label));
         loaded.push(info);
 
         let approval = match &config.plugins.approval {
             Some(slot) => {
-                let (p, info) = Self::construct(config, slot, &mut libraries, |lib, name, cfg, ctx| {
-                    lib.new_approval(name, cfg, ctx).map(|h| Slot::new(String::new(), h))
-                })?;
+                let (p, info) =
+                    Self::construct(config, slot, &mut libraries, |lib, name, cfg, ctx| {
+                        lib.new_approval(name, cfg, ctx)
+                            .map(|h| Slot::new(String::new(), h))
+                    })?;
                 let p: Arc<dyn ApprovalPolicy> = Arc::new(p.labelled(&info.label));
                 loaded.push(info);
                 Some(p)
@@ -163,9 +175,11 @@ impl PluginHost {
         };
         let transport = match &config.plugins.transport {
             Some(slot) => {
-                let (t, info) = Self::construct(config, slot, &mut libraries, |lib, name, cfg, ctx| {
-                    lib.new_transport(name, cfg, ctx).map(|h| Slot::new(String::new(), h))
-                })?;
+                let (t, info) =
+                    Self::construct(config, slot, &mut libraries, |lib, name, cfg, ctx| {
+                        lib.new_transport(name, cfg, ctx)
+                            .map(|h| Slot::new(String::new(), h))
+                    })?;
                 let t: Arc<dyn Transport> = Arc::new(t.labelled(&info.label));
                 loaded.push(info);
                 Some(t)
@@ -237,10 +251,11 @@ fn resolve_slot(
     match &slot.source {
         PluginSource::Builtin(name) => {
             let location = at(name.line, &name.key);
-            let (library, info) = find_builtin(slot.kind, &name.value).map_err(|e| HostError::InConfig {
-                location: location.clone(),
-                cause: Box::new(e),
-            })?;
+            let (library, info) =
+                find_builtin(slot.kind, &name.value).map_err(|e| HostError::InConfig {
+                    location: location.clone(),
+                    cause: Box::new(e),
+                })?;
             Ok((library, info, location))
         }
         PluginSource::Library { path, name, sha256 } => {
@@ -252,7 +267,8 @@ fn resolve_slot(
             let library = match libraries.files.get(&path.value) {
                 Some(lib) => lib.clone(),
                 None => {
-                    let lib = open_library(&path.value, sha256.as_ref().map(|s| &s.value)).map_err(located)?;
+                    let lib = open_library(&path.value, sha256.as_ref().map(|s| &s.value))
+                        .map_err(located)?;
                     libraries.files.insert(path.value.clone(), lib.clone());
                     lib
                 }
@@ -281,12 +297,20 @@ pub fn find_builtin(kind: PluginKind, name: &str) -> Result<(Library, PluginInfo
     Err(HostError::UnknownBuiltin {
         kind,
         name: name.to_owned(),
-        known: if known.is_empty() { "none".into() } else { known.join(", ") },
+        known: if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        },
     })
 }
 
 /// Chooses the plugin of `kind` (named `name`, if given) in a library.
-pub fn pick_plugin(library: &Library, kind: PluginKind, name: Option<&str>) -> Result<PluginInfo, HostError> {
+pub fn pick_plugin(
+    library: &Library,
+    kind: PluginKind,
+    name: Option<&str>,
+) -> Result<PluginInfo, HostError> {
     let manifest = library.manifest();
     let holds = || {
         let all: Vec<String> = manifest
@@ -294,7 +318,11 @@ pub fn pick_plugin(library: &Library, kind: PluginKind, name: Option<&str>) -> R
             .iter()
             .map(|p| format!("{} {:?}", p.kind, p.name.as_str()))
             .collect();
-        if all.is_empty() { "nothing".to_owned() } else { all.join(", ") }
+        if all.is_empty() {
+            "nothing".to_owned()
+        } else {
+            all.join(", ")
+        }
     };
     let of_kind: Vec<&PluginInfo> = manifest.plugins.iter().filter(|p| p.kind == kind).collect();
     let problem = match (name, of_kind.as_slice()) {
@@ -309,7 +337,11 @@ pub fn pick_plugin(library: &Library, kind: PluginKind, name: Option<&str>) -> R
         ),
         (None, several) => format!(
             "holds several {kind} plugins ({}): choose one with `name`",
-            several.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            several
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     Err(HostError::NoSuchPlugin {
@@ -329,9 +361,12 @@ pub fn list_plugins(config: Option<&Config>) -> Result<Vec<PluginListing>, HostE
                 return None;
             }
             let fills = match (&slot.source, origin) {
-                (PluginSource::Builtin(name), Origin::Builtin(_)) => name.value == info.name.as_str(),
+                (PluginSource::Builtin(name), Origin::Builtin(_)) => {
+                    name.value == info.name.as_str()
+                }
                 (PluginSource::Library { path, name, .. }, Origin::File(file)) => {
-                    path.value == *file && name.as_ref().is_none_or(|n| n.value == info.name.as_str())
+                    path.value == *file
+                        && name.as_ref().is_none_or(|n| n.value == info.name.as_str())
                 }
                 _ => false,
             };
@@ -362,12 +397,11 @@ pub fn list_plugins(config: Option<&Config>) -> Result<Vec<PluginListing>, HostE
                     continue;
                 }
                 seen.push(&path.value);
-                let library = open_library(&path.value, sha256.as_ref().map(|s| &s.value)).map_err(|e| {
-                    HostError::InConfig {
+                let library = open_library(&path.value, sha256.as_ref().map(|s| &s.value))
+                    .map_err(|e| HostError::InConfig {
                         location: format!("{}:{}: {}", config.path.display(), path.line, path.key),
                         cause: Box::new(e),
-                    }
-                })?;
+                    })?;
                 push(&library);
             }
         }

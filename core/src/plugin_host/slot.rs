@@ -40,7 +40,12 @@ impl<S: SecretStore> SecretStore for Slot<S> {
     fn get(&self, key: &str) -> Result<Option<Versioned>, PluginError> {
         self.ctx(self.inner.get(key))
     }
-    fn put(&self, key: &str, value: &[u8], expected: Option<Version>) -> Result<Version, PluginError> {
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Version, PluginError> {
         self.ctx(self.inner.put(key, value, expected))
     }
     fn delete(&self, key: &str, expected: Version) -> Result<(), PluginError> {
@@ -61,19 +66,33 @@ impl<T: Transport> Transport for Slot<T> {
     fn listen(&self, params: ListenParams, host: TransportHost) -> Result<String, PluginError> {
         self.ctx(self.inner.listen(params, host))
     }
-    fn connect(&self, params: ConnectParams, host: TransportHost) -> Result<ConnectionId, PluginError> {
+    fn connect(
+        &self,
+        params: ConnectParams,
+        host: TransportHost,
+    ) -> Result<ConnectionId, PluginError> {
         self.ctx(self.inner.connect(params, host))
     }
     fn open_stream(&self, connection: ConnectionId) -> Result<StreamId, PluginError> {
         self.ctx(self.inner.open_stream(connection))
     }
-    fn send_frame(&self, connection: ConnectionId, stream: StreamId, frame: &[u8]) -> Result<(), PluginError> {
+    fn send_frame(
+        &self,
+        connection: ConnectionId,
+        stream: StreamId,
+        frame: &[u8],
+    ) -> Result<(), PluginError> {
         self.ctx(self.inner.send_frame(connection, stream, frame))
     }
     fn finish_stream(&self, connection: ConnectionId, stream: StreamId) -> Result<(), PluginError> {
         self.ctx(self.inner.finish_stream(connection, stream))
     }
-    fn close_connection(&self, connection: ConnectionId, code: u32, reason: &str) -> Result<(), PluginError> {
+    fn close_connection(
+        &self,
+        connection: ConnectionId,
+        code: u32,
+        reason: &str,
+    ) -> Result<(), PluginError> {
         self.ctx(self.inner.close_connection(connection, code, reason))
     }
     fn export_keying_material(
@@ -83,7 +102,10 @@ impl<T: Transport> Transport for Slot<T> {
         context: &[u8],
         len: u32,
     ) -> Result<Vec<u8>, PluginError> {
-        self.ctx(self.inner.export_keying_material(connection, label, context, len))
+        self.ctx(
+            self.inner
+                .export_keying_material(connection, label, context, len),
+        )
     }
     fn set_server_identity(&self, identity: TlsIdentity) -> Result<(), PluginError> {
         self.ctx(self.inner.set_server_identity(identity))

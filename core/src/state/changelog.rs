@@ -45,7 +45,10 @@ pub struct ChangeEntry {
 }
 
 /// Reads entry `seq`.
-pub(crate) fn read_entry(store: &dyn SecretStore, seq: u64) -> Result<Option<ChangeEntry>, IdentityError> {
+pub(crate) fn read_entry(
+    store: &dyn SecretStore,
+    seq: u64,
+) -> Result<Option<ChangeEntry>, IdentityError> {
     let key = change_key(seq);
     match store.get(&key)? {
         None => Ok(None),
@@ -60,8 +63,12 @@ pub(crate) fn read_floor(store: &dyn SecretStore) -> Result<(u64, Option<u64>), 
     match store.get(FLOOR_KEY)? {
         None => Ok((0, None)),
         Some(v) => {
-            let text = std::str::from_utf8(&v.value).map_err(|e| IdentityError::corrupt(FLOOR_KEY, e))?;
-            let floor = text.trim().parse().map_err(|e| IdentityError::corrupt(FLOOR_KEY, e))?;
+            let text =
+                std::str::from_utf8(&v.value).map_err(|e| IdentityError::corrupt(FLOOR_KEY, e))?;
+            let floor = text
+                .trim()
+                .parse()
+                .map_err(|e| IdentityError::corrupt(FLOOR_KEY, e))?;
             Ok((floor, Some(v.version)))
         }
     }
@@ -95,18 +102,29 @@ pub(crate) fn append(
     keys: Vec<String>,
     at_unix_ms: u64,
 ) -> Result<(), IdentityError> {
-    let entry = ChangeEntry { seq, at_unix_ms, keys };
-    let bytes = serde_json::to_vec(&entry).map_err(|e| IdentityError::corrupt(&change_key(seq), e))?;
+    let entry = ChangeEntry {
+        seq,
+        at_unix_ms,
+        keys,
+    };
+    let bytes =
+        serde_json::to_vec(&entry).map_err(|e| IdentityError::corrupt(&change_key(seq), e))?;
     match store.put(&change_key(seq), &bytes, None) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::Conflict => Err(IdentityError::Raced { key: change_key(seq) }),
+        Err(e) if e.kind() == ErrorKind::Conflict => Err(IdentityError::Raced {
+            key: change_key(seq),
+        }),
         Err(e) => Err(e.into()),
     }
 }
 
 /// Raises the floor to `through` and deletes the entries below it, keeping
 /// at least the newest entry `head`. Returns how many were deleted.
-pub(crate) fn compact(store: &dyn SecretStore, through: u64, head: u64) -> Result<usize, IdentityError> {
+pub(crate) fn compact(
+    store: &dyn SecretStore,
+    through: u64,
+    head: u64,
+) -> Result<usize, IdentityError> {
     let through = through.min(head.saturating_sub(1));
     let (floor, version) = read_floor(store)?;
     if through <= floor {

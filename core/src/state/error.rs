@@ -29,7 +29,9 @@ pub enum IdentityError {
         reason: String,
     },
     /// The state was written by another schema version.
-    #[error("identity state has schema {found:?}, this keygate reads {expected:?}: refusing to touch it")]
+    #[error(
+        "identity state has schema {found:?}, this keygate reads {expected:?}: refusing to touch it"
+    )]
     Schema {
         /// What the state says.
         found: String,

@@ -116,7 +116,10 @@ impl RevocationIndex {
             return *slot;
         }
         let slot = u32::try_from(self.devices.len()).expect("fewer than 2^32 devices");
-        self.devices.push(DeviceSlot { id: *id, revoked: false });
+        self.devices.push(DeviceSlot {
+            id: *id,
+            revoked: false,
+        });
         self.slots.insert(*id, slot);
         slot
     }
@@ -153,9 +156,13 @@ impl RevocationIndex {
             .iter()
             .map(|(fp, e)| SnapshotCert(*fp, self.devices[e.device as usize].id, e.revoked))
             .collect();
-        certs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut revoked_devices: Vec<DeviceId> =
-            self.devices.iter().filter(|d| d.revoked).map(|d| d.id).collect();
+        certs.sort_by_key(|c| c.0);
+        let mut revoked_devices: Vec<DeviceId> = self
+            .devices
+            .iter()
+            .filter(|d| d.revoked)
+            .map(|d| d.id)
+            .collect();
         revoked_devices.sort();
         IndexSnapshot {
             seq,

@@ -20,11 +20,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
+use super::IdentityError;
 use super::changelog::{self, read_entry, read_floor};
 use super::index::{CertStatus, IndexSnapshot, RevocationIndex, SNAPSHOT_KEY};
 use super::lock::StateLock;
 use super::records::*;
-use super::IdentityError;
 use crate::ca::{
     CertificateAuthority, DEFAULT_CA_VALIDITY, DEFAULT_CLIENT_VALIDITY, IssuedCertificate,
 };
@@ -160,14 +160,19 @@ impl IdentityManager {
         let ca = match (Self::schema(&*store)?, Self::load_ca(&*store)?) {
             (true, Some(ca)) => ca,
             _ => {
-                let _guard = lock.acquire_exclusive("initialise identity state", settings.lock_timeout)?;
+                let _guard =
+                    lock.acquire_exclusive("initialise identity state", settings.lock_timeout)?;
                 if !Self::schema(&*store)? {
                     store.put(SCHEMA_KEY, SCHEMA_VERSION.as_bytes(), None)?;
                 }
                 match Self::load_ca(&*store)? {
                     Some(ca) => ca,
                     None => {
-                        let ca = CertificateAuthority::generate(&settings.ca_common_name, settings.ca_validity, now)?;
+                        let ca = CertificateAuthority::generate(
+                            &settings.ca_common_name,
+                            settings.ca_validity,
+                            now,
+                        )?;
                         let (cert_pem, key_pem) = ca.to_pem();
                         let record = CaRecord { cert_pem, key_pem };
                         let bytes = Zeroizing::new(encode(CA_KEY, &record)?);
@@ -207,7 +212,10 @@ impl IdentityManager {
         };
         let value = Zeroizing::new(v.value);
         let record: CaRecord = decode(CA_KEY, &value)?;
-        Ok(Some(CertificateAuthority::from_pem(&record.cert_pem, &record.key_pem)?))
+        Ok(Some(CertificateAuthority::from_pem(
+            &record.cert_pem,
+            &record.key_pem,
+        )?))
     }
 
     /// The CA.
@@ -220,7 +228,10 @@ impl IdentityManager {
         &self.settings
     }
 
-    fn get_record<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, Version)>, IdentityError> {
+    fn get_record<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, Version)>, IdentityError> {
         match self.store.get(key)? {
             None => Ok(None),
             Some(v) => Ok(Some((decode(key, &v.value)?, v.version))),
@@ -235,7 +246,9 @@ impl IdentityManager {
         purpose: &str,
         plan: impl FnOnce(&Self) -> Result<(Vec<Write>, T), IdentityError>,
     ) -> Result<T, IdentityError> {
-        let _guard = self.lock.acquire_exclusive(purpose, self.settings.lock_timeout)?;
+        let _guard = self
+            .lock
+            .acquire_exclusive(purpose, self.settings.lock_timeout)?;
         let (writes, out) = plan(self)?;
         if writes.is_empty() {
             return Ok(out);
@@ -246,13 +259,22 @@ impl IdentityManager {
             None => changelog::find_head(&*self.store)?,
         };
         let seq = current + 1;
-        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        changelog::append(&*self.store, seq, writes.iter().map(|w| w.key.clone()).collect(), at_ms)?;
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        changelog::append(
+            &*self.store,
+            seq,
+            writes.iter().map(|w| w.key.clone()).collect(),
+            at_ms,
+        )?;
         *head = Some(seq);
         for w in writes {
             match self.store.put(&w.key, &w.value, w.expected) {
                 Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Conflict => return Err(IdentityError::Raced { key: w.key }),
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    return Err(IdentityError::Raced { key: w.key });
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -277,7 +299,10 @@ impl IdentityManager {
             let device = match existing {
                 Some((record, _)) => {
                     if let Some(r) = &record.revoked {
-                        return Err(IdentityError::DeviceRevoked { device_id, reason: r.reason.clone() });
+                        return Err(IdentityError::DeviceRevoked {
+                            device_id,
+                            reason: r.reason.clone(),
+                        });
                     }
                     record
                 }
@@ -290,24 +315,42 @@ impl IdentityManager {
                         enrolled_at: unix_secs(now),
                         revoked: None,
                     };
-                    writes.push(Write { value: encode(&dkey, &record)?, key: dkey, expected: None });
+                    writes.push(Write {
+                        value: encode(&dkey, &record)?,
+                        key: dkey,
+                        expected: None,
+                    });
                     record
                 }
             };
             let certificate = m.issue_for(&device, now, &mut writes)?;
-            Ok((writes, Enrolled { device, certificate }))
+            Ok((
+                writes,
+                Enrolled {
+                    device,
+                    certificate,
+                },
+            ))
         })
     }
 
     /// Issues a new client certificate to an enrolled, unrevoked device
     /// (renewal: same key, new certificate; older ones stay valid until they
     /// expire or are revoked).
-    pub fn issue_certificate(&self, device_id: &DeviceId, now: SystemTime) -> Result<IssuedCertificate, IdentityError> {
+    pub fn issue_certificate(
+        &self,
+        device_id: &DeviceId,
+        now: SystemTime,
+    ) -> Result<IssuedCertificate, IdentityError> {
         self.mutate("issue certificate", |m| {
-            let (device, _): (DeviceRecord, _) =
-                m.get_record(&device_key(device_id))?.ok_or(IdentityError::UnknownDevice(*device_id))?;
+            let (device, _): (DeviceRecord, _) = m
+                .get_record(&device_key(device_id))?
+                .ok_or(IdentityError::UnknownDevice(*device_id))?;
             if let Some(r) = &device.revoked {
-                return Err(IdentityError::DeviceRevoked { device_id: *device_id, reason: r.reason.clone() });
+                return Err(IdentityError::DeviceRevoked {
+                    device_id: *device_id,
+                    reason: r.reason.clone(),
+                });
             }
             let mut writes = Vec::with_capacity(1);
             let cert = m.issue_for(&device, now, &mut writes)?;
@@ -321,7 +364,12 @@ impl IdentityManager {
         now: SystemTime,
         writes: &mut Vec<Write>,
     ) -> Result<IssuedCertificate, IdentityError> {
-        let cert = self.ca.issue_client(&device.public_key, &device.device_id, self.settings.client_validity, now)?;
+        let cert = self.ca.issue_client(
+            &device.public_key,
+            &device.device_id,
+            self.settings.client_validity,
+            now,
+        )?;
         let record = CertRecord {
             fingerprint: cert.fingerprint,
             device_id: device.device_id,
@@ -331,23 +379,43 @@ impl IdentityManager {
             revoked: None,
         };
         let key = cert_key(&cert.fingerprint);
-        writes.push(Write { value: encode(&key, &record)?, key, expected: None });
+        writes.push(Write {
+            value: encode(&key, &record)?,
+            key,
+            expected: None,
+        });
         Ok(cert)
     }
 
     /// Revokes a device: it never pairs or connects again. One record and
     /// one change entry; nothing is written if it already was revoked.
-    pub fn revoke_device(&self, device_id: &DeviceId, reason: &str, now: SystemTime) -> Result<RevokeOutcome, IdentityError> {
+    pub fn revoke_device(
+        &self,
+        device_id: &DeviceId,
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<RevokeOutcome, IdentityError> {
         self.mutate("devices revoke", |m| {
             let key = device_key(device_id);
-            let (mut record, version): (DeviceRecord, _) =
-                m.get_record(&key)?.ok_or(IdentityError::UnknownDevice(*device_id))?;
+            let (mut record, version): (DeviceRecord, _) = m
+                .get_record(&key)?
+                .ok_or(IdentityError::UnknownDevice(*device_id))?;
             if let Some(r) = record.revoked {
                 return Ok((Vec::new(), RevokeOutcome::AlreadyRevoked(r)));
             }
-            let revocation = Revocation { reason: reason.to_owned(), at: unix_secs(now) };
+            let revocation = Revocation {
+                reason: reason.to_owned(),
+                at: unix_secs(now),
+            };
             record.revoked = Some(revocation.clone());
-            Ok((vec![Write { value: encode(&key, &record)?, key, expected: Some(version) }], RevokeOutcome::Revoked(revocation)))
+            Ok((
+                vec![Write {
+                    value: encode(&key, &record)?,
+                    key,
+                    expected: Some(version),
+                }],
+                RevokeOutcome::Revoked(revocation),
+            ))
         })
     }
 
@@ -360,14 +428,25 @@ impl IdentityManager {
     ) -> Result<RevokeOutcome, IdentityError> {
         self.mutate("certs revoke", |m| {
             let key = cert_key(fingerprint);
-            let (mut record, version): (CertRecord, _) =
-                m.get_record(&key)?.ok_or(IdentityError::UnknownCertificate(*fingerprint))?;
+            let (mut record, version): (CertRecord, _) = m
+                .get_record(&key)?
+                .ok_or(IdentityError::UnknownCertificate(*fingerprint))?;
             if let Some(r) = record.revoked {
                 return Ok((Vec::new(), RevokeOutcome::AlreadyRevoked(r)));
             }
-            let revocation = Revocation { reason: reason.to_owned(), at: unix_secs(now) };
+            let revocation = Revocation {
+                reason: reason.to_owned(),
+                at: unix_secs(now),
+            };
             record.revoked = Some(revocation.clone());
-            Ok((vec![Write { value: encode(&key, &record)?, key, expected: Some(version) }], RevokeOutcome::Revoked(revocation)))
+            Ok((
+                vec![Write {
+                    value: encode(&key, &record)?,
+                    key,
+                    expected: Some(version),
+                }],
+                RevokeOutcome::Revoked(revocation),
+            ))
         })
     }
 
@@ -406,19 +485,27 @@ impl IdentityManager {
     /// (call [`refresh`](Self::refresh) or run a watcher to keep it
     /// current). O(1).
     pub fn certificate_status(&self, fp: &CertFingerprint) -> CertStatus {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).status(fp)
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .status(fp)
     }
 
     /// Whether a device is revoked, from the in-memory index.
     pub fn is_device_revoked(&self, id: &DeviceId) -> bool {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).is_device_revoked(id)
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_device_revoked(id)
     }
 
     /// Brings the index up to date with the change log (loading it in full,
     /// from the snapshot if there is one, the first time) and returns the
     /// revocations it had not seen. Takes the shared state lock.
     pub fn refresh(&self) -> Result<Vec<RevocationEvent>, IdentityError> {
-        let _guard = self.lock.acquire_shared("refresh revocation index", self.settings.lock_timeout)?;
+        let _guard = self
+            .lock
+            .acquire_shared("refresh revocation index", self.settings.lock_timeout)?;
         let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         if !reader.loaded {
             self.load_full(&mut reader)?;
@@ -435,10 +522,17 @@ impl IdentityManager {
         if !progressed {
             let (floor, _) = read_floor(&*self.store)?;
             if floor > reader.cursor {
-                tracing::warn!(cursor = reader.cursor, floor, "revocation index fell behind the compacted change log; reloading");
+                tracing::warn!(
+                    cursor = reader.cursor,
+                    floor,
+                    "revocation index fell behind the compacted change log; reloading"
+                );
                 let before = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
                 self.load_full(&mut reader)?;
-                events.extend(newly_revoked(&before, &self.index.read().unwrap_or_else(|p| p.into_inner())));
+                events.extend(newly_revoked(
+                    &before,
+                    &self.index.read().unwrap_or_else(|p| p.into_inner()),
+                ));
                 return Ok(events);
             }
         }
@@ -466,10 +560,11 @@ impl IdentityManager {
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
             let was = matches!(index.status(&fp), CertStatus::CertificateRevoked(_));
             index.set_cert(&fp, record.map(|r| (r.device_id, r.revoked.is_some())));
-            if let CertStatus::CertificateRevoked(device_id) = index.status(&fp) {
-                if !was {
-                    events.push(RevocationEvent::Certificate { fingerprint: fp, device_id });
-                }
+            if let (false, CertStatus::CertificateRevoked(device_id)) = (was, index.status(&fp)) {
+                events.push(RevocationEvent::Certificate {
+                    fingerprint: fp,
+                    device_id,
+                });
             }
         }
         Ok(())
@@ -481,7 +576,8 @@ impl IdentityManager {
         if let Some((snapshot, _)) = self.get_record::<IndexSnapshot>(SNAPSHOT_KEY)? {
             let (floor, _) = read_floor(&*self.store)?;
             if floor <= snapshot.seq {
-                *self.index.write().unwrap_or_else(|p| p.into_inner()) = RevocationIndex::from_snapshot(&snapshot);
+                *self.index.write().unwrap_or_else(|p| p.into_inner()) =
+                    RevocationIndex::from_snapshot(&snapshot);
                 reader.cursor = snapshot.seq;
                 reader.snapshot_seq = snapshot.seq;
                 reader.loaded = true;
@@ -496,7 +592,10 @@ impl IdentityManager {
         let certs = self.scan::<CertIndexView>(CERTS_PREFIX)?;
         index.reserve(certs.len());
         for cert in &certs {
-            index.set_cert(&cert.fingerprint, Some((cert.device_id, cert.revoked.is_some())));
+            index.set_cert(
+                &cert.fingerprint,
+                Some((cert.device_id, cert.revoked.is_some())),
+            );
         }
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
         reader.cursor = head;
@@ -512,7 +611,9 @@ impl IdentityManager {
     /// machine has cores (a full load is bound by record reads).
     fn scan<T: DeserializeOwned + Send>(&self, prefix: &str) -> Result<Vec<T>, IdentityError> {
         let keys = self.store.list(prefix)?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
         let chunk = keys.len().div_ceil(threads).max(1);
         let parts: Vec<Result<Vec<T>, IdentityError>> = std::thread::scope(|s| {
             let handles: Vec<_> = keys
@@ -531,7 +632,11 @@ impl IdentityManager {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(IdentityError::corrupt(prefix, "a scan thread panicked"))))
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(IdentityError::corrupt(prefix, "a scan thread panicked"))
+                    })
+                })
                 .collect()
         });
         let mut all = Vec::with_capacity(keys.len());
@@ -542,7 +647,11 @@ impl IdentityManager {
     }
 
     fn snapshot_and_compact(&self, reader: &mut Reader) -> Result<(), IdentityError> {
-        let snapshot = self.index.read().unwrap_or_else(|p| p.into_inner()).to_snapshot(reader.cursor);
+        let snapshot = self
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .to_snapshot(reader.cursor);
         let bytes = encode(SNAPSHOT_KEY, &snapshot)?;
         let version = self.store.get(SNAPSHOT_KEY)?.map(|v| v.version);
         match self.store.put(SNAPSHOT_KEY, &bytes, version) {
@@ -551,9 +660,16 @@ impl IdentityManager {
             Err(e) => return Err(e.into()),
         }
         reader.snapshot_seq = reader.cursor;
-        let through = reader.cursor.min(reader.cursor.saturating_sub(RETAIN_CHANGES));
+        let through = reader
+            .cursor
+            .min(reader.cursor.saturating_sub(RETAIN_CHANGES));
         let deleted = changelog::compact(&*self.store, through, reader.cursor)?;
-        tracing::debug!(seq = reader.cursor, certs = snapshot.certs.len(), deleted, "wrote index snapshot");
+        tracing::debug!(
+            seq = reader.cursor,
+            certs = snapshot.certs.len(),
+            deleted,
+            "wrote index snapshot"
+        );
         Ok(())
     }
 }
@@ -583,13 +699,21 @@ fn newly_revoked(before: &RevocationIndex, after: &RevocationIndex) -> Vec<Revoc
         .filter(|d| !before.is_device_revoked(d))
         .map(|d| RevocationEvent::Device(*d))
         .collect();
-    let old: std::collections::HashSet<_> = snap_before.certs.iter().filter(|c| c.2).map(|c| c.0).collect();
+    let old: std::collections::HashSet<_> = snap_before
+        .certs
+        .iter()
+        .filter(|c| c.2)
+        .map(|c| c.0)
+        .collect();
     events.extend(
         snap_after
             .certs
             .iter()
             .filter(|c| c.2 && !old.contains(&c.0))
-            .map(|c| RevocationEvent::Certificate { fingerprint: c.0, device_id: c.1 }),
+            .map(|c| RevocationEvent::Certificate {
+                fingerprint: c.0,
+                device_id: c.1,
+            }),
     );
     events
 }
