@@ -297,6 +297,18 @@ fn a_zero_validity_is_refused() {
 }
 
 #[test]
+fn a_time_before_1970_is_refused() {
+    let err = CertificateAuthority::generate(
+        "x",
+        DEFAULT_CA_VALIDITY,
+        UNIX_EPOCH - Duration::from_secs(1),
+    )
+    .unwrap_err();
+    assert!(matches!(err, CaError::InvalidTime(_)), "{err}");
+    assert!(err.to_string().contains("before 1970"), "{err}");
+}
+
+#[test]
 fn bad_ca_names_are_refused() {
     for name in ["", "   ", &"x".repeat(65), "line\nbreak"] {
         assert!(

@@ -28,6 +28,8 @@ const ALPHABET: &str = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
 const MAX_ECHO: usize = 80;
 
 const HRP: Hrp = Hrp::parse_unchecked(DEVICE_ID_HRP);
+/// The human-readable part and the separator.
+const PREFIX: &str = "kgd1";
 
 /// A device id: the first 20 bytes of SHA-256 of the device's Ed25519
 /// public key, written as bech32m with the human-readable part `kgd`.
@@ -75,8 +77,7 @@ impl DeviceId {
         }
         let lower = input.to_ascii_lowercase();
 
-        let expected_prefix = const_prefix();
-        if !lower.starts_with(expected_prefix.as_str()) {
+        if !lower.starts_with(PREFIX) {
             let found = match lower.rfind('1') {
                 Some(pos) => echo(&lower[..pos]),
                 None => String::new(),
@@ -96,7 +97,7 @@ impl DeviceId {
         }
         // Positions are counted in characters: a non-ASCII character is
         // several bytes but one position for the person reading the error.
-        for (position, character) in input.chars().enumerate().skip(expected_prefix.len()) {
+        for (position, character) in input.chars().enumerate().skip(PREFIX.len()) {
             if !ALPHABET.contains(character.to_ascii_lowercase()) {
                 return Err(DeviceIdError::InvalidCharacter {
                     input: echo(input),
@@ -144,10 +145,6 @@ fn id_bytes(public_key: &DevicePublicKey) -> [u8; ID_BYTES] {
     let mut bytes = [0u8; ID_BYTES];
     bytes.copy_from_slice(&digest[..ID_BYTES]);
     bytes
-}
-
-fn const_prefix() -> String {
-    format!("{DEVICE_ID_HRP}1")
 }
 
 /// The input as it may appear in an error message: at most `MAX_ECHO`
@@ -271,6 +268,11 @@ pub enum DeviceIdError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_is_the_hrp_and_the_separator() {
+        assert_eq!(PREFIX, format!("{DEVICE_ID_HRP}1"));
+    }
 
     #[test]
     fn length_constant_matches_the_encoder() {

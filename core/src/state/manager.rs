@@ -94,10 +94,31 @@ pub struct Enrolled {
     pub certificate: IssuedCertificate,
 }
 
-struct Write {
-    key: String,
-    value: Vec<u8>,
-    expected: Option<Version>,
+/// One record a mutation writes (`value: None` deletes it).
+pub(super) struct Write {
+    pub(super) key: String,
+    pub(super) value: Option<Vec<u8>>,
+    pub(super) expected: Option<Version>,
+}
+
+impl Write {
+    /// Puts `value` under `key`, replacing `expected` (`None`: creates it).
+    pub(super) fn put(key: String, value: Vec<u8>, expected: Option<Version>) -> Self {
+        Self {
+            key,
+            value: Some(value),
+            expected,
+        }
+    }
+
+    /// Deletes `key` at version `expected`.
+    pub(super) fn delete(key: String, expected: Version) -> Self {
+        Self {
+            key,
+            value: None,
+            expected: Some(expected),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -228,7 +249,7 @@ impl IdentityManager {
         &self.settings
     }
 
-    fn get_record<T: DeserializeOwned>(
+    pub(super) fn get_record<T: DeserializeOwned>(
         &self,
         key: &str,
     ) -> Result<Option<(T, Version)>, IdentityError> {
@@ -241,7 +262,7 @@ impl IdentityManager {
     /// Runs one mutation: `plan` reads what it needs and returns the records
     /// to write (with the versions it read) and its result. The change-log
     /// entry goes first, then the records, all under the exclusive lock.
-    fn mutate<T>(
+    pub(super) fn mutate<T>(
         &self,
         purpose: &str,
         plan: impl FnOnce(&Self) -> Result<(Vec<Write>, T), IdentityError>,
@@ -270,9 +291,14 @@ impl IdentityManager {
         )?;
         *head = Some(seq);
         for w in writes {
-            match self.store.put(&w.key, &w.value, w.expected) {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Conflict => {
+            let result = match (&w.value, w.expected) {
+                (Some(value), expected) => self.store.put(&w.key, value, expected).map(drop),
+                (None, Some(expected)) => self.store.delete(&w.key, expected),
+                (None, None) => Ok(()),
+            };
+            match result {
+                Ok(()) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) => {
                     return Err(IdentityError::Raced { key: w.key });
                 }
                 Err(e) => return Err(e.into()),
@@ -315,11 +341,7 @@ impl IdentityManager {
                         enrolled_at: unix_secs(now),
                         revoked: None,
                     };
-                    writes.push(Write {
-                        value: encode(&dkey, &record)?,
-                        key: dkey,
-                        expected: None,
-                    });
+                    writes.push(Write::put(dkey.clone(), encode(&dkey, &record)?, None));
                     record
                 }
             };
@@ -379,11 +401,7 @@ impl IdentityManager {
             revoked: None,
         };
         let key = cert_key(&cert.fingerprint);
-        writes.push(Write {
-            value: encode(&key, &record)?,
-            key,
-            expected: None,
-        });
+        writes.push(Write::put(key.clone(), encode(&key, &record)?, None));
         Ok(cert)
     }
 
@@ -409,11 +427,11 @@ impl IdentityManager {
             };
             record.revoked = Some(revocation.clone());
             Ok((
-                vec![Write {
-                    value: encode(&key, &record)?,
-                    key,
-                    expected: Some(version),
-                }],
+                vec![Write::put(
+                    key.clone(),
+                    encode(&key, &record)?,
+                    Some(version),
+                )],
                 RevokeOutcome::Revoked(revocation),
             ))
         })
@@ -440,11 +458,11 @@ impl IdentityManager {
             };
             record.revoked = Some(revocation.clone());
             Ok((
-                vec![Write {
-                    value: encode(&key, &record)?,
-                    key,
-                    expected: Some(version),
-                }],
+                vec![Write::put(
+                    key.clone(),
+                    encode(&key, &record)?,
+                    Some(version),
+                )],
                 RevokeOutcome::Revoked(revocation),
             ))
         })
@@ -460,7 +478,7 @@ impl IdentityManager {
         Ok(self.get_record(&cert_key(fp))?.map(|(r, _)| r))
     }
 
-    fn all<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, IdentityError> {
+    pub(super) fn all<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, IdentityError> {
         let keys = self.store.list(prefix)?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {

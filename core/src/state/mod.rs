@@ -6,6 +6,7 @@ mod error;
 pub mod index;
 pub mod lock;
 pub mod manager;
+pub mod pairing;
 pub mod records;
 pub mod watch;
 

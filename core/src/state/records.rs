@@ -14,8 +14,8 @@
 //! | `identity/changes/floor` | highest compacted change sequence |
 //! | `identity/index/snapshot` | [`IndexSnapshot`](super::index::IndexSnapshot) |
 //!
-//! `identity/pairing/` and `identity/approvals/` are reserved for pairing
-//! sessions and approval records.
+//! | `identity/pairing/<id>` | [`PairingSession`](super::pairing::PairingSession): a minted code |
+//! | `identity/approvals/<id>` | [`ApprovalRecord`](super::pairing::ApprovalRecord) |
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;

@@ -1,0 +1,477 @@
+//! Pairing sessions and approval records: the state the pairing flow keeps
+//! between "the operator minted a code" and "the device got its
+//! certificate".
+//!
+//! - A pairing session (`identity/pairing/<id>`) holds one minted code (the
+//!   PIN digits or the QR token) until it expires, is used once, or is
+//!   burned after its allowed failed attempts. The secret is stored only
+//!   inside the store's encrypted record, never in a file or a log.
+//! - An approval record (`identity/approvals/<id>`) is created when a device
+//!   has proved a code; it stays `pending` until the approval policy or an
+//!   operator decides, and keeps the decision.
+//!
+//! Time is always a parameter. Each operation writes one record and one
+//! change entry.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::IdentityError;
+use super::manager::{IdentityManager, Write};
+use crate::identity::{DeviceId, DevicePublicKey};
+
+/// Prefix of pairing sessions.
+pub const PAIRING_PREFIX: &str = "identity/pairing/";
+/// Prefix of approval records.
+pub const APPROVALS_PREFIX: &str = "identity/approvals/";
+
+/// How a code is proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// A numeric PIN, through a PAKE.
+    Pin,
+    /// A QR code's one-time token.
+    Qr,
+}
+
+impl From<Method> for keygate_sdk::PairingMethod {
+    fn from(m: Method) -> Self {
+        match m {
+            Method::Pin => Self::Pin,
+            Method::Qr => Self::Qr,
+        }
+    }
+}
+
+/// A minted pairing code.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairingSession {
+    /// Random id, 32 hex digits.
+    pub id: String,
+    /// PIN or QR.
+    pub method: Method,
+    /// The PIN digits or the QR token (hex).
+    pub secret: Zeroizing<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds; the code is refused from then on.
+    pub expires_at: u64,
+    /// Failed attempts left before the code is burned.
+    pub attempts_left: u32,
+}
+
+impl std::fmt::Debug for PairingSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairingSession")
+            .field("id", &self.id)
+            .field("method", &self.method)
+            .field("expires_at", &self.expires_at)
+            .field("attempts_left", &self.attempts_left)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a failed attempt did to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The code stays usable for this many more failures.
+    Remaining(u32),
+    /// That was the last allowed failure: the code is gone.
+    Burned,
+}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ApprovalState {
+    /// Waiting for the policy or an operator.
+    Pending,
+    /// Approved at `at` (unix seconds) by `by` (`policy(<name>)` or
+    /// `operator`).
+    Approved {
+        /// Unix seconds.
+        at: u64,
+        /// Who decided.
+        by: String,
+    },
+    /// Rejected, with the reason the device is told.
+    Rejected {
+        /// Unix seconds.
+        at: u64,
+        /// Who decided.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A device's request for a certificate after proving a code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRecord {
+    /// Random id, 32 hex digits.
+    pub id: String,
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its public key (the key its certificate will carry).
+    pub public_key: DevicePublicKey,
+    /// The name it gave (untrusted).
+    pub device_name: String,
+    /// How it proved the code.
+    pub method: Method,
+    /// Where the request came from.
+    pub remote_addr: String,
+    /// Capabilities it asked for.
+    pub capabilities: Vec<String>,
+    /// Unix seconds.
+    pub requested_at: u64,
+    /// The decision so far.
+    pub decision: ApprovalState,
+}
+
+/// Everything an approval request carries, before it has an id.
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    /// The device's public key (its id is derived from it).
+    pub public_key: DevicePublicKey,
+    /// The name it gave.
+    pub device_name: String,
+    /// How it proved the code.
+    pub method: Method,
+    /// Where it came from.
+    pub remote_addr: String,
+    /// Capabilities it asks for.
+    pub capabilities: Vec<String>,
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
+fn session_key(id: &str) -> String {
+    format!("{PAIRING_PREFIX}{id}")
+}
+
+fn approval_key(id: &str) -> String {
+    format!("{APPROVALS_PREFIX}{id}")
+}
+
+fn json<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, IdentityError> {
+    serde_json::to_vec(value).map_err(|e| IdentityError::corrupt(key, e))
+}
+
+/// Why a pairing session cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionRefusal {
+    /// No such code (never minted, used, burned or expired and removed).
+    #[error("pairing code {0} does not exist (never minted, already used, or burned)")]
+    Unknown(String),
+    /// Past its expiry.
+    #[error("pairing code {0} has expired")]
+    Expired(String),
+}
+
+impl IdentityManager {
+    /// Mints a pairing session for `secret` (PIN digits or QR token) that
+    /// expires after `ttl` and burns after `max_attempts` failures.
+    pub fn create_pairing_session(
+        &self,
+        method: Method,
+        secret: Zeroizing<String>,
+        ttl: Duration,
+        max_attempts: u32,
+        now: SystemTime,
+    ) -> Result<PairingSession, IdentityError> {
+        let session = PairingSession {
+            id: random_id(),
+            method,
+            secret,
+            created_at: secs(now),
+            expires_at: secs(now + ttl),
+            attempts_left: max_attempts.max(1),
+        };
+        self.mutate("pairing mint", |_| {
+            let key = session_key(&session.id);
+            Ok((
+                vec![Write::put(key.clone(), json(&key, &session)?, None)],
+                (),
+            ))
+        })?;
+        Ok(session)
+    }
+
+    /// A live session: `Unknown` if it does not exist, `Expired` (and
+    /// removed) if past its expiry.
+    pub fn pairing_session(
+        &self,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<Result<PairingSession, SessionRefusal>, IdentityError> {
+        self.mutate("pairing lookup", |m| {
+            let key = session_key(id);
+            match m.get_record::<PairingSession>(&key)? {
+                None => Ok((Vec::new(), Err(SessionRefusal::Unknown(id.to_owned())))),
+                Some((s, version)) if secs(now) >= s.expires_at => Ok((
+                    vec![Write::delete(key, version)],
+                    Err(SessionRefusal::Expired(id.to_owned())),
+                )),
+                Some((s, _)) => Ok((Vec::new(), Ok(s))),
+            }
+        })
+    }
+
+    /// Records one failed proof of a session's code; the last allowed one
+    /// deletes the session (the code is burned).
+    pub fn record_failed_attempt(&self, id: &str) -> Result<AttemptOutcome, IdentityError> {
+        self.mutate("pairing failed attempt", |m| {
+            let key = session_key(id);
+            let (mut s, version) = m.get_record::<PairingSession>(&key)?.ok_or_else(|| {
+                IdentityError::corrupt(&key, SessionRefusal::Unknown(id.to_owned()))
+            })?;
+            s.attempts_left = s.attempts_left.saturating_sub(1);
+            if s.attempts_left == 0 {
+                Ok((vec![Write::delete(key, version)], AttemptOutcome::Burned))
+            } else {
+                let left = s.attempts_left;
+                Ok((
+                    vec![Write::put(key.clone(), json(&key, &s)?, Some(version))],
+                    AttemptOutcome::Remaining(left),
+                ))
+            }
+        })
+    }
+
+    /// Uses a session's code: returns it and deletes it (single use), or
+    /// refuses an unknown or expired one.
+    pub fn consume_pairing_session(
+        &self,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<Result<PairingSession, SessionRefusal>, IdentityError> {
+        self.mutate("pairing consume", |m| {
+            let key = session_key(id);
+            match m.get_record::<PairingSession>(&key)? {
+                None => Ok((Vec::new(), Err(SessionRefusal::Unknown(id.to_owned())))),
+                Some((s, version)) => {
+                    let outcome = if secs(now) >= s.expires_at {
+                        Err(SessionRefusal::Expired(id.to_owned()))
+                    } else {
+                        Ok(s)
+                    };
+                    Ok((vec![Write::delete(key, version)], outcome))
+                }
+            }
+        })
+    }
+
+    /// Files a pending approval request.
+    pub fn create_approval(
+        &self,
+        request: NewApproval,
+        now: SystemTime,
+    ) -> Result<ApprovalRecord, IdentityError> {
+        let record = ApprovalRecord {
+            id: random_id(),
+            device_id: request.public_key.device_id(),
+            public_key: request.public_key,
+            device_name: request.device_name,
+            method: request.method,
+            remote_addr: request.remote_addr,
+            capabilities: request.capabilities,
+            requested_at: secs(now),
+            decision: ApprovalState::Pending,
+        };
+        self.mutate("approval request", |_| {
+            let key = approval_key(&record.id);
+            Ok((
+                vec![Write::put(key.clone(), json(&key, &record)?, None)],
+                (),
+            ))
+        })?;
+        Ok(record)
+    }
+
+    /// Decides a pending approval (`Approved` or `Rejected`); a decided one
+    /// keeps its first decision and is returned unchanged.
+    pub fn decide_approval(
+        &self,
+        id: &str,
+        decision: ApprovalState,
+    ) -> Result<ApprovalRecord, IdentityError> {
+        self.mutate("approval decide", |m| {
+            let key = approval_key(id);
+            let (mut record, version) = m
+                .get_record::<ApprovalRecord>(&key)?
+                .ok_or_else(|| IdentityError::corrupt(&key, format!("no approval request {id}")))?;
+            if record.decision != ApprovalState::Pending || decision == ApprovalState::Pending {
+                return Ok((Vec::new(), record));
+            }
+            record.decision = decision;
+            Ok((
+                vec![Write::put(key.clone(), json(&key, &record)?, Some(version))],
+                record,
+            ))
+        })
+    }
+
+    /// One approval record.
+    pub fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, IdentityError> {
+        Ok(self
+            .get_record::<ApprovalRecord>(&approval_key(id))?
+            .map(|(r, _)| r))
+    }
+
+    /// Every approval record.
+    pub fn approvals(&self) -> Result<Vec<ApprovalRecord>, IdentityError> {
+        self.all(APPROVALS_PREFIX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn manager(dir: &std::path::Path) -> IdentityManager {
+        let store = Arc::new(keygate_store_memory::MemoryStore::new());
+        IdentityManager::open(store, dir, Default::default(), SystemTime::now()).unwrap()
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_code_burns_after_its_allowed_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let s = m
+            .create_pairing_session(
+                Method::Pin,
+                Zeroizing::new("48203917".into()),
+                10 * MINUTE,
+                3,
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            m.record_failed_attempt(&s.id).unwrap(),
+            AttemptOutcome::Remaining(2)
+        );
+        assert_eq!(
+            m.record_failed_attempt(&s.id).unwrap(),
+            AttemptOutcome::Remaining(1)
+        );
+        assert_eq!(
+            m.record_failed_attempt(&s.id).unwrap(),
+            AttemptOutcome::Burned
+        );
+        assert_eq!(
+            m.pairing_session(&s.id, now).unwrap().unwrap_err(),
+            SessionRefusal::Unknown(s.id.clone())
+        );
+        assert_eq!(
+            m.consume_pairing_session(&s.id, now).unwrap().unwrap_err(),
+            SessionRefusal::Unknown(s.id)
+        );
+    }
+
+    #[test]
+    fn a_code_is_single_use_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let s = m
+            .create_pairing_session(
+                Method::Qr,
+                Zeroizing::new("ab".repeat(16)),
+                10 * MINUTE,
+                5,
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            m.consume_pairing_session(&s.id, now + MINUTE)
+                .unwrap()
+                .unwrap()
+                .secret
+                .as_str(),
+            "ab".repeat(16)
+        );
+        assert!(
+            m.consume_pairing_session(&s.id, now + MINUTE)
+                .unwrap()
+                .is_err(),
+            "second use refused"
+        );
+
+        let s = m
+            .create_pairing_session(
+                Method::Pin,
+                Zeroizing::new("11223344".into()),
+                10 * MINUTE,
+                5,
+                now,
+            )
+            .unwrap();
+        assert!(m.pairing_session(&s.id, now + 9 * MINUTE).unwrap().is_ok());
+        assert_eq!(
+            m.consume_pairing_session(&s.id, now + 10 * MINUTE)
+                .unwrap()
+                .unwrap_err(),
+            SessionRefusal::Expired(s.id.clone())
+        );
+        assert!(
+            m.pairing_session(&s.id, now).unwrap().is_err(),
+            "expired code removed"
+        );
+    }
+
+    #[test]
+    fn an_approval_keeps_its_first_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let key = crate::identity::DeviceKey::from_seed(&[9; 32]);
+        let request = NewApproval {
+            public_key: key.public_key(),
+            device_name: "kitchen-pi".into(),
+            method: Method::Pin,
+            remote_addr: "127.0.0.1:5000".into(),
+            capabilities: vec!["shell".into()],
+        };
+        let a = m.create_approval(request, SystemTime::now()).unwrap();
+        assert_eq!(a.device_id, key.device_id());
+        assert_eq!(a.decision, ApprovalState::Pending);
+        let approved = ApprovalState::Approved {
+            at: 1,
+            by: "operator".into(),
+        };
+        assert_eq!(
+            m.decide_approval(&a.id, approved.clone()).unwrap().decision,
+            approved
+        );
+        let rejected = ApprovalState::Rejected {
+            at: 2,
+            by: "operator".into(),
+            reason: "late".into(),
+        };
+        assert_eq!(
+            m.decide_approval(&a.id, rejected).unwrap().decision,
+            approved,
+            "first decision stands"
+        );
+        assert_eq!(m.approvals().unwrap().len(), 1);
+        assert_eq!(m.approval(&a.id).unwrap().unwrap().decision, approved);
+    }
+}
