@@ -4,19 +4,13 @@
 
 mod sqlite_through_the_abi {
     use keygate_sdk::host::Library;
-    use keygate_sdk::{LogLevel, Logger, PluginContext};
     use keygate_sdk_testing::WithGuard;
-
-    struct Quiet;
-    impl Logger for Quiet {
-        fn log(&self, _: LogLevel, _: &str) {}
-    }
 
     fn make_store() -> WithGuard<keygate_sdk::abi::store::StoreHandle, tempfile::TempDir> {
         let lib =
             Library::open(&keygate_tests::cdylib("keygate-example-store-sqlite")).expect("open");
         let dir = tempfile::tempdir().unwrap();
-        let ctx = PluginContext::new("store(sqlite)", dir.path(), dir.path(), Quiet);
+        let ctx = keygate_sdk_testing::test_context("store(sqlite)", dir.path());
         let store = lib
             .new_store("sqlite", "path = \"conformance.db\"\n", ctx)
             .expect("construct");
@@ -28,17 +22,11 @@ mod sqlite_through_the_abi {
 
 mod memory_cdylib_through_the_abi {
     use keygate_sdk::host::Library;
-    use keygate_sdk::{LogLevel, Logger, PluginContext};
-
-    struct Quiet;
-    impl Logger for Quiet {
-        fn log(&self, _: LogLevel, _: &str) {}
-    }
 
     fn make_store() -> keygate_sdk::abi::store::StoreHandle {
         let lib =
             Library::open(&keygate_tests::cdylib("keygate-fixture-memory-cdylib")).expect("open");
-        let ctx = PluginContext::new("store(memory)", "/".as_ref(), "/".as_ref(), Quiet);
+        let ctx = keygate_sdk_testing::test_context("store(memory)", "/".as_ref());
         lib.new_store("memory", "", ctx).expect("construct")
     }
 
@@ -47,18 +35,13 @@ mod memory_cdylib_through_the_abi {
 
 mod memory_builtin_through_the_registry {
     use keygate_core::plugin_host::find_builtin;
-    use keygate_sdk::{LogLevel, Logger, PluginContext, PluginKind};
+    use keygate_sdk::PluginKind;
     // Link the built-in so its inventory registration is present.
     use keygate_store_memory as _;
 
-    struct Quiet;
-    impl Logger for Quiet {
-        fn log(&self, _: LogLevel, _: &str) {}
-    }
-
     fn make_store() -> keygate_sdk::abi::store::StoreHandle {
         let (lib, info) = find_builtin(PluginKind::Store, "memory").expect("registered");
-        let ctx = PluginContext::new("store(memory)", "/".as_ref(), "/".as_ref(), Quiet);
+        let ctx = keygate_sdk_testing::test_context("store(memory)", "/".as_ref());
         lib.new_store(&info.name, "", ctx).expect("construct")
     }
 

@@ -192,3 +192,43 @@ fn gateway_run_loads_plugins_reports_them_and_stops_on_ctrl_c() {
     let status = child.wait().unwrap();
     assert!(status.success(), "gateway exit status {status:?}");
 }
+
+#[test]
+fn the_config_comes_from_keygate_config_or_defaults_to_config_toml_here() {
+    let dir = tempfile::tempdir().unwrap();
+    // A config whose only store is a library that does not exist: loading it
+    // fails naming that file, which proves which config was read.
+    let named = write_config(
+        dir.path(),
+        "[plugins.store]\nlibrary = \"libfrom-env.so\"\n",
+    );
+    let mut cmd = std::process::Command::new(keygate_tests::keygate_bin());
+    cmd.args(["plugins", "list"])
+        .env("KEYGATE_CONFIG", &named)
+        .current_dir("/");
+    let out = run(&mut cmd);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("libfrom-env.so: no such file"),
+        "{}",
+        out.stderr
+    );
+
+    // No --config, no KEYGATE_CONFIG: ./config.toml of the working folder.
+    let mut cmd = std::process::Command::new(keygate_tests::keygate_bin());
+    cmd.args(["plugins", "list"])
+        .env_remove("KEYGATE_CONFIG")
+        .current_dir(dir.path());
+    let out = run(&mut cmd);
+    assert!(out.stderr.contains("libfrom-env.so"), "{}", out.stderr);
+
+    // Without any config file, built-ins are still listed.
+    let empty = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(keygate_tests::keygate_bin());
+    cmd.args(["plugins", "list", "--json"])
+        .env_remove("KEYGATE_CONFIG")
+        .current_dir(empty.path());
+    let out = run(&mut cmd);
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("\"memory\""), "{}", out.stdout);
+}

@@ -8,14 +8,9 @@ use std::sync::{Arc, Mutex};
 use keygate_sdk::host::Library;
 use keygate_sdk::types::{ROption, RVec};
 use keygate_sdk::{
-    ConnectParams, ErrorKind, ListenParams, LogLevel, Logger, PluginContext, PluginError,
-    ServerTrust, TlsIdentity, Transport, TransportCallbacks, TransportEvent, TransportHost,
+    ConnectParams, ErrorKind, ListenParams, PluginError, ServerTrust, TlsIdentity, Transport,
+    TransportCallbacks, TransportEvent, TransportHost,
 };
-
-struct Quiet;
-impl Logger for Quiet {
-    fn log(&self, _: LogLevel, _: &str) {}
-}
 
 /// The host side: records events, refuses revoked client chains.
 #[derive(Default)]
@@ -70,7 +65,7 @@ struct Setup {
 
 fn setup(require_client_cert: bool) -> Setup {
     let lib = Library::open(&keygate_tests::cdylib("keygate-fixture-loopback")).expect("open");
-    let ctx = PluginContext::new("transport(loopback)", "/".as_ref(), "/".as_ref(), Quiet);
+    let ctx = keygate_sdk_testing::test_context("transport(loopback)", "/".as_ref());
     let transport: Box<dyn Transport> =
         Box::new(lib.new_transport("loopback", "", ctx).expect("construct"));
     let server = Arc::new(Recorder::default());

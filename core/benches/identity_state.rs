@@ -22,14 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 use keygate_core::identity::{CertFingerprint, DeviceId, DeviceKey};
 use keygate_core::state::records::{CertRecord, DeviceRecord, cert_key, device_key};
 use keygate_core::state::{IdentityManager, IdentitySettings, RevocationIndex};
-use keygate_sdk::{LogLevel, Logger, PluginContext, SecretStore, StorePlugin};
+use keygate_sdk::{SecretStore, StorePlugin};
 use keygate_store_fs::FsStore;
 use sha2::{Digest, Sha256};
-
-struct Quiet;
-impl Logger for Quiet {
-    fn log(&self, _: LogLevel, _: &str) {}
-}
 
 fn fingerprint(tag: &str, i: u64) -> CertFingerprint {
     CertFingerprint::from_bytes(
@@ -159,8 +154,11 @@ fn settings() -> IdentitySettings {
 
 fn open_store(dir: &Path) -> Arc<FsStore> {
     Arc::new(
-        FsStore::from_config("", PluginContext::new("store(filesystem)", dir, dir, Quiet))
-            .expect("store"),
+        FsStore::from_config(
+            "",
+            keygate_sdk_testing::test_context("store(filesystem)", dir),
+        )
+        .expect("store"),
     )
 }
 

@@ -12,20 +12,15 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use keygate_sdk::SecretStore;
 use keygate_sdk::host::Library;
-use keygate_sdk::{LogLevel, Logger, PluginContext, SecretStore};
 use keygate_store_memory::MemoryStore;
-
-struct Quiet;
-impl Logger for Quiet {
-    fn log(&self, _: LogLevel, _: &str) {}
-}
 
 fn stores() -> (Box<dyn SecretStore>, Box<dyn SecretStore>) {
     let direct: Box<dyn SecretStore> = Box::new(MemoryStore::new());
     let lib = Library::open(&keygate_tests::cdylib("keygate-fixture-memory-cdylib"))
         .expect("open cdylib");
-    let ctx = PluginContext::new("store(memory)", "/".as_ref(), "/".as_ref(), Quiet);
+    let ctx = keygate_sdk_testing::test_context("store(memory)", "/".as_ref());
     let through_abi: Box<dyn SecretStore> =
         Box::new(lib.new_store("memory", "", ctx).expect("construct"));
     (direct, through_abi)

@@ -413,27 +413,8 @@ impl IdentityManager {
         reason: &str,
         now: SystemTime,
     ) -> Result<RevokeOutcome, IdentityError> {
-        self.mutate("devices revoke", |m| {
-            let key = device_key(device_id);
-            let (mut record, version): (DeviceRecord, _) = m
-                .get_record(&key)?
-                .ok_or(IdentityError::UnknownDevice(*device_id))?;
-            if let Some(r) = record.revoked {
-                return Ok((Vec::new(), RevokeOutcome::AlreadyRevoked(r)));
-            }
-            let revocation = Revocation {
-                reason: reason.to_owned(),
-                at: unix_secs(now),
-            };
-            record.revoked = Some(revocation.clone());
-            Ok((
-                vec![Write::put(
-                    key.clone(),
-                    encode(&key, &record)?,
-                    Some(version),
-                )],
-                RevokeOutcome::Revoked(revocation),
-            ))
+        self.revoke::<DeviceRecord>("devices revoke", device_key(device_id), reason, now, || {
+            IdentityError::UnknownDevice(*device_id)
         })
     }
 
@@ -444,25 +425,33 @@ impl IdentityManager {
         reason: &str,
         now: SystemTime,
     ) -> Result<RevokeOutcome, IdentityError> {
-        self.mutate("certs revoke", |m| {
-            let key = cert_key(fingerprint);
-            let (mut record, version): (CertRecord, _) = m
-                .get_record(&key)?
-                .ok_or(IdentityError::UnknownCertificate(*fingerprint))?;
-            if let Some(r) = record.revoked {
+        self.revoke::<CertRecord>("certs revoke", cert_key(fingerprint), reason, now, || {
+            IdentityError::UnknownCertificate(*fingerprint)
+        })
+    }
+
+    /// Marks the record at `key` revoked, once.
+    fn revoke<R: Revocable>(
+        &self,
+        purpose: &str,
+        key: String,
+        reason: &str,
+        now: SystemTime,
+        unknown: impl FnOnce() -> IdentityError,
+    ) -> Result<RevokeOutcome, IdentityError> {
+        self.mutate(purpose, |m| {
+            let (mut record, version): (R, _) = m.get_record(&key)?.ok_or_else(unknown)?;
+            if let Some(r) = record.revocation().clone() {
                 return Ok((Vec::new(), RevokeOutcome::AlreadyRevoked(r)));
             }
             let revocation = Revocation {
                 reason: reason.to_owned(),
                 at: unix_secs(now),
             };
-            record.revoked = Some(revocation.clone());
+            *record.revocation() = Some(revocation.clone());
+            let value = encode(&key, &record)?;
             Ok((
-                vec![Write::put(
-                    key.clone(),
-                    encode(&key, &record)?,
-                    Some(version),
-                )],
+                vec![Write::put(key, value, Some(version))],
                 RevokeOutcome::Revoked(revocation),
             ))
         })
@@ -689,6 +678,23 @@ impl IdentityManager {
             "wrote index snapshot"
         );
         Ok(())
+    }
+}
+
+/// A record that can be revoked.
+trait Revocable: Serialize + DeserializeOwned {
+    fn revocation(&mut self) -> &mut Option<Revocation>;
+}
+
+impl Revocable for DeviceRecord {
+    fn revocation(&mut self) -> &mut Option<Revocation> {
+        &mut self.revoked
+    }
+}
+
+impl Revocable for CertRecord {
+    fn revocation(&mut self) -> &mut Option<Revocation> {
+        &mut self.revoked
     }
 }
 

@@ -20,19 +20,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_main};
-use keygate_sdk::{LogLevel, Logger, PluginContext, SecretStore, StorePlugin};
+use keygate_sdk::{SecretStore, StorePlugin};
 use keygate_store_fs::FsStore;
 
 const TARGET: &str = "devices/target";
 const SIZES: [usize; 2] = [1_000, 100_000];
 
-struct Quiet;
-impl Logger for Quiet {
-    fn log(&self, _: LogLevel, _: &str) {}
-}
-
 fn open(state: &Path) -> FsStore {
-    FsStore::from_config("", PluginContext::new("filesystem", state, state, Quiet))
+    FsStore::from_config("", keygate_sdk_testing::test_context("filesystem", state))
         .expect("open the store")
 }
 

@@ -15,9 +15,23 @@
 //! store (a temporary folder) returns [`WithGuard`]`(store, guard)`.
 #![forbid(unsafe_code)]
 
-use keygate_sdk::SecretStore;
+use keygate_sdk::{LogLevel, Logger, PluginContext, SecretStore};
 
 pub mod store;
+
+/// A [`Logger`] that drops every line: for constructing plugins in tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NullLogger;
+
+impl Logger for NullLogger {
+    fn log(&self, _: LogLevel, _: &str) {}
+}
+
+/// A [`PluginContext`] for tests: `dir` as config and state folder, a
+/// [`NullLogger`].
+pub fn test_context(label: &str, dir: &std::path::Path) -> PluginContext {
+    PluginContext::new(label, dir, dir, NullLogger)
+}
 
 /// A store together with something that must outlive it (a temporary
 /// folder, a loaded library).
