@@ -1,0 +1,96 @@
+//! The revocation watch API against another process: a revocation made by
+//! the `keygate` CLI reaches a watcher in this process within a second.
+//! Alone in its test binary, so no other test's processes compete with the
+//! timing it asserts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use keygate_core::config::Config;
+use keygate_core::identity::DeviceKey;
+use keygate_core::plugin_host::PluginHost;
+use keygate_core::state::{CertStatus, IdentityManager, RevocationEvent, Watcher};
+use keygate_tests::{keygate, run, write_config};
+// Link the built-in store so its registration is present.
+use keygate_store_fs as _;
+
+fn fs_config(dir: &Path) -> PathBuf {
+    write_config(
+        dir,
+        "state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n",
+    )
+}
+
+fn open(config: &Path) -> (PluginHost, Arc<IdentityManager>) {
+    let config = Config::load(config).expect("config");
+    let host = PluginHost::load(&config).expect("plugins");
+    let manager = IdentityManager::open(
+        host.store.clone(),
+        &config.state_dir,
+        config.identity.clone(),
+        SystemTime::now(),
+    )
+    .expect("identity state opens");
+    (host, Arc::new(manager))
+}
+
+fn device_key(n: u8) -> DeviceKey {
+    DeviceKey::from_seed(&[n; 32])
+}
+
+#[test]
+fn a_watcher_sees_a_revocation_made_by_another_process_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fs_config(dir.path());
+    let (_host, manager) = open(&config);
+    let enrolled = manager
+        .enroll(&device_key(1).public_key(), "w", &[], SystemTime::now())
+        .unwrap();
+    let other = manager
+        .enroll(&device_key(2).public_key(), "w2", &[], SystemTime::now())
+        .unwrap();
+    manager.refresh().unwrap();
+    let watcher = Watcher::start(manager.clone(), Duration::from_millis(250)).unwrap();
+
+    let out = run(keygate(&config).args([
+        "devices",
+        "revoke",
+        &enrolled.device.device_id.to_string(),
+        "--reason",
+        "lost",
+    ]));
+    assert!(out.ok, "{}", out.stderr);
+    let done = Instant::now();
+    let event = watcher
+        .events()
+        .recv_timeout(Duration::from_secs(5))
+        .expect("revocation event");
+    let seen_after = done.elapsed();
+    assert_eq!(event, RevocationEvent::Device(enrolled.device.device_id));
+    assert!(
+        seen_after < Duration::from_secs(1),
+        "seen after {seen_after:?}"
+    );
+    assert_eq!(
+        manager.certificate_status(&enrolled.certificate.fingerprint),
+        CertStatus::DeviceRevoked(enrolled.device.device_id)
+    );
+
+    let fp = other.certificate.fingerprint.to_string();
+    let out = run(keygate(&config).args(["certs", "revoke", &fp]));
+    assert!(out.ok, "{}", out.stderr);
+    let done = Instant::now();
+    let event = watcher
+        .events()
+        .recv_timeout(Duration::from_secs(5))
+        .expect("certificate event");
+    assert!(done.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        event,
+        RevocationEvent::Certificate {
+            fingerprint: other.certificate.fingerprint,
+            device_id: other.device.device_id
+        }
+    );
+}
