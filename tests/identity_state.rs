@@ -453,3 +453,41 @@ fn state_of_another_schema_is_refused() {
         "nothing written"
     );
 }
+
+#[test]
+fn a_writer_idle_through_a_compaction_still_appends_after_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(keygate_store_memory::MemoryStore::new());
+    let now = SystemTime::now();
+    let open =
+        || IdentityManager::open(store.clone(), dir.path(), Default::default(), now).unwrap();
+    let (idle, busy, reader) = (open(), open(), open());
+    idle.enroll(&device_key("idle", 0).public_key(), "i", &[], now)
+        .unwrap();
+    // Enough changes for a reader to snapshot and compact past the idle
+    // writer's last known head.
+    for n in 0..5300 {
+        busy.enroll(&device_key("busy", n).public_key(), "b", &[], now)
+            .unwrap();
+    }
+    reader.refresh().unwrap();
+    let floor = store
+        .get("identity/changes/floor")
+        .unwrap()
+        .expect("compacted");
+    let floor: u64 = String::from_utf8(floor.value).unwrap().parse().unwrap();
+    assert!(
+        floor > 1,
+        "the log was compacted past the idle writer's head (floor {floor})"
+    );
+
+    let late = idle
+        .enroll(&device_key("idle", 1).public_key(), "i2", &[], now)
+        .unwrap();
+    reader.refresh().unwrap();
+    assert_eq!(
+        reader.certificate_status(&late.certificate.fingerprint),
+        CertStatus::Valid(late.device.device_id),
+        "the reader missed a change appended below the head"
+    );
+}

@@ -276,7 +276,13 @@ impl IdentityManager {
         }
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let current = match *head {
-            Some(h) => changelog::probe_head(&*self.store, h)?,
+            // Entries at or below the floor may have been compacted away
+            // since this process last wrote: follow the log from whichever
+            // is later, never from a gap (which would append below the head).
+            Some(h) => {
+                let (floor, _) = read_floor(&*self.store)?;
+                changelog::probe_head(&*self.store, h.max(floor))?
+            }
             None => changelog::find_head(&*self.store)?,
         };
         let seq = current + 1;

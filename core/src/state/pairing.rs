@@ -292,7 +292,15 @@ impl IdentityManager {
             requested_at: secs(now),
             decision: ApprovalState::Pending,
         };
-        self.mutate("approval request", |_| {
+        self.mutate("approval request", |m| {
+            if let Some(device) = m.device(&record.device_id)? {
+                if let Some(r) = device.revoked {
+                    return Err(IdentityError::DeviceRevoked {
+                        device_id: record.device_id,
+                        reason: r.reason,
+                    });
+                }
+            }
             let key = approval_key(&record.id);
             Ok((
                 vec![Write::put(key.clone(), json(&key, &record)?, None)],
@@ -473,5 +481,25 @@ mod tests {
         );
         assert_eq!(m.approvals().unwrap().len(), 1);
         assert_eq!(m.approval(&a.id).unwrap().unwrap().decision, approved);
+    }
+
+    #[test]
+    fn a_revoked_device_cannot_file_an_approval_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let key = crate::identity::DeviceKey::from_seed(&[7; 32]);
+        let now = SystemTime::now();
+        m.enroll(&key.public_key(), "old", &[], now).unwrap();
+        m.revoke_device(&key.device_id(), "stolen", now).unwrap();
+        let request = NewApproval {
+            public_key: key.public_key(),
+            device_name: "again".into(),
+            method: Method::Qr,
+            remote_addr: "127.0.0.1:1".into(),
+            capabilities: vec![],
+        };
+        let err = m.create_approval(request, now).unwrap_err();
+        assert!(matches!(err, IdentityError::DeviceRevoked { .. }), "{err}");
+        assert!(m.approvals().unwrap().is_empty(), "nothing filed");
     }
 }
