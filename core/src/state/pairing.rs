@@ -293,13 +293,11 @@ impl IdentityManager {
             decision: ApprovalState::Pending,
         };
         self.mutate("approval request", |m| {
-            if let Some(device) = m.device(&record.device_id)? {
-                if let Some(r) = device.revoked {
-                    return Err(IdentityError::DeviceRevoked {
-                        device_id: record.device_id,
-                        reason: r.reason,
-                    });
-                }
+            if let Some(r) = m.device(&record.device_id)?.and_then(|d| d.revoked) {
+                return Err(IdentityError::DeviceRevoked {
+                    device_id: record.device_id,
+                    reason: r.reason,
+                });
             }
             let key = approval_key(&record.id);
             Ok((
