@@ -179,7 +179,10 @@ pub(crate) fn unlock(
     let check_path = root.join(KEYCHECK_FILE);
     match found.check.take() {
         Some(bytes) => sealer.open_check(bytes).map_err(|e| match e {
-            crate::crypto::OpenError::AuthenticationFailed => mismatch(String::new()),
+            crate::crypto::OpenError::AuthenticationFailed => mismatch(format!(
+                " (its key check record {} does not open with it)",
+                check_path.display()
+            )),
             other => PluginError::internal(format!(
                 "key check file {} is damaged: {other}; if the key is right, remove it and \
                  the store checks the key against a record and writes it again",

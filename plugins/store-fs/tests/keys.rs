@@ -71,9 +71,11 @@ fn a_wrong_key_file_is_refused_at_open_naming_it() {
     assert_eq!(
         err.message(),
         format!(
-            "key file {} does not match the key this store ({}) was created with",
+            "key file {} does not match the key this store ({}) was created with \
+             (its key check record {} does not open with it)",
             wrong.display(),
-            root.display()
+            root.display(),
+            root.join(".keycheck").display()
         )
     );
     assert_eq!(common::snapshot(dir.path()), before, "nothing was written");
@@ -217,8 +219,10 @@ fn a_wrong_passphrase_is_refused_at_open_naming_the_variable() {
     assert_eq!(
         err.message(),
         format!(
-            "the passphrase in ${wrong} does not match the key this store ({}) was created with",
-            dir.path().join("store").display()
+            "the passphrase in ${wrong} does not match the key this store ({}) was created with \
+             (its key check record {} does not open with it)",
+            dir.path().join("store").display(),
+            dir.path().join("store").join(".keycheck").display()
         )
     );
     assert_eq!(common::snapshot(dir.path()), before, "nothing was written");
