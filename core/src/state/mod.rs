@@ -8,6 +8,7 @@ pub mod lock;
 pub mod manager;
 pub mod pairing;
 pub mod records;
+mod refresh;
 pub mod watch;
 
 pub use error::IdentityError;
