@@ -6,44 +6,22 @@
 //! variable naming their job (`child_*` tests return at once otherwise).
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use keygate_core::config::Config;
 use keygate_core::identity::{CertFingerprint, DeviceId, DeviceKey};
-use keygate_core::plugin_host::PluginHost;
 use keygate_core::state::{CertStatus, IdentityError, IdentityManager, RevokeOutcome};
 use keygate_sdk::{PluginError, SecretStore, Version, Versioned};
-use keygate_tests::write_config;
+use keygate_tests::{fs_config, open_identity};
 use sha2::{Digest, Sha256};
 // Link the built-in stores so their registrations are present.
 use keygate_store_fs as _;
 use keygate_store_memory as _;
 
 const CHILD_ENV: &str = "KEYGATE_TEST_CHILD";
-
-fn fs_config(dir: &Path) -> PathBuf {
-    write_config(
-        dir,
-        "state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n[identity]\nlock_timeout_secs = 30\n",
-    )
-}
-
-fn open(config: &Path) -> (PluginHost, Arc<IdentityManager>) {
-    let config = Config::load(config).expect("config");
-    let host = PluginHost::load(&config).expect("plugins");
-    let manager = IdentityManager::open(
-        host.store.clone(),
-        &config.state_dir,
-        config.identity.clone(),
-        SystemTime::now(),
-    )
-    .expect("identity state opens");
-    (host, Arc::new(manager))
-}
 
 /// A device key unique to this process and counter.
 fn device_key(tag: &str, n: u64) -> DeviceKey {
@@ -86,7 +64,7 @@ fn child_enroller() {
     } else {
         return;
     };
-    let (_host, manager) = open(Path::new(&config));
+    let (_host, manager) = open_identity(Path::new(&config));
     let mut out = std::io::stdout().lock();
     for n in 0..limit {
         let key = device_key("child", n);
@@ -137,7 +115,7 @@ fn sigkill_at_random_moments_never_loses_a_committed_mutation() {
     let dir = tempfile::tempdir().unwrap();
     let config = fs_config(dir.path());
     // Create the CA and key file first, so kills land in mutations.
-    drop(open(&config));
+    drop(open_identity(&config));
     let mut jitter = Jitter(0x9E37_79B9_7F4A_7C15);
     let mut committed: Vec<(DeviceId, CertFingerprint)> = Vec::new();
     for round in 0..50 {
@@ -169,7 +147,7 @@ fn sigkill_at_random_moments_never_loses_a_committed_mutation() {
         committed.extend(committed_lines(&rest));
 
         // After every kill the state loads and holds every reported mutation.
-        let (_host, manager) = open(&config);
+        let (_host, manager) = open_identity(&config);
         manager
             .refresh()
             .unwrap_or_else(|e| panic!("round {round}: index does not load: {e}"));
@@ -208,7 +186,7 @@ fn four_processes_of_250_mutations_end_with_exactly_1000_records() {
     }
     let dir = tempfile::tempdir().unwrap();
     let config = fs_config(dir.path());
-    drop(open(&config));
+    drop(open_identity(&config));
     let children: Vec<_> = (0..4)
         .map(|_| {
             child_command("child_enroller", &format!("count:250:{}", config.display()))
@@ -229,7 +207,7 @@ fn four_processes_of_250_mutations_end_with_exactly_1000_records() {
         committed.extend(committed_lines(&String::from_utf8_lossy(&out.stdout)));
     }
     assert_eq!(committed.len(), 1000);
-    let (host, manager) = open(&config);
+    let (host, manager) = open_identity(&config);
     assert_eq!(manager.devices().unwrap().len(), 1000);
     assert_eq!(manager.certificates().unwrap().len(), 1000);
     // One change entry per mutation, numbered without gaps.

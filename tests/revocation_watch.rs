@@ -3,37 +3,13 @@
 //! Alone in its test binary, so no other test's processes compete with the
 //! timing it asserts.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use keygate_core::config::Config;
 use keygate_core::identity::DeviceKey;
-use keygate_core::plugin_host::PluginHost;
-use keygate_core::state::{CertStatus, IdentityManager, RevocationEvent, Watcher};
-use keygate_tests::{keygate, run, write_config};
+use keygate_core::state::{CertStatus, RevocationEvent, Watcher};
+use keygate_tests::{fs_config, keygate, open_identity, run};
 // Link the built-in store so its registration is present.
 use keygate_store_fs as _;
-
-fn fs_config(dir: &Path) -> PathBuf {
-    write_config(
-        dir,
-        "state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n",
-    )
-}
-
-fn open(config: &Path) -> (PluginHost, Arc<IdentityManager>) {
-    let config = Config::load(config).expect("config");
-    let host = PluginHost::load(&config).expect("plugins");
-    let manager = IdentityManager::open(
-        host.store.clone(),
-        &config.state_dir,
-        config.identity.clone(),
-        SystemTime::now(),
-    )
-    .expect("identity state opens");
-    (host, Arc::new(manager))
-}
 
 fn device_key(n: u8) -> DeviceKey {
     DeviceKey::from_seed(&[n; 32])
@@ -43,7 +19,7 @@ fn device_key(n: u8) -> DeviceKey {
 fn a_watcher_sees_a_revocation_made_by_another_process_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let config = fs_config(dir.path());
-    let (_host, manager) = open(&config);
+    let (_host, manager) = open_identity(&config);
     let enrolled = manager
         .enroll(&device_key(1).public_key(), "w", &[], SystemTime::now())
         .unwrap();

@@ -4,7 +4,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use keygate_core::config::Config;
+use keygate_core::plugin_host::PluginHost;
+use keygate_core::state::IdentityManager;
+// The built-in stores the configs below name.
+use keygate_store_fs as _;
+use keygate_store_memory as _;
 
 /// The packages whose artifacts the tests use.
 const PACKAGES: &[&str] = &[
@@ -118,4 +126,27 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
 /// A TOML basic string for a path.
 pub fn toml_path(path: &Path) -> String {
     serde_json::to_string(&path.to_string_lossy()).expect("json string")
+}
+
+/// Writes a config using the `filesystem` store with state in
+/// `dir/state` (and a generous lock timeout: tests run many writers).
+pub fn fs_config(dir: &Path) -> PathBuf {
+    write_config(
+        dir,
+        "state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n[identity]\nlock_timeout_secs = 30\n",
+    )
+}
+
+/// Loads `config`'s plugins and opens its identity state, as the CLI does.
+pub fn open_identity(config: &Path) -> (PluginHost, Arc<IdentityManager>) {
+    let config = Config::load(config).expect("config");
+    let host = PluginHost::load(&config).expect("plugins");
+    let manager = IdentityManager::open(
+        host.store.clone(),
+        &config.state_dir,
+        config.identity.clone(),
+        SystemTime::now(),
+    )
+    .expect("identity state opens");
+    (host, Arc::new(manager))
 }
