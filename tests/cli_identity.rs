@@ -33,6 +33,15 @@ fn json(config: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&ok(config, args).stdout).expect("JSON output")
 }
 
+/// The object in JSON array `rows` whose `field` is `value`.
+fn row<'a>(rows: &'a Value, field: &str, value: &str) -> &'a Value {
+    rows.as_array()
+        .expect("a JSON array")
+        .iter()
+        .find(|r| r[field] == value)
+        .unwrap_or_else(|| panic!("no row with {field} = {value}: {rows}"))
+}
+
 fn enroll(config: &Path, seed: u8, name: &str) -> (String, String) {
     let key = DeviceKey::from_seed(&[seed; 32]);
     let out = ok(
@@ -110,24 +119,14 @@ fn devices_and_certs_list_revoke_as_json() {
     let (id_b, fp_b) = enroll(&config, 2, "beta");
 
     let devices = json(&config, &["devices", "list", "--json"]);
-    let a = devices
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["device_id"] == id_a.as_str())
-        .expect("alpha listed");
+    let a = row(&devices, "device_id", &id_a);
     assert_eq!(a["name"], "alpha");
     assert_eq!(a["fingerprint"], fp_a.as_str());
     assert_eq!(a["revoked"], false);
     assert!(a["not_after"].as_str().unwrap().ends_with('Z'));
 
     let certs = json(&config, &["certs", "list", "--json"]);
-    let b = certs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["fingerprint"] == fp_b.as_str())
-        .expect("beta's cert");
+    let b = row(&certs, "fingerprint", &fp_b);
     assert_eq!(b["device_id"], id_b.as_str());
     assert_eq!(b["revoked"], false);
 
@@ -143,32 +142,17 @@ fn devices_and_certs_list_revoke_as_json() {
     let out = ok(&config, &["devices", "revoke", &id_a]);
     assert!(out.stdout.contains("already revoked"), "{}", out.stdout);
     let devices = json(&config, &["devices", "list", "--json"]);
-    let a = devices
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["device_id"] == id_a.as_str())
-        .unwrap();
+    let a = row(&devices, "device_id", &id_a);
     assert_eq!(a["revoked"], true);
     assert_eq!(a["revoke_reason"], "laptop stolen");
     let certs = json(&config, &["certs", "list", "--json"]);
-    let ca = certs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["fingerprint"] == fp_a.as_str())
-        .unwrap();
+    let ca = row(&certs, "fingerprint", &fp_a);
     assert_eq!(ca["revoked"], false);
     assert_eq!(ca["device_revoked"], true);
 
     ok(&config, &["certs", "revoke", &fp_b, "--reason", "rotated"]);
     let certs = json(&config, &["certs", "list", "--json"]);
-    let cb = certs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["fingerprint"] == fp_b.as_str())
-        .unwrap();
+    let cb = row(&certs, "fingerprint", &fp_b);
     assert_eq!(cb["revoked"], true);
     assert_eq!(cb["revoke_reason"], "rotated");
 

@@ -266,6 +266,19 @@ fn database_error(path: &Path, what: &str, e: rusqlite::Error) -> PluginError {
 }
 
 /// Reads a version column: SQLite integers are `i64`, versions are `u64`.
+/// The version of `key` inside a write transaction, if it exists.
+fn current_version(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    err: &impl Fn(rusqlite::Error) -> PluginError,
+) -> Result<Option<Version>, PluginError> {
+    tx.prepare_cached("SELECT version FROM records WHERE key = ?1")
+        .and_then(|mut stmt| stmt.query_row([key], |row| row.get::<_, i64>(0)).optional())
+        .map_err(err)?
+        .map(|v| to_version(v, key))
+        .transpose()
+}
+
 fn to_version(stored: i64, key: &str) -> Result<Version, PluginError> {
     Version::try_from(stored)
         .ok()
@@ -322,12 +335,7 @@ impl SecretStore for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
-        let current = tx
-            .prepare_cached("SELECT version FROM records WHERE key = ?1")
-            .and_then(|mut stmt| stmt.query_row([key], |row| row.get::<_, i64>(0)).optional())
-            .map_err(&err)?
-            .map(|v| to_version(v, key))
-            .transpose()?;
+        let current = current_version(&tx, key, &err)?;
         if current != expected {
             // Dropping `tx` rolls back; nothing was written.
             return Err(conflict(key, expected, current));
@@ -355,12 +363,7 @@ impl SecretStore for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
-        let current = tx
-            .prepare_cached("SELECT version FROM records WHERE key = ?1")
-            .and_then(|mut stmt| stmt.query_row([key], |row| row.get::<_, i64>(0)).optional())
-            .map_err(&err)?
-            .map(|v| to_version(v, key))
-            .transpose()?;
+        let current = current_version(&tx, key, &err)?;
         match current {
             None => Err(PluginError::not_found(format!("key {key:?}"))),
             Some(current) if current != expected => {
