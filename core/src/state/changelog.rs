@@ -44,17 +44,32 @@ pub struct ChangeEntry {
     pub keys: Vec<String>,
 }
 
+impl ChangeEntry {
+    /// Decodes the bytes stored under [`change_key`]`(seq)`: a JSON entry
+    /// whose own `seq` must be `seq` (a file copied in from elsewhere in the
+    /// log is refused, not applied). Every error names the key.
+    pub fn decode(seq: u64, bytes: &[u8]) -> Result<ChangeEntry, IdentityError> {
+        let key = change_key(seq);
+        let entry: ChangeEntry =
+            serde_json::from_slice(bytes).map_err(|e| IdentityError::corrupt(&key, e))?;
+        if entry.seq != seq {
+            return Err(IdentityError::corrupt(
+                &key,
+                format!("entry says it is change {}", entry.seq),
+            ));
+        }
+        Ok(entry)
+    }
+}
+
 /// Reads entry `seq`.
 pub(crate) fn read_entry(
     store: &dyn SecretStore,
     seq: u64,
 ) -> Result<Option<ChangeEntry>, IdentityError> {
-    let key = change_key(seq);
-    match store.get(&key)? {
+    match store.get(&change_key(seq))? {
         None => Ok(None),
-        Some(v) => serde_json::from_slice(&v.value)
-            .map(Some)
-            .map_err(|e| IdentityError::corrupt(&key, e)),
+        Some(v) => ChangeEntry::decode(seq, &v.value).map(Some),
     }
 }
 
