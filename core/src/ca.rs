@@ -54,6 +54,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::identity::{DeviceId, DevicePublicKey};
+use crate::time::rfc3339_secs as rfc3339;
 
 pub use crate::identity::CertFingerprint;
 
@@ -544,7 +545,7 @@ pub enum CaError {
         reason: &'static str,
     },
     /// A `now` that X.509 cannot express (before 1970 or after 9999).
-    #[error("time {} is outside what a certificate can express (1970 to 9999)", describe_time(.0))]
+    #[error("time {} is outside what a certificate can express (1970 to 9999)", crate::time::rfc3339(*.0))]
     InvalidTime(SystemTime),
     /// `now` is before the CA's `notBefore` (a clock set back?).
     #[error("the CA is not valid yet: now is {now}, the CA is valid from {not_before}")]
@@ -794,26 +795,6 @@ fn to_system_time(secs: i64) -> SystemTime {
         Ok(s) => UNIX_EPOCH + Duration::from_secs(s),
         Err(_) => UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()),
     }
-}
-
-fn describe_time(t: &SystemTime) -> String {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => match i64::try_from(d.as_secs()) {
-            Ok(secs) => rfc3339(secs),
-            Err(_) => format!("unix time {}", d.as_secs()),
-        },
-        Err(e) => format!("{:?} before 1970-01-01", e.duration()),
-    }
-}
-
-fn rfc3339(secs: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("unix time {secs}"))
 }
 
 #[cfg(test)]

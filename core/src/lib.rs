@@ -10,3 +10,4 @@ pub mod config;
 pub mod identity;
 pub mod plugin_host;
 pub mod state;
+pub mod time;

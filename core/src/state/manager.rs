@@ -13,7 +13,7 @@
 //! a blocking pool.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use keygate_sdk::{ErrorKind, SecretStore, Version};
 use serde::Serialize;
@@ -29,6 +29,7 @@ use crate::ca::{
     CertificateAuthority, DEFAULT_CA_VALIDITY, DEFAULT_CLIENT_VALIDITY, IssuedCertificate,
 };
 use crate::identity::{CertFingerprint, DeviceId, DevicePublicKey};
+use crate::time::{unix_ms, unix_secs};
 
 /// Settings of the identity core.
 #[derive(Debug, Clone)]
@@ -141,10 +142,6 @@ impl std::fmt::Debug for IdentityManager {
             .field("ca", &self.ca.fingerprint())
             .finish_non_exhaustive()
     }
-}
-
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, IdentityError> {
@@ -279,9 +276,7 @@ impl IdentityManager {
             None => changelog::find_head(&*self.store)?,
         };
         let seq = current + 1;
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at_ms = unix_ms(SystemTime::now());
         changelog::append(
             &*self.store,
             seq,

@@ -13,7 +13,7 @@
 //! Time is always a parameter. Each operation writes one record and one
 //! change entry.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 use super::IdentityError;
 use super::manager::{IdentityManager, Write};
 use crate::identity::{DeviceId, DevicePublicKey};
+use crate::time::unix_secs;
 
 /// Prefix of pairing sessions.
 pub const PAIRING_PREFIX: &str = "identity/pairing/";
@@ -148,10 +149,6 @@ pub struct NewApproval {
     pub capabilities: Vec<String>,
 }
 
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 fn random_id() -> String {
     let mut bytes = [0u8; 16];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
@@ -197,8 +194,8 @@ impl IdentityManager {
             id: random_id(),
             method,
             secret,
-            created_at: secs(now),
-            expires_at: secs(now + ttl),
+            created_at: unix_secs(now),
+            expires_at: unix_secs(now + ttl),
             attempts_left: max_attempts.max(1),
         };
         self.mutate("pairing mint", |_| {
@@ -222,7 +219,7 @@ impl IdentityManager {
             let key = session_key(id);
             match m.get_record::<PairingSession>(&key)? {
                 None => Ok((Vec::new(), Err(SessionRefusal::Unknown(id.to_owned())))),
-                Some((s, version)) if secs(now) >= s.expires_at => Ok((
+                Some((s, version)) if unix_secs(now) >= s.expires_at => Ok((
                     vec![Write::delete(key, version)],
                     Err(SessionRefusal::Expired(id.to_owned())),
                 )),
@@ -264,7 +261,7 @@ impl IdentityManager {
             match m.get_record::<PairingSession>(&key)? {
                 None => Ok((Vec::new(), Err(SessionRefusal::Unknown(id.to_owned())))),
                 Some((s, version)) => {
-                    let outcome = if secs(now) >= s.expires_at {
+                    let outcome = if unix_secs(now) >= s.expires_at {
                         Err(SessionRefusal::Expired(id.to_owned()))
                     } else {
                         Ok(s)
@@ -289,7 +286,7 @@ impl IdentityManager {
             method: request.method,
             remote_addr: request.remote_addr,
             capabilities: request.capabilities,
-            requested_at: secs(now),
+            requested_at: unix_secs(now),
             decision: ApprovalState::Pending,
         };
         self.mutate("approval request", |m| {
