@@ -244,9 +244,10 @@ fn a_live_lock_holder_makes_the_cli_wait_and_fail_naming_it() {
 }
 
 #[test]
-fn a_tampered_record_is_an_error_naming_it_and_is_left_as_found() {
+fn a_tampered_record_is_named_skipped_by_listings_refused_by_mutations_and_left_as_found() {
     let (dir, config) = setup("");
     let (id, _) = enroll(&config, 5, "epsilon");
+    let (healthy, _) = enroll(&config, 7, "eta");
     let file = walk(&dir.path().join("state"))
         .into_iter()
         .find(|p| p.to_string_lossy().contains(&id))
@@ -255,15 +256,42 @@ fn a_tampered_record_is_an_error_naming_it_and_is_left_as_found() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
     std::fs::write(&file, &bytes).unwrap();
+
+    // The listing shows the healthy device and names the bad record.
     let out = run(keygate(&config).args(["devices", "list", "--json"]));
-    assert!(!out.ok);
+    assert!(out.ok, "{}", out.stderr);
+    let listed: Value = serde_json::from_str(&out.stdout).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [healthy.as_str()]);
+    assert!(
+        out.stderr
+            .contains(&format!("record \"identity/devices/{id}\" is unreadable"))
+            && out.stderr.contains("authentication failed"),
+        "{}",
+        out.stderr
+    );
+    // Its certificate is shown as refused through its device.
+    let certs = json(&config, &["certs", "list", "--json"]);
+    let of_bad = certs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["device_id"] == id.as_str())
+        .expect("the certificate record still reads");
+    assert_eq!(of_bad["device_revoked"], true);
+
+    let out = run(keygate(&config).args(["devices", "revoke", &id]));
+    assert!(!out.ok, "a damaged record must not be overwritten");
     assert!(
         out.stderr.contains(&format!("identity/devices/{id}")),
         "{}",
         out.stderr
     );
-    let out = run(keygate(&config).args(["devices", "revoke", &id]));
-    assert!(!out.ok, "a damaged record must not be overwritten");
     assert_eq!(
         std::fs::read(&file).unwrap(),
         bytes,

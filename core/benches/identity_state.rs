@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use keygate_core::identity::{CertFingerprint, DeviceId, DeviceKey};
-use keygate_core::state::index::FingerprintHasher;
+use keygate_core::state::index::{CertBinding, CertState, FingerprintHasher};
 use keygate_core::state::records::{CertRecord, DeviceRecord, cert_key, device_key};
 use keygate_core::state::{IdentityManager, IdentitySettings, RevocationIndex};
 use keygate_sdk::{SecretStore, StorePlugin};
@@ -91,7 +91,14 @@ fn lookups() {
         HashSet::with_capacity_and_hasher(N as usize, Default::default());
     for i in 0..N {
         let fp = fingerprint("revoked", i);
-        index.set_cert(&fp, Some((devices[(i % 1000) as usize], true)));
+        index.set_cert(
+            &fp,
+            Some(CertBinding {
+                device: Some(devices[(i % 1000) as usize]),
+                state: CertState::Revoked,
+                not_after: u64::MAX,
+            }),
+        );
         bare.insert(*fp.as_bytes());
         plain.insert(*fp.as_bytes());
     }

@@ -163,6 +163,9 @@ struct RawIdentity {
     ca_validity_days: Option<Spanned<u64>>,
     client_cert_validity_hours: Option<Spanned<u64>>,
     lock_timeout_secs: Option<Spanned<u64>>,
+    snapshot_interval: Option<Spanned<u64>>,
+    change_retention: Option<Spanned<u64>>,
+    recheck_interval_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -335,6 +338,16 @@ impl Ctx<'_> {
         if let Some(secs) = raw.lock_timeout_secs {
             let secs = positive(&secs, "identity.lock_timeout_secs", 3600)?;
             settings.lock_timeout = std::time::Duration::from_secs(secs);
+        }
+        if let Some(n) = raw.snapshot_interval {
+            settings.snapshot_interval = positive(&n, "identity.snapshot_interval", 1 << 40)?;
+        }
+        if let Some(n) = raw.change_retention {
+            settings.change_retention = positive(&n, "identity.change_retention", 1 << 40)?;
+        }
+        if let Some(secs) = raw.recheck_interval_secs {
+            let secs = positive(&secs, "identity.recheck_interval_secs", 86_400)?;
+            settings.recheck_interval = std::time::Duration::from_secs(secs);
         }
         Ok(settings)
     }
@@ -543,6 +556,44 @@ mod tests {
             err,
             "/etc/keygate/config.toml:4: identity.client_cert_validity_hours: must be at least 1"
         );
+    }
+
+    #[test]
+    fn change_log_settings_are_read_and_checked() {
+        let c = parse(
+            "[plugins.store]\nuse = \"memory\"\n[identity]\nsnapshot_interval = 8\nchange_retention = 3\nrecheck_interval_secs = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.identity.snapshot_interval, 8);
+        assert_eq!(c.identity.change_retention, 3);
+        assert_eq!(
+            c.identity.recheck_interval,
+            std::time::Duration::from_secs(5)
+        );
+        let defaults = parse("[plugins.store]\nuse = \"memory\"\n").unwrap();
+        assert_eq!(defaults.identity.snapshot_interval, 1024);
+        assert_eq!(defaults.identity.change_retention, 4096);
+        for (line, message) in [
+            (
+                "snapshot_interval = 0",
+                "identity.snapshot_interval: must be at least 1",
+            ),
+            (
+                "change_retention = 0",
+                "identity.change_retention: must be at least 1",
+            ),
+            (
+                "recheck_interval_secs = 90000",
+                "identity.recheck_interval_secs: must be at most 86400",
+            ),
+        ] {
+            let err = parse(&format!(
+                "[plugins.store]\nuse = \"memory\"\n[identity]\n{line}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert_eq!(err, format!("/etc/keygate/config.toml:4: {message}"));
+        }
     }
 
     #[test]

@@ -355,8 +355,11 @@ fn exclusive_holder_records_itself_and_clears_the_record_on_release() {
     assert_eq!(std::fs::read(lock.lock_path()).unwrap(), b"");
 }
 
+/// The in-process tier, not the flock, is what makes a second thread wait:
+/// shared flocks of two open files coexist, so only the tier can keep a
+/// second shared acquirer in this process out.
 #[test]
-fn second_thread_waits_until_the_first_guard_drops() {
+fn in_one_process_a_second_thread_waits_for_the_first_guard_even_in_shared_mode() {
     let dir = state_dir();
     let lock = StateLock::new(dir.path()).unwrap();
     let released = Arc::new(AtomicBool::new(false));
@@ -367,7 +370,7 @@ fn second_thread_waits_until_the_first_guard_drops() {
         let released = Arc::clone(&released);
         std::thread::spawn(move || {
             let guard = lock
-                .acquire_exclusive("first", Duration::from_secs(1))
+                .acquire_shared("first", Duration::from_secs(1))
                 .unwrap();
             acquired_tx.send(()).unwrap();
             std::thread::sleep(Duration::from_millis(200));
@@ -381,7 +384,7 @@ fn second_thread_waits_until_the_first_guard_drops() {
     // directory, shares the in-process tier.
     let other = StateLock::new(&dir.path().join(".")).unwrap();
     let guard = other
-        .acquire_exclusive("second", Duration::from_secs(2))
+        .acquire_shared("second", Duration::from_secs(2))
         .expect("the second thread gets the lock once the first drops it");
     assert!(
         released.load(Ordering::SeqCst),

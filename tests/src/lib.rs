@@ -150,3 +150,97 @@ pub fn open_identity(config: &Path) -> (PluginHost, Arc<IdentityManager>) {
     .expect("identity state opens");
     (host, Arc::new(manager))
 }
+
+/// A store for fault tests: an in-memory store whose reads can be made to
+/// fail once at the N-th call (as an unreachable store does), and whose
+/// records can be damaged (as a tampered file is) and mended.
+#[derive(Default)]
+pub struct FaultyStore {
+    inner: keygate_store_memory::MemoryStore,
+    reads: std::sync::atomic::AtomicUsize,
+    fail_at: std::sync::atomic::AtomicUsize,
+    damaged: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl FaultyStore {
+    /// An empty store with no fault armed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the `n`-th read (`get` or `list`, counted from now, from 1)
+    /// fail as `Unavailable`; 0 disarms it.
+    pub fn fail_read(&self, n: usize) {
+        use std::sync::atomic::Ordering;
+        self.reads.store(0, Ordering::SeqCst);
+        self.fail_at.store(n, Ordering::SeqCst);
+    }
+
+    /// Reads since the last [`fail_read`](Self::fail_read).
+    pub fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every call on `key` fails as a damaged record does (`Internal`).
+    pub fn damage(&self, key: &str) {
+        self.damaged_keys().insert(key.to_owned());
+    }
+
+    /// Undoes [`damage`](Self::damage) (a record restored from a backup).
+    pub fn mend(&self, key: &str) {
+        self.damaged_keys().remove(key);
+    }
+
+    fn damaged_keys(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.damaged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self, what: &str) -> Result<(), keygate_sdk::PluginError> {
+        use std::sync::atomic::Ordering;
+        let n = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.fail_at.load(Ordering::SeqCst) {
+            return Err(keygate_sdk::PluginError::unavailable(format!(
+                "{what}: the store is unreachable (injected at read {n})"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check(&self, key: &str) -> Result<(), keygate_sdk::PluginError> {
+        if self.damaged_keys().contains(key) {
+            return Err(keygate_sdk::PluginError::internal(format!(
+                "record {key:?}: authentication failed (injected damage)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl keygate_sdk::SecretStore for FaultyStore {
+    fn get(&self, key: &str) -> Result<Option<keygate_sdk::Versioned>, keygate_sdk::PluginError> {
+        self.read(key)?;
+        self.check(key)?;
+        self.inner.get(key)
+    }
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected: Option<keygate_sdk::Version>,
+    ) -> Result<keygate_sdk::Version, keygate_sdk::PluginError> {
+        self.check(key)?;
+        self.inner.put(key, value, expected)
+    }
+    fn delete(
+        &self,
+        key: &str,
+        expected: keygate_sdk::Version,
+    ) -> Result<(), keygate_sdk::PluginError> {
+        self.check(key)?;
+        self.inner.delete(key, expected)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, keygate_sdk::PluginError> {
+        self.read(prefix)?;
+        self.inner.list(prefix)
+    }
+}

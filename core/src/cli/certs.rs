@@ -6,11 +6,12 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::Subcommand;
-use keygate_core::identity::CertFingerprint;
+use keygate_core::identity::{CertFingerprint, DeviceId};
 use keygate_core::state::RevokeOutcome;
+use keygate_core::state::records::DEVICES_PREFIX;
 use serde::Serialize;
 
-use super::format::{print_json, rfc3339};
+use super::format::{print_json, rfc3339, warn_unreadable};
 
 /// Certificate commands.
 #[derive(Subcommand)]
@@ -49,14 +50,24 @@ pub fn run(cmd: CertsCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
     let manager = &opened.manager;
     match cmd {
         CertsCommand::List { json } => {
-            let revoked_devices: std::collections::HashSet<_> = manager
-                .devices()?
-                .into_iter()
+            let devices = manager.devices()?;
+            let certs = manager.certificates()?;
+            // A device whose record cannot be read counts as revoked.
+            let refused_devices: std::collections::HashSet<DeviceId> = devices
+                .records
+                .iter()
                 .filter(|d| d.revoked.is_some())
                 .map(|d| d.device_id)
+                .chain(
+                    devices
+                        .unreadable
+                        .iter()
+                        .filter_map(|u| DeviceId::parse(u.key.strip_prefix(DEVICES_PREFIX)?).ok()),
+                )
                 .collect();
-            let rows: Vec<CertRow> = manager
-                .certificates()?
+            warn_unreadable(&certs.unreadable);
+            let rows: Vec<CertRow> = certs
+                .records
                 .into_iter()
                 .map(|c| CertRow {
                     fingerprint: c.fingerprint.to_string(),
@@ -67,7 +78,7 @@ pub fn run(cmd: CertsCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
                     revoked: c.revoked.is_some(),
                     revoked_at: c.revoked.as_ref().map(|r| rfc3339(r.at)),
                     revoke_reason: c.revoked.as_ref().map(|r| r.reason.clone()),
-                    device_revoked: revoked_devices.contains(&c.device_id),
+                    device_revoked: refused_devices.contains(&c.device_id),
                 })
                 .collect();
             if json {

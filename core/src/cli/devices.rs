@@ -12,7 +12,7 @@ use keygate_core::state::RevokeOutcome;
 use keygate_core::state::records::CertRecord;
 use serde::Serialize;
 
-use super::format::{print_json, rfc3339, unix};
+use super::format::{print_json, rfc3339, unix, warn_unreadable};
 
 /// Device commands.
 #[derive(Subcommand)]
@@ -80,11 +80,15 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
     match cmd {
         DevicesCommand::List { json } => {
             let mut by_device: BTreeMap<DeviceId, Vec<CertRecord>> = BTreeMap::new();
-            for cert in manager.certificates()? {
+            let devices = manager.devices()?;
+            let certs = manager.certificates()?;
+            warn_unreadable(&devices.unreadable);
+            warn_unreadable(&certs.unreadable);
+            for cert in certs.records {
                 by_device.entry(cert.device_id).or_default().push(cert);
             }
             let mut rows = Vec::new();
-            for device in manager.devices()? {
+            for device in devices.records {
                 let mut certs = by_device.remove(&device.device_id).unwrap_or_default();
                 certs.sort_by_key(|c| (c.not_before, c.not_after));
                 let newest = certs.last();

@@ -7,6 +7,16 @@ pub fn rfc3339(unix_secs: u64) -> String {
 
 pub use keygate_core::time::unix_secs as unix;
 
+/// Names each unreadable record on stderr: a listing shows the rest and
+/// says what it left out.
+pub fn warn_unreadable(records: &[keygate_core::state::UnreadableRecord]) {
+    for record in records {
+        eprintln!(
+            "warning: skipped: {record} (`keygate state check` lists every unreadable record and can move them aside)"
+        );
+    }
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     outln!("{}", serde_json::to_string_pretty(value)?);

@@ -11,16 +11,25 @@
 //! which readers re-read harmlessly, and never a changed record that no entry
 //! announces.
 //!
-//! Old entries are compacted by readers that also write an index snapshot:
-//! `identity/changes/floor` is raised first, then entries at or below it are
-//! deleted. A reader that finds its next entry gone and its cursor below the
-//! floor has fallen behind and reloads in full. The newest entry is never
-//! deleted, so the head can always be found.
+//! Old entries are compacted, by readers when they write an index snapshot
+//! and by writers when the log has grown `change_retention +
+//! snapshot_interval` entries past the floor (so a deployment where only
+//! the CLI writes does not grow without bound): `identity/changes/floor` is
+//! raised first, then entries at or below it are deleted. A reader that
+//! finds its next entry gone and its cursor below the floor has fallen
+//! behind and reloads in full. The newest entry is never deleted, so the
+//! head can always be found.
+//!
+//! An entry that exists but cannot be read (tampered, or a foreign file at
+//! that sequence) still counts as present: writers append after it, and a
+//! reader that meets it cannot know which keys it announced, so it reloads
+//! every record instead (see [`super::follower`]).
 
 use keygate_sdk::{ErrorKind, SecretStore};
 use serde::{Deserialize, Serialize};
 
 use super::IdentityError;
+use super::fault::{Read, read_with};
 
 /// Prefix of change-log entries.
 pub const CHANGES_PREFIX: &str = "identity/changes/";
@@ -62,30 +71,46 @@ impl ChangeEntry {
     }
 }
 
-/// Reads entry `seq`.
+/// Reads entry `seq`: [`Read::Absent`] past the end of the log.
 pub(crate) fn read_entry(
     store: &dyn SecretStore,
     seq: u64,
-) -> Result<Option<ChangeEntry>, IdentityError> {
-    match store.get(&change_key(seq))? {
-        None => Ok(None),
-        Some(v) => ChangeEntry::decode(seq, &v.value).map(Some),
-    }
+) -> Result<Read<ChangeEntry>, IdentityError> {
+    read_with(store, &change_key(seq), |bytes| {
+        ChangeEntry::decode(seq, bytes).map_err(|e| match e {
+            IdentityError::Corrupt { reason, .. } => reason,
+            other => other.to_string(),
+        })
+    })
 }
 
-/// The compaction floor (0 when nothing was compacted).
-pub(crate) fn read_floor(store: &dyn SecretStore) -> Result<(u64, Option<u64>), IdentityError> {
-    match store.get(FLOOR_KEY)? {
-        None => Ok((0, None)),
-        Some(v) => {
-            let text =
-                std::str::from_utf8(&v.value).map_err(|e| IdentityError::corrupt(FLOOR_KEY, e))?;
-            let floor = text
-                .trim()
-                .parse()
-                .map_err(|e| IdentityError::corrupt(FLOOR_KEY, e))?;
-            Ok((floor, Some(v.version)))
-        }
+/// Decodes the floor record: a decimal sequence number.
+pub fn decode_floor(bytes: &[u8]) -> Result<u64, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+    text.trim().parse().map_err(|e| format!("{e}: {text:?}"))
+}
+
+/// The compaction floor: [`Read::Absent`] when nothing was compacted yet.
+pub(crate) fn read_floor(store: &dyn SecretStore) -> Result<Read<u64>, IdentityError> {
+    read_with(store, FLOOR_KEY, decode_floor)
+}
+
+/// The floor as a number (0 when absent or unreadable: an unreadable floor
+/// only stops compaction, see [`compact`]).
+pub(crate) fn floor_or_zero(store: &dyn SecretStore) -> Result<u64, IdentityError> {
+    Ok(match read_floor(store)? {
+        Read::Found(floor, _) => floor,
+        Read::Absent | Read::Unreadable(_) => 0,
+    })
+}
+
+/// Whether entry `seq` exists, readable or not.
+fn entry_exists(store: &dyn SecretStore, seq: u64) -> Result<bool, IdentityError> {
+    match store.get(&change_key(seq)) {
+        Ok(found) => Ok(found.is_some()),
+        Err(e) if e.kind() == ErrorKind::Unavailable => Err(e.into()),
+        // It is there, it just cannot be read.
+        Err(_) => Ok(true),
     }
 }
 
@@ -98,13 +123,12 @@ pub(crate) fn find_head(store: &dyn SecretStore) -> Result<u64, IdentityError> {
         .filter_map(|k| k.strip_prefix(CHANGES_PREFIX)?.parse::<u64>().ok())
         .max()
         .unwrap_or(0);
-    let (floor, _) = read_floor(store)?;
-    probe_head(store, listed.max(floor))
+    probe_head(store, listed.max(floor_or_zero(store)?))
 }
 
 /// Follows the log from `from` to its end.
 pub(crate) fn probe_head(store: &dyn SecretStore, mut from: u64) -> Result<u64, IdentityError> {
-    while store.get(&change_key(from + 1))?.is_some() {
+    while entry_exists(store, from + 1)? {
         from += 1;
     }
     Ok(from)
@@ -141,7 +165,13 @@ pub(crate) fn compact(
     head: u64,
 ) -> Result<usize, IdentityError> {
     let through = through.min(head.saturating_sub(1));
-    let (floor, version) = read_floor(store)?;
+    let (floor, version) = match read_floor(store)? {
+        Read::Absent => (0, None),
+        Read::Found(floor, version) => (floor, Some(version)),
+        // Raising a floor that cannot be read could hide entries readers
+        // still need: leave it to `keygate state check`.
+        Read::Unreadable(_) => return Ok(0),
+    };
     if through <= floor {
         return Ok(0);
     }
@@ -154,8 +184,10 @@ pub(crate) fn compact(
     let mut deleted = 0;
     for seq in floor + 1..=through {
         let key = change_key(seq);
-        if let Some(v) = store.get(&key)? {
-            match store.delete(&key, v.version) {
+        // An unreadable entry stays where it is (the store will not delete
+        // a record it cannot open); `keygate state check` reports it.
+        if let Read::Found(_, version) = read_with(store, &key, |_| Ok(()))? {
+            match store.delete(&key, version) {
                 Ok(()) => deleted += 1,
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Conflict) => {}
                 Err(e) => return Err(e.into()),

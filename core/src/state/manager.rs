@@ -21,8 +21,10 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use super::IdentityError;
-use super::changelog::{self, read_floor};
-use super::index::RevocationIndex;
+use super::changelog;
+use super::fault::{Faults, Read, UnreadableRecord, read_record};
+use super::follower::{Context, Follower};
+use super::index::{CertStatus, RevocationIndex};
 use super::lock::StateLock;
 use super::records::*;
 use crate::ca::{
@@ -30,6 +32,13 @@ use crate::ca::{
 };
 use crate::identity::{CertFingerprint, DeviceId, DevicePublicKey};
 use crate::time::{unix_ms, unix_secs};
+
+/// Default of [`IdentitySettings::snapshot_interval`].
+pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 1024;
+/// Default of [`IdentitySettings::change_retention`].
+pub const DEFAULT_CHANGE_RETENTION: u64 = 4096;
+/// Default of [`IdentitySettings::recheck_interval`].
+pub const DEFAULT_RECHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Settings of the identity core.
 #[derive(Debug, Clone)]
@@ -42,6 +51,16 @@ pub struct IdentitySettings {
     pub client_validity: Duration,
     /// How long a mutation waits for the state lock.
     pub lock_timeout: Duration,
+    /// A reader writes an index snapshot once this many changes accumulated
+    /// after the last one (at least 1).
+    pub snapshot_interval: u64,
+    /// Change-log entries kept behind the newest, for readers that poll;
+    /// older ones are compacted.
+    pub change_retention: u64,
+    /// How often a reader reads unreadable records again (a record restored
+    /// from a backup is picked up within this) and checks the change log
+    /// for a gap.
+    pub recheck_interval: Duration,
 }
 
 impl Default for IdentitySettings {
@@ -51,6 +70,9 @@ impl Default for IdentitySettings {
             ca_validity: DEFAULT_CA_VALIDITY,
             client_validity: DEFAULT_CLIENT_VALIDITY,
             lock_timeout: Duration::from_secs(10),
+            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            change_retention: DEFAULT_CHANGE_RETENTION,
+            recheck_interval: DEFAULT_RECHECK_INTERVAL,
         }
     }
 }
@@ -114,14 +136,6 @@ impl Write {
     }
 }
 
-/// Where this process's index stands in the change log.
-#[derive(Default)]
-pub(super) struct Reader {
-    pub(super) cursor: u64,
-    pub(super) snapshot_seq: u64,
-    pub(super) loaded: bool,
-}
-
 /// The identity core of one state directory.
 pub struct IdentityManager {
     pub(super) store: Arc<dyn SecretStore>,
@@ -131,8 +145,10 @@ pub struct IdentityManager {
     /// The newest change sequence this process knows (writers).
     pub(super) head: Mutex<Option<u64>>,
     /// Position of the index in the change log (readers).
-    pub(super) reader: Mutex<Reader>,
+    pub(super) follower: Mutex<Follower>,
     pub(super) index: RwLock<RevocationIndex>,
+    /// Unreadable records met by this process.
+    pub(super) faults: Faults,
 }
 
 impl std::fmt::Debug for IdentityManager {
@@ -200,8 +216,9 @@ impl IdentityManager {
             settings,
             ca,
             head: Mutex::new(None),
-            reader: Mutex::new(Reader::default()),
+            follower: Mutex::new(Follower::default()),
             index: RwLock::new(RevocationIndex::new()),
+            faults: Faults::default(),
         })
     }
 
@@ -265,14 +282,12 @@ impl IdentityManager {
             return Ok(out);
         }
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let floor = changelog::floor_or_zero(&*self.store)?;
         let current = match *head {
             // Entries at or below the floor may have been compacted away
             // since this process last wrote: follow the log from whichever
             // is later, never from a gap (which would append below the head).
-            Some(h) => {
-                let (floor, _) = read_floor(&*self.store)?;
-                changelog::probe_head(&*self.store, h.max(floor))?
-            }
+            Some(h) => changelog::probe_head(&*self.store, h.max(floor))?,
             None => changelog::find_head(&*self.store)?,
         };
         let seq = current + 1;
@@ -298,7 +313,25 @@ impl IdentityManager {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.compact_if_due(floor, seq);
         Ok(out)
+    }
+
+    /// A writer's share of compaction: once the log holds
+    /// `change_retention + snapshot_interval` entries above the floor, drop
+    /// all but the newest `change_retention`, so a deployment where only
+    /// the CLI writes does not grow the log without bound. Runs under the
+    /// exclusive lock, after the mutation committed: a failure is logged,
+    /// not returned.
+    fn compact_if_due(&self, floor: u64, seq: u64) {
+        let keep = self.settings.change_retention;
+        if seq.saturating_sub(floor) < keep.saturating_add(self.settings.snapshot_interval) {
+            return;
+        }
+        match changelog::compact(&*self.store, seq - keep, seq) {
+            Ok(deleted) => tracing::debug!(seq, deleted, "compacted the change log"),
+            Err(error) => tracing::warn!(%error, "compacting the change log failed"),
+        }
     }
 
     /// Enrols the device with `public_key` (creating its record if new) and
@@ -461,26 +494,124 @@ impl IdentityManager {
         Ok(self.get_record(&cert_key(fp))?.map(|(r, _)| r))
     }
 
-    pub(super) fn all<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, IdentityError> {
-        let keys = self.store.list(prefix)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some((r, _)) = self.get_record(&key)? {
-                out.push(r);
+    /// The status of a presented certificate, from the in-memory index
+    /// (call [`refresh`](Self::refresh) or run a watcher to keep it
+    /// current). O(1).
+    pub fn certificate_status(&self, fp: &CertFingerprint) -> CertStatus {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .status(fp)
+    }
+
+    /// Whether a device is revoked (or treated as revoked because its
+    /// record cannot be read), from the in-memory index.
+    pub fn is_device_revoked(&self, id: &DeviceId) -> bool {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_device_revoked(id)
+    }
+
+    /// How many certificates the in-memory index holds (expired ones
+    /// leave it).
+    pub fn indexed_certificates(&self) -> usize {
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .certificates()
+    }
+
+    /// [`refresh_at`](Self::refresh_at) the current time.
+    pub fn refresh(&self) -> Result<Vec<RevocationEvent>, IdentityError> {
+        self.refresh_at(SystemTime::now())
+    }
+
+    /// Brings the index up to date with the change log (loading it in full,
+    /// from the snapshot if there is one, the first time) and returns what
+    /// it newly refuses: all or nothing, see [`super::follower`]. `now`
+    /// decides which certificates have expired. Takes the shared state
+    /// lock.
+    pub fn refresh_at(&self, now: SystemTime) -> Result<Vec<RevocationEvent>, IdentityError> {
+        let _guard = self
+            .lock
+            .acquire_shared("refresh revocation index", self.settings.lock_timeout)?;
+        let cx = Context {
+            store: &*self.store,
+            settings: &self.settings,
+            faults: &self.faults,
+        };
+        self.follower
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refresh(&cx, &self.index, now)
+    }
+
+    /// The unreadable records this process met and has not seen read again.
+    pub fn unreadable_records(&self) -> Vec<UnreadableRecord> {
+        self.faults.unreadable()
+    }
+
+    /// How many times this process met an unreadable record (for metrics).
+    pub fn unreadable_met(&self) -> u64 {
+        self.faults.met_count()
+    }
+
+    /// Every record under `prefix` that reads, and the ones that do not.
+    /// `names` checks that a record is the one its key (without the
+    /// prefix) names. Only a transient store failure is an error.
+    pub(super) fn all<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        names: impl Fn(&str, &T) -> bool,
+    ) -> Result<Listing<T>, IdentityError> {
+        let mut listing = Listing {
+            records: Vec::new(),
+            unreadable: Vec::new(),
+        };
+        for key in self.store.list(prefix)? {
+            let unreadable = |reason: String| UnreadableRecord {
+                key: key.clone(),
+                reason,
+            };
+            match read_record::<T>(&*self.store, &key)? {
+                Read::Absent => {}
+                Read::Found(record, _) if names(&key[prefix.len()..], &record) => {
+                    listing.records.push(record)
+                }
+                Read::Found(..) => listing.unreadable.push(unreadable(
+                    "it holds another record than its key names".into(),
+                )),
+                Read::Unreadable(reason) => listing.unreadable.push(unreadable(reason)),
             }
         }
-        Ok(out)
+        Ok(listing)
     }
 
-    /// Every device, by id.
-    pub fn devices(&self) -> Result<Vec<DeviceRecord>, IdentityError> {
-        self.all(DEVICES_PREFIX)
+    /// Every device, by id, and the device records that cannot be read.
+    pub fn devices(&self) -> Result<Listing<DeviceRecord>, IdentityError> {
+        self.all(DEVICES_PREFIX, |id, r: &DeviceRecord| {
+            DeviceId::parse(id).is_ok_and(|id| id == r.device_id)
+        })
     }
 
-    /// Every certificate, by fingerprint.
-    pub fn certificates(&self) -> Result<Vec<CertRecord>, IdentityError> {
-        self.all(CERTS_PREFIX)
+    /// Every certificate, by fingerprint, and the certificate records that
+    /// cannot be read.
+    pub fn certificates(&self) -> Result<Listing<CertRecord>, IdentityError> {
+        self.all(CERTS_PREFIX, |fp, r: &CertRecord| {
+            CertFingerprint::parse(fp).is_ok_and(|fp| fp == r.fingerprint)
+        })
     }
+}
+
+/// The records under one prefix: those that read, and those that did not
+/// (which a listing shows beside the rest instead of failing as a whole).
+#[derive(Debug, Clone)]
+pub struct Listing<T> {
+    /// The records that read, by key.
+    pub records: Vec<T>,
+    /// The keys that hold no usable record, and why.
+    pub unreadable: Vec<UnreadableRecord>,
 }
 
 /// A record that can be revoked.

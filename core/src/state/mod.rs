@@ -3,15 +3,19 @@
 
 pub mod changelog;
 mod error;
+pub mod fault;
+mod follower;
 pub mod index;
 pub mod lock;
 pub mod manager;
 pub mod pairing;
 pub mod records;
-mod refresh;
 pub mod watch;
 
 pub use error::IdentityError;
-pub use index::{CertStatus, RevocationIndex};
-pub use manager::{Enrolled, IdentityManager, IdentitySettings, RevocationEvent, RevokeOutcome};
+pub use fault::UnreadableRecord;
+pub use index::{CertStatus, DeviceState, RevocationIndex};
+pub use manager::{
+    Enrolled, IdentityManager, IdentitySettings, Listing, RevocationEvent, RevokeOutcome,
+};
 pub use watch::Watcher;

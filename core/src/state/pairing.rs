@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::IdentityError;
-use super::manager::{IdentityManager, Write};
+use super::manager::{IdentityManager, Listing, Write};
 use crate::identity::{DeviceId, DevicePublicKey};
 use crate::time::unix_secs;
 
@@ -335,9 +335,9 @@ impl IdentityManager {
             .map(|(r, _)| r))
     }
 
-    /// Every approval record.
-    pub fn approvals(&self) -> Result<Vec<ApprovalRecord>, IdentityError> {
-        self.all(APPROVALS_PREFIX)
+    /// Every approval record, and the ones that cannot be read.
+    pub fn approvals(&self) -> Result<Listing<ApprovalRecord>, IdentityError> {
+        self.all(APPROVALS_PREFIX, |id, r: &ApprovalRecord| id == r.id)
     }
 }
 
@@ -474,7 +474,7 @@ mod tests {
             approved,
             "first decision stands"
         );
-        assert_eq!(m.approvals().unwrap().len(), 1);
+        assert_eq!(m.approvals().unwrap().records.len(), 1);
         assert_eq!(m.approval(&a.id).unwrap().unwrap().decision, approved);
     }
 
@@ -495,6 +495,6 @@ mod tests {
         };
         let err = m.create_approval(request, now).unwrap_err();
         assert!(matches!(err, IdentityError::DeviceRevoked { .. }), "{err}");
-        assert!(m.approvals().unwrap().is_empty(), "nothing filed");
+        assert!(m.approvals().unwrap().records.is_empty(), "nothing filed");
     }
 }

@@ -110,7 +110,7 @@ pub enum LockError {
         holder: Option<Holder>,
         /// No holder recorded, and the lock was seen held by shared readers.
         held_shared: bool,
-        /// How long the caller waited.
+        /// The timeout the caller gave up after.
         waited: Duration,
     },
     /// The state directory or the lock file could not be used.
@@ -245,10 +245,10 @@ impl StateLock {
                 path: self.lock_path.clone(),
                 holder,
                 held_shared: false,
-                waited: start.elapsed(),
+                waited: timeout,
             })?;
 
-        let file = self.lock_file(mode, start, deadline)?;
+        let file = self.lock_file(mode, timeout, deadline)?;
         let previous = read_record(&file).map_err(|e| io_error(&self.lock_path, e))?;
         let takeover = previous.map(|previous| {
             let reason = classify(&previous);
@@ -280,7 +280,7 @@ impl StateLock {
     fn lock_file(
         &self,
         mode: LockMode,
-        start: Instant,
+        timeout: Duration,
         deadline: Instant,
     ) -> Result<File, LockError> {
         let path = &self.lock_path;
@@ -299,7 +299,7 @@ impl StateLock {
                 }
                 let now = Instant::now();
                 if now >= deadline {
-                    return Err(self.timeout(start.elapsed()));
+                    return Err(self.timeout(timeout));
                 }
                 std::thread::sleep(backoff.min(deadline - now));
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -311,7 +311,7 @@ impl StateLock {
             // protects nothing. Try again with the file now at the path.
             drop(file);
             if Instant::now() >= deadline {
-                return Err(self.timeout(start.elapsed()));
+                return Err(self.timeout(timeout));
             }
         }
     }

@@ -1,0 +1,559 @@
+//! The revocation follower under faults: a refresh is all or nothing, one
+//! unreadable record never stops it, a reader that fell behind the
+//! compacted log catches up and reports what it missed, and the knobs that
+//! make compaction happen are settings.
+//!
+//! These drive `IdentityManager` in-process over a store that can be made
+//! to fail (`FaultyStore`); the same paths over real files and processes
+//! are in `cli_identity.rs` and `faults.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use keygate_core::identity::DeviceKey;
+use keygate_core::state::changelog::{FLOOR_KEY, change_key};
+use keygate_core::state::index::SNAPSHOT_KEY;
+use keygate_core::state::records::{cert_key, device_key};
+use keygate_core::state::{
+    CertStatus, Enrolled, IdentityManager, IdentitySettings, RevocationEvent,
+};
+use keygate_sdk::SecretStore;
+use keygate_tests::FaultyStore;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn key(n: u8) -> DeviceKey {
+    DeviceKey::from_seed(&[n; 32])
+}
+
+/// A writer and a reader on one store and state dir (as the CLI and a
+/// gateway are), plus the devices enrolled so far.
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Arc<FaultyStore>,
+    settings: IdentitySettings,
+    writer: IdentityManager,
+    reader: IdentityManager,
+    now: SystemTime,
+}
+
+impl Setup {
+    fn new(settings: IdentitySettings) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FaultyStore::new());
+        let now = SystemTime::now();
+        // The CA dates from before any certificate a test backdates.
+        let open = || {
+            IdentityManager::open(store.clone(), dir.path(), settings.clone(), now - 3 * HOUR)
+                .unwrap()
+        };
+        let (writer, reader) = (open(), open());
+        Setup {
+            store,
+            writer,
+            reader,
+            now,
+            settings,
+            _dir: dir,
+        }
+    }
+
+    /// Another manager on the same state (a process that starts later).
+    fn open(&self) -> IdentityManager {
+        IdentityManager::open(
+            self.store.clone(),
+            self._dir.path(),
+            self.settings.clone(),
+            self.now,
+        )
+        .unwrap()
+    }
+
+    fn enroll(&self, n: u8) -> Enrolled {
+        self.writer
+            .enroll(&key(n).public_key(), &format!("d{n}"), &[], self.now)
+            .unwrap()
+    }
+
+    fn revoke_device(&self, e: &Enrolled) {
+        self.writer
+            .revoke_device(&e.device.device_id, "test", self.now)
+            .unwrap();
+    }
+
+    fn revoke_cert(&self, e: &Enrolled) {
+        self.writer
+            .revoke_certificate(&e.certificate.fingerprint, "test", self.now)
+            .unwrap();
+    }
+
+    fn head(&self) -> u64 {
+        let entries = self.store.list("identity/changes/").unwrap();
+        entries
+            .iter()
+            .filter_map(|k| k.strip_prefix("identity/changes/")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn floor(&self) -> u64 {
+        self.store.get(FLOOR_KEY).unwrap().map_or(0, |v| {
+            String::from_utf8(v.value).unwrap().trim().parse().unwrap()
+        })
+    }
+}
+
+fn small(snapshot_interval: u64, change_retention: u64) -> IdentitySettings {
+    IdentitySettings {
+        snapshot_interval,
+        change_retention,
+        ..Default::default()
+    }
+}
+
+fn device_event(e: &Enrolled) -> RevocationEvent {
+    RevocationEvent::Device(e.device.device_id)
+}
+
+fn cert_event(e: &Enrolled) -> RevocationEvent {
+    RevocationEvent::Certificate {
+        fingerprint: e.certificate.fingerprint,
+        device_id: e.device.device_id,
+    }
+}
+
+/// Asserts `seen` holds each of `expected` exactly once and nothing else.
+fn assert_exactly_once(seen: &[RevocationEvent], expected: &[RevocationEvent], context: &str) {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for event in seen {
+        *counts.entry(format!("{event:?}")).or_default() += 1;
+    }
+    for event in expected {
+        assert_eq!(
+            counts.remove(&format!("{event:?}")),
+            Some(1),
+            "{context}: {event:?} not reported exactly once in {seen:?}"
+        );
+    }
+    assert!(counts.is_empty(), "{context}: unexpected events {counts:?}");
+}
+
+fn status(m: &IdentityManager, e: &Enrolled) -> CertStatus {
+    m.certificate_status(&e.certificate.fingerprint)
+}
+
+#[test]
+fn a_refresh_that_fails_part_way_applies_nothing_and_the_next_reports_each_revocation_once() {
+    let mut fail_at = 1;
+    loop {
+        let s = Setup::new(IdentitySettings::default());
+        let devices: Vec<Enrolled> = (0..6).map(|n| s.enroll(n)).collect();
+        s.reader.refresh().unwrap();
+        // Five entries: three device revocations, two certificate ones.
+        for e in &devices[..3] {
+            s.revoke_device(e);
+        }
+        for e in &devices[3..5] {
+            s.revoke_cert(e);
+        }
+        let expected: Vec<RevocationEvent> = devices[..3]
+            .iter()
+            .map(device_event)
+            .chain(devices[3..5].iter().map(cert_event))
+            .collect();
+
+        // Late enough that the upkeep after the batch (re-reading
+        // unreadable records, looking for gaps) runs too.
+        let later = s.now + Duration::from_secs(31);
+        s.store.fail_read(fail_at);
+        let first = s.reader.refresh_at(later);
+        let reads = s.store.reads();
+        s.store.fail_read(0);
+        let failed = first.is_err();
+        if let Err(e) = &first {
+            assert!(e.to_string().contains("unreachable"), "{e}");
+            // Nothing was applied: every certificate still acts.
+            for e in &devices {
+                assert_eq!(status(&s.reader, e), CertStatus::Valid(e.device.device_id));
+            }
+        }
+        let mut seen = first.unwrap_or_default();
+        seen.extend(s.reader.refresh_at(later).unwrap());
+        assert_exactly_once(&seen, &expected, &format!("read {fail_at} failed"));
+        assert_eq!(
+            status(&s.reader, &devices[0]),
+            CertStatus::DeviceRevoked(devices[0].device.device_id)
+        );
+        assert_eq!(
+            status(&s.reader, &devices[3]),
+            CertStatus::CertificateRevoked(devices[3].device.device_id)
+        );
+        assert_eq!(
+            status(&s.reader, &devices[5]),
+            CertStatus::Valid(devices[5].device.device_id)
+        );
+        if !failed && reads < fail_at {
+            break;
+        }
+        fail_at += 1;
+    }
+    // Every read of the refresh (entries, records, and the upkeep after
+    // them) was made to fail once.
+    assert!(fail_at > 13, "only {fail_at} reads were tried");
+}
+
+#[test]
+fn a_first_load_that_fails_is_tried_again_whole() {
+    let s = Setup::new(IdentitySettings::default());
+    let devices: Vec<Enrolled> = (0..3).map(|n| s.enroll(n)).collect();
+    s.revoke_device(&devices[0]);
+    s.store.fail_read(3);
+    let err = s.reader.refresh().unwrap_err();
+    assert!(err.to_string().contains("injected at read 3"), "{err}");
+    assert_eq!(status(&s.reader, &devices[1]), CertStatus::Unknown);
+    s.store.fail_read(0);
+    assert_eq!(
+        s.reader.refresh().unwrap(),
+        [],
+        "a first load reports nothing"
+    );
+    assert!(s.reader.is_device_revoked(&devices[0].device.device_id));
+    assert_eq!(
+        status(&s.reader, &devices[1]),
+        CertStatus::Valid(devices[1].device.device_id)
+    );
+}
+
+#[test]
+fn snapshots_and_compaction_happen_at_the_configured_interval() {
+    let s = Setup::new(small(4, 3));
+    s.reader.refresh().unwrap();
+    let devices: Vec<Enrolled> = (0..10).map(|n| s.enroll(n)).collect();
+    s.revoke_cert(&devices[2]);
+    let head = s.head();
+    assert_eq!(head, 11);
+    s.reader.refresh().unwrap();
+
+    let snapshot: serde_json::Value = serde_json::from_slice(
+        &s.store
+            .get(SNAPSHOT_KEY)
+            .unwrap()
+            .expect("a snapshot")
+            .value,
+    )
+    .unwrap();
+    assert_eq!(
+        snapshot["seq"], head,
+        "the snapshot is at the reader's position"
+    );
+    let floor = s.floor();
+    assert_eq!(floor, head - 3, "all but the newest 3 entries compacted");
+    for seq in 1..=floor {
+        assert!(
+            s.store.get(&change_key(seq)).unwrap().is_none(),
+            "entry {seq} kept"
+        );
+    }
+    for seq in floor + 1..=head {
+        assert!(
+            s.store.get(&change_key(seq)).unwrap().is_some(),
+            "entry {seq} lost"
+        );
+    }
+
+    // A process starting now loads the snapshot, not every record.
+    let late = s.open();
+    s.store.fail_read(0);
+    assert_eq!(late.refresh().unwrap(), []);
+    assert!(
+        s.store.reads() < devices.len(),
+        "a snapshot load read {} records",
+        s.store.reads()
+    );
+    assert_eq!(
+        status(&late, &devices[2]),
+        CertStatus::CertificateRevoked(devices[2].device.device_id)
+    );
+    assert_eq!(
+        status(&late, &devices[9]),
+        CertStatus::Valid(devices[9].device.device_id)
+    );
+}
+
+#[test]
+fn writers_alone_keep_the_change_log_bounded() {
+    let s = Setup::new(small(4, 3));
+    for n in 0..30 {
+        s.enroll(n);
+    }
+    let entries = s
+        .store
+        .list("identity/changes/")
+        .unwrap()
+        .into_iter()
+        .filter(|k| k != FLOOR_KEY)
+        .count();
+    assert!(
+        entries <= 3 + 4,
+        "{entries} entries kept after 30 changes with no reader"
+    );
+    assert!(s.floor() >= 30 - 3 - 4, "floor {}", s.floor());
+    // A reader starting after all that still sees everything.
+    s.reader.refresh().unwrap();
+    assert_eq!(s.reader.indexed_certificates(), 30);
+}
+
+#[test]
+fn a_reader_that_fell_behind_the_compacted_log_reloads_and_reports_what_it_missed() {
+    for with_snapshot in [false, true] {
+        let s = Setup::new(small(4, 2));
+        let devices: Vec<Enrolled> = (0..3).map(|n| s.enroll(n)).collect();
+        s.reader.refresh().unwrap();
+        let behind = s.head();
+        s.revoke_device(&devices[0]);
+        s.revoke_cert(&devices[1]);
+        let later: Vec<Enrolled> = (10..30).map(|n| s.enroll(n)).collect();
+        s.revoke_device(&later[4]);
+        if with_snapshot {
+            s.open().refresh().unwrap();
+            assert!(s.store.get(SNAPSHOT_KEY).unwrap().is_some());
+        }
+        assert!(
+            s.floor() > behind + 1,
+            "the reader's next entry was compacted away (floor {}, reader at {behind})",
+            s.floor()
+        );
+        let events = s.reader.refresh().unwrap();
+        assert_exactly_once(
+            &events,
+            &[
+                device_event(&devices[0]),
+                cert_event(&devices[1]),
+                device_event(&later[4]),
+            ],
+            &format!("snapshot: {with_snapshot}"),
+        );
+        assert_eq!(
+            status(&s.reader, &devices[0]),
+            CertStatus::DeviceRevoked(devices[0].device.device_id)
+        );
+        assert_eq!(
+            status(&s.reader, &later[19]),
+            CertStatus::Valid(later[19].device.device_id)
+        );
+        // And it follows the log from there.
+        s.revoke_device(&later[19]);
+        assert_eq!(s.reader.refresh().unwrap(), [device_event(&later[19])]);
+    }
+}
+
+#[test]
+fn expired_certificates_leave_the_index_without_an_event() {
+    let settings = IdentitySettings {
+        client_validity: HOUR,
+        ..Default::default()
+    };
+    let s = Setup::new(settings);
+    let fresh = s.enroll(1);
+    // Issued two hours ago: already expired when the reader first sees it.
+    let old = s
+        .writer
+        .enroll(&key(2).public_key(), "old", &[], s.now - 2 * HOUR)
+        .unwrap();
+    assert_eq!(s.reader.refresh_at(s.now).unwrap(), []);
+    assert_eq!(s.reader.indexed_certificates(), 1);
+    assert_eq!(status(&s.reader, &old), CertStatus::Unknown);
+    assert_eq!(
+        status(&s.reader, &fresh),
+        CertStatus::Valid(fresh.device.device_id)
+    );
+    assert_eq!(s.reader.refresh_at(s.now + 2 * HOUR).unwrap(), []);
+    assert_eq!(s.reader.indexed_certificates(), 0);
+    assert_eq!(status(&s.reader, &fresh), CertStatus::Unknown);
+    // A revocation of an expired certificate is still a revocation.
+    let renewed = s
+        .writer
+        .issue_certificate(&fresh.device.device_id, s.now + 2 * HOUR)
+        .unwrap();
+    s.revoke_cert(&fresh);
+    let events = s.reader.refresh_at(s.now + 2 * HOUR).unwrap();
+    assert_eq!(events, [cert_event(&fresh)]);
+    assert_eq!(
+        s.reader.certificate_status(&renewed.fingerprint),
+        CertStatus::Valid(fresh.device.device_id)
+    );
+    assert_eq!(s.reader.indexed_certificates(), 1);
+}
+
+#[test]
+fn an_unreadable_device_record_counts_as_revoked_and_everything_else_keeps_working() {
+    let s = Setup::new(IdentitySettings::default());
+    let (bad, good, other) = (s.enroll(1), s.enroll(2), s.enroll(3));
+    let bad_key = device_key(&bad.device.device_id);
+    s.store.damage(&bad_key);
+
+    assert_eq!(s.reader.refresh_at(s.now).unwrap(), []);
+    assert_eq!(
+        status(&s.reader, &bad),
+        CertStatus::Unreadable(Some(bad.device.device_id))
+    );
+    assert!(s.reader.is_device_revoked(&bad.device.device_id));
+    assert_eq!(
+        status(&s.reader, &good),
+        CertStatus::Valid(good.device.device_id)
+    );
+    let named = s.reader.unreadable_records();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0].key, bad_key);
+    assert!(named[0].reason.contains("injected damage"), "{named:?}");
+
+    // Later revocations still arrive.
+    s.revoke_device(&other);
+    assert_eq!(s.reader.refresh_at(s.now).unwrap(), [device_event(&other)]);
+
+    // It is read again at each recheck, counted each time...
+    let met = s.reader.unreadable_met();
+    s.reader
+        .refresh_at(s.now + 31 * Duration::from_secs(1))
+        .unwrap();
+    assert!(s.reader.unreadable_met() > met, "met again at the recheck");
+    // ...and a mended record is picked up without a restart.
+    s.store.mend(&bad_key);
+    s.reader
+        .refresh_at(s.now + 62 * Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(
+        status(&s.reader, &bad),
+        CertStatus::Valid(bad.device.device_id)
+    );
+    assert_eq!(s.reader.unreadable_records(), []);
+}
+
+#[test]
+fn a_record_that_becomes_unreadable_closes_what_it_covers() {
+    let s = Setup::new(IdentitySettings::default());
+    let (a, b) = (s.enroll(1), s.enroll(2));
+    s.reader.refresh().unwrap();
+    // Both records are rewritten (revocations), then found damaged: the
+    // reader cannot tell what they say, so it refuses them.
+    s.revoke_device(&a);
+    s.revoke_cert(&b);
+    s.store.damage(&device_key(&a.device.device_id));
+    s.store.damage(&cert_key(&b.certificate.fingerprint));
+    let events = s.reader.refresh().unwrap();
+    assert_exactly_once(&events, &[device_event(&a), cert_event(&b)], "damaged");
+    assert_eq!(
+        status(&s.reader, &a),
+        CertStatus::Unreadable(Some(a.device.device_id))
+    );
+    assert_eq!(
+        status(&s.reader, &b),
+        CertStatus::Unreadable(Some(b.device.device_id))
+    );
+    // Mended, they read as what they are: revoked, and already reported.
+    s.store.mend(&device_key(&a.device.device_id));
+    s.store.mend(&cert_key(&b.certificate.fingerprint));
+    assert_eq!(s.reader.refresh_at(s.now + 2 * HOUR).unwrap(), []);
+    assert_eq!(
+        status(&s.reader, &a),
+        CertStatus::DeviceRevoked(a.device.device_id)
+    );
+    assert_eq!(
+        status(&s.reader, &b),
+        CertStatus::CertificateRevoked(b.device.device_id)
+    );
+}
+
+#[test]
+fn stray_and_mismatched_records_are_named_and_fail_closed() {
+    let s = Setup::new(IdentitySettings::default());
+    let (a, b) = (s.enroll(1), s.enroll(2));
+    s.store
+        .put("identity/devices/not-a-device-id", b"{}", None)
+        .unwrap();
+    s.store.put("identity/certs/zz", b"{}", None).unwrap();
+    // A's key now holds B's record (a record under the wrong name).
+    let b_record = s
+        .store
+        .get(&device_key(&b.device.device_id))
+        .unwrap()
+        .unwrap();
+    let a_key = device_key(&a.device.device_id);
+    let a_version = s.store.get(&a_key).unwrap().unwrap().version;
+    s.store
+        .put(&a_key, &b_record.value, Some(a_version))
+        .unwrap();
+
+    assert_eq!(s.reader.refresh().unwrap(), []);
+    assert_eq!(
+        status(&s.reader, &a),
+        CertStatus::Unreadable(Some(a.device.device_id))
+    );
+    assert_eq!(status(&s.reader, &b), CertStatus::Valid(b.device.device_id));
+    let mut named: Vec<(String, String)> = s
+        .reader
+        .unreadable_records()
+        .into_iter()
+        .map(|u| (u.key, u.reason))
+        .collect();
+    named.sort();
+    assert_eq!(named.len(), 3, "{named:?}");
+    assert!(named[0].0 == "identity/certs/zz" && named[0].1.contains("not a fingerprint"));
+    assert!(named[1].0 == a_key && named[1].1.contains(&b.device.device_id.to_string()));
+    assert!(
+        named[2].0 == "identity/devices/not-a-device-id" && named[2].1.contains("not a device id")
+    );
+}
+
+#[test]
+fn an_unreadable_change_entry_makes_readers_rescan_and_writers_append_after_it() {
+    let s = Setup::new(IdentitySettings::default());
+    let (a, b) = (s.enroll(1), s.enroll(2));
+    s.reader.refresh().unwrap();
+    let garbage_seq = s.head() + 1;
+    // A foreign file at the next sequence: undecodable, and then damaged.
+    s.store
+        .put(&change_key(garbage_seq), b"not an entry", None)
+        .unwrap();
+    s.store.damage(&change_key(garbage_seq));
+    s.revoke_device(&a);
+    assert_eq!(s.head(), garbage_seq + 1, "the writer appended after it");
+
+    assert_eq!(s.reader.refresh().unwrap(), [device_event(&a)]);
+    let named = s.reader.unreadable_records();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0].key, change_key(garbage_seq));
+    // The reader carries on past it.
+    s.revoke_cert(&b);
+    assert_eq!(s.reader.refresh().unwrap(), [cert_event(&b)]);
+
+    // A process starting now also gets past it.
+    let late = s.open();
+    late.refresh().unwrap();
+    assert!(late.is_device_revoked(&a.device.device_id));
+    assert_eq!(
+        status(&late, &b),
+        CertStatus::CertificateRevoked(b.device.device_id)
+    );
+}
+
+#[test]
+fn a_gap_in_the_change_log_is_found_at_the_recheck() {
+    let s = Setup::new(IdentitySettings::default());
+    let (a, b) = (s.enroll(1), s.enroll(2));
+    s.reader.refresh_at(s.now).unwrap();
+    s.revoke_device(&a);
+    s.revoke_device(&b);
+    // The entry after the reader's position disappears (an operator moved
+    // it aside): following entry by entry would stop there for ever.
+    let next = s.head() - 1;
+    let version = s.store.get(&change_key(next)).unwrap().unwrap().version;
+    s.store.delete(&change_key(next), version).unwrap();
+    assert_eq!(s.reader.refresh_at(s.now).unwrap(), [], "not yet rechecked");
+    let events = s
+        .reader
+        .refresh_at(s.now + Duration::from_secs(31))
+        .unwrap();
+    assert_exactly_once(&events, &[device_event(&a), device_event(&b)], "gap");
+}
