@@ -2,16 +2,13 @@
 //! list|enroll|revoke`, `certs list|revoke`, with and without a gateway
 //! running on the same state dir, against the encrypted filesystem store.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use keygate_core::identity::DeviceKey;
 use keygate_core::state::lock::StateLock;
-use keygate_tests::{Ran, keygate, run, write_config};
+use keygate_tests::{GatewayProcess, Ran, keygate, run, write_config};
 use serde_json::Value;
 
 fn setup(extra: &str) -> (tempfile::TempDir, PathBuf) {
@@ -303,44 +300,114 @@ fn a_tampered_record_is_named_skipped_by_listings_refused_by_mutations_and_left_
 fn a_running_gateway_sees_a_cli_revocation() {
     let (_dir, config) = setup("");
     let (id, _) = enroll(&config, 6, "zeta");
-    let mut gateway = keygate(&config)
-        .args(["gateway", "run"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stderr = gateway.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let wait_for = |needle: &str| -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("gateway never logged {needle:?}"),
-            }
-        }
-    };
-    wait_for("gateway ready");
+    let mut gateway = GatewayProcess::start(&config, &[]);
     ok(&config, &["devices", "revoke", &id, "--reason", "test"]);
     let done = Instant::now();
-    let line = wait_for("revocation seen");
+    let line = gateway.wait_for("revocation seen", Duration::from_secs(30));
     assert!(line.contains(&id), "{line}");
     assert!(
         done.elapsed() < Duration::from_secs(2),
         "seen after {:?}",
         done.elapsed()
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &gateway.id().to_string()])
-        .status();
-    assert!(gateway.wait().unwrap().success());
+    assert!(gateway.stop(), "the gateway exits cleanly on SIGINT");
+}
+
+#[test]
+fn every_command_that_prints_a_result_speaks_json() {
+    let (_dir, config) = setup("");
+    let key = DeviceKey::from_seed(&[11; 32]);
+    let enrolled = json(
+        &config,
+        &[
+            "devices",
+            "enroll",
+            "--public-key",
+            &key.public_key().to_string(),
+            "--name",
+            "json",
+            "--json",
+        ],
+    );
+    let id = key.device_id().to_string();
+    assert_eq!(enrolled["device_id"], id.as_str());
+    assert_eq!(enrolled["name"], "json");
+    let fp = enrolled["fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(fp.len(), 64);
+    assert!(enrolled["not_after"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        enrolled["certificate_pem"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+
+    let revoked = json(
+        &config,
+        &["certs", "revoke", &fp, "--reason", "r", "--json"],
+    );
+    assert_eq!(revoked["fingerprint"], fp.as_str());
+    assert_eq!(revoked["already_revoked"], false);
+    assert_eq!(revoked["reason"], "r");
+    let revoked = json(&config, &["devices", "revoke", &id, "--json"]);
+    assert_eq!(revoked["device_id"], id.as_str());
+    assert_eq!(revoked["already_revoked"], false);
+    let again = json(&config, &["devices", "revoke", &id, "--json"]);
+    assert_eq!(again["already_revoked"], true);
+    assert_eq!(again["revoked_at"], revoked["revoked_at"]);
+}
+
+#[test]
+fn commands_are_quiet_unless_asked_and_never_colour_a_pipe() {
+    let (_dir, config) = setup("");
+    let quiet = run(keygate(&config)
+        .env_remove("KEYGATE_LOG")
+        .args(["devices", "list"]));
+    assert!(quiet.ok, "{}", quiet.stderr);
+    assert_eq!(quiet.stderr, "", "a command logs nothing by default");
+    let verbose = run(keygate(&config)
+        .env_remove("KEYGATE_LOG")
+        .args(["-v", "devices", "list"]));
+    assert!(
+        verbose.stderr.contains("plugin loaded"),
+        "-v logs at info: {}",
+        verbose.stderr
+    );
+    assert!(!verbose.stderr.contains('\u{1b}'), "{:?}", verbose.stderr);
+
+    // The gateway logs at info by default, without colours into a pipe.
+    let gateway = GatewayProcess::start(&config, &[("KEYGATE_LOG", "")]);
+    let text = gateway.seen.join("\n");
+    assert!(
+        text.contains(" INFO ") && text.contains("plugin loaded"),
+        "{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(gateway.stop());
+}
+
+#[test]
+fn a_cli_only_deployment_compacts_the_change_log_at_the_configured_sizes() {
+    let (dir, config) = setup("[identity]\nsnapshot_interval = 2\nchange_retention = 3\n");
+    for seed in 20..32 {
+        enroll(&config, seed, "c");
+    }
+    let changes = dir.path().join("state/store/identity/changes");
+    let entries: Vec<u64> = std::fs::read_dir(&changes)
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.unwrap().path();
+            path.file_stem()?.to_str()?.parse().ok()
+        })
+        .collect();
+    assert!(
+        entries.len() <= 3 + 2,
+        "{} entries kept after 12 changes: {entries:?}",
+        entries.len()
+    );
+    assert_eq!(entries.iter().max(), Some(&12));
+    assert!(changes.join("floor.rec").exists());
+    // Every device is still there.
+    let devices = json(&config, &["devices", "list", "--json"]);
+    assert_eq!(devices.as_array().unwrap().len(), 12);
 }

@@ -244,3 +244,95 @@ impl keygate_sdk::SecretStore for FaultyStore {
         self.inner.list(prefix)
     }
 }
+
+/// A `keygate gateway run` child whose stderr lines the test reads as they
+/// come; stopped with SIGINT (as Ctrl-C) when dropped.
+pub struct GatewayProcess {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl GatewayProcess {
+    /// Starts `keygate gateway run` on `config` (with `env` set, e.g.
+    /// `KEYGATE_LOG`; an empty value removes the variable) and waits for
+    /// its ready line.
+    pub fn start(config: &Path, env: &[(&str, &str)]) -> GatewayProcess {
+        use std::io::BufRead;
+        let mut cmd = keygate(config);
+        for (k, v) in env {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        let mut child = cmd
+            .args(["gateway", "run"])
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the gateway");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut gateway = GatewayProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        gateway.wait_for("gateway ready", std::time::Duration::from_secs(30));
+        gateway
+    }
+
+    /// Waits up to `timeout` for a line containing `needle` and returns it.
+    pub fn wait_for(&mut self, needle: &str, timeout: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "the gateway never logged {needle:?}; it logged:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGINT and returns whether it exited successfully.
+    pub fn stop(mut self) -> bool {
+        self.interrupt();
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+
+    fn interrupt(&self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.interrupt();
+            let _ = self.child.wait();
+        }
+    }
+}

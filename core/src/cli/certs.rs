@@ -11,7 +11,7 @@ use keygate_core::state::RevokeOutcome;
 use keygate_core::state::records::DEVICES_PREFIX;
 use serde::Serialize;
 
-use super::format::{print_json, rfc3339, warn_unreadable};
+use super::format::{RevokedView, print_json, rfc3339, warn_unreadable};
 
 /// Certificate commands.
 #[derive(Subcommand)]
@@ -29,6 +29,9 @@ pub enum CertsCommand {
         /// Why, recorded with the revocation.
         #[arg(long, default_value = "")]
         reason: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -108,19 +111,23 @@ pub fn run(cmd: CertsCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
         CertsCommand::Revoke {
             fingerprint,
             reason,
+            json,
         } => {
             let fp = CertFingerprint::parse(fingerprint.trim())
                 .context("not a certificate fingerprint")?;
-            match manager.revoke_certificate(&fp, &reason, SystemTime::now())? {
-                RevokeOutcome::Revoked(r) => {
-                    outln!("revoked certificate {fp} at {}", rfc3339(r.at))
-                }
-                RevokeOutcome::AlreadyRevoked(r) => {
-                    outln!(
+            let outcome = manager.revoke_certificate(&fp, &reason, SystemTime::now())?;
+            if json {
+                print_json(&RevokedView::new("fingerprint", &fp.to_string(), &outcome))?;
+            } else {
+                match outcome {
+                    RevokeOutcome::Revoked(r) => {
+                        outln!("revoked certificate {fp} at {}", rfc3339(r.at))
+                    }
+                    RevokeOutcome::AlreadyRevoked(r) => outln!(
                         "certificate {fp} was already revoked at {} ({})",
                         rfc3339(r.at),
                         r.reason
-                    )
+                    ),
                 }
             }
         }

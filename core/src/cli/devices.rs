@@ -12,7 +12,7 @@ use keygate_core::state::RevokeOutcome;
 use keygate_core::state::records::CertRecord;
 use serde::Serialize;
 
-use super::format::{print_json, rfc3339, unix, warn_unreadable};
+use super::format::{RevokedView, print_json, rfc3339, unix, warn_unreadable};
 
 /// Device commands.
 #[derive(Subcommand)]
@@ -30,6 +30,9 @@ pub enum DevicesCommand {
         /// Why, recorded with the revocation.
         #[arg(long, default_value = "")]
         reason: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Enrol a device by its Ed25519 public key and issue it a client
     /// certificate, without pairing (for provisioning; the key never leaves
@@ -47,6 +50,9 @@ pub enum DevicesCommand {
         /// Write the certificate (PEM) here.
         #[arg(long)]
         cert_out: Option<PathBuf>,
+        /// Print JSON (with the certificate's PEM).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -72,6 +78,16 @@ struct DeviceView {
     /// The newest certificate's expiry.
     not_after: Option<String>,
     certificates: Vec<CertView>,
+}
+
+#[derive(Serialize)]
+struct EnrolledView {
+    device_id: String,
+    name: String,
+    fingerprint: String,
+    not_before: String,
+    not_after: String,
+    certificate_pem: String,
 }
 
 pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
@@ -135,16 +151,25 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
                 }
             }
         }
-        DevicesCommand::Revoke { device_id, reason } => {
+        DevicesCommand::Revoke {
+            device_id,
+            reason,
+            json,
+        } => {
             let id = DeviceId::parse(device_id.trim()).context("not a device id")?;
-            match manager.revoke_device(&id, &reason, SystemTime::now())? {
-                RevokeOutcome::Revoked(r) => outln!("revoked device {id} at {}", rfc3339(r.at)),
-                RevokeOutcome::AlreadyRevoked(r) => {
-                    outln!(
+            let outcome = manager.revoke_device(&id, &reason, SystemTime::now())?;
+            if json {
+                print_json(&RevokedView::new("device_id", &id.to_string(), &outcome))?;
+            } else {
+                match outcome {
+                    RevokeOutcome::Revoked(r) => {
+                        outln!("revoked device {id} at {}", rfc3339(r.at))
+                    }
+                    RevokeOutcome::AlreadyRevoked(r) => outln!(
                         "device {id} was already revoked at {} ({})",
                         rfc3339(r.at),
                         r.reason
-                    )
+                    ),
                 }
             }
         }
@@ -153,6 +178,7 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
             name,
             capabilities,
             cert_out,
+            json,
         } => {
             let key: DevicePublicKey = public_key
                 .trim()
@@ -163,12 +189,23 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
                 std::fs::write(&path, &enrolled.certificate.pem)
                     .with_context(|| format!("{}: cannot write the certificate", path.display()))?;
             }
-            outln!("device_id    {}", enrolled.device.device_id);
-            outln!("fingerprint  {}", enrolled.certificate.fingerprint);
-            outln!(
-                "not_after    {}",
-                rfc3339(unix(enrolled.certificate.not_after))
-            );
+            if json {
+                print_json(&EnrolledView {
+                    device_id: enrolled.device.device_id.to_string(),
+                    name: enrolled.device.name.clone(),
+                    fingerprint: enrolled.certificate.fingerprint.to_string(),
+                    not_before: rfc3339(unix(enrolled.certificate.not_before)),
+                    not_after: rfc3339(unix(enrolled.certificate.not_after)),
+                    certificate_pem: enrolled.certificate.pem.clone(),
+                })?;
+            } else {
+                outln!("device_id    {}", enrolled.device.device_id);
+                outln!("fingerprint  {}", enrolled.certificate.fingerprint);
+                outln!(
+                    "not_after    {}",
+                    rfc3339(unix(enrolled.certificate.not_after))
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -17,6 +17,40 @@ pub fn warn_unreadable(records: &[keygate_core::state::UnreadableRecord]) {
     }
 }
 
+/// What `devices revoke --json` and `certs revoke --json` print.
+#[derive(serde::Serialize)]
+pub struct RevokedView {
+    /// `device_id` or `fingerprint`, and its value.
+    #[serde(flatten)]
+    subject: std::collections::BTreeMap<&'static str, String>,
+    revoked: bool,
+    already_revoked: bool,
+    revoked_at: String,
+    reason: String,
+}
+
+impl RevokedView {
+    /// The outcome of revoking the thing named `field` = `value`.
+    pub fn new(
+        field: &'static str,
+        value: &str,
+        outcome: &keygate_core::state::RevokeOutcome,
+    ) -> Self {
+        use keygate_core::state::RevokeOutcome;
+        let (r, already) = match outcome {
+            RevokeOutcome::Revoked(r) => (r, false),
+            RevokeOutcome::AlreadyRevoked(r) => (r, true),
+        };
+        Self {
+            subject: [(field, value.to_owned())].into(),
+            revoked: true,
+            already_revoked: already,
+            revoked_at: rfc3339(r.at),
+            reason: r.reason.clone(),
+        }
+    }
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     outln!("{}", serde_json::to_string_pretty(value)?);

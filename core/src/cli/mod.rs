@@ -17,6 +17,7 @@ mod format;
 mod gateway;
 mod identity;
 mod plugins;
+mod state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,12 @@ struct Cli {
     /// The config file.
     #[arg(long, global = true, env = "KEYGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
+
+    /// Log more to stderr: `-v` info, `-vv` debug, `-vvv` trace. Commands
+    /// log only warnings and errors by default, `gateway run` logs at info;
+    /// `KEYGATE_LOG` (e.g. `debug`, `keygate=trace`) overrides both.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 
     #[command(subcommand)]
     command: Command,
@@ -54,18 +61,26 @@ enum Command {
     /// Client certificates: list, revoke.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// The identity state as a whole: check it for unreadable records.
+    #[command(subcommand)]
+    State(state::StateCommand),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let quiet_level = match cli.command {
+        Command::Gateway(_) => "info",
+        _ => "warn",
+    };
+    init_logging(quiet_level, cli.verbose);
     let result = match cli.command {
         Command::Gateway(cmd) => gateway::run(cmd, &cli.config),
         Command::Plugins(cmd) => plugins::run(cmd, &cli.config),
         Command::Ca(cmd) => ca::run(cmd, &cli.config),
         Command::Devices(cmd) => devices::run(cmd, &cli.config),
         Command::Certs(cmd) => certs::run(cmd, &cli.config),
+        Command::State(cmd) => state::run(cmd, &cli.config),
     };
     match result {
         Ok(code) => code,
@@ -76,12 +91,22 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr at `default` (raised by each `-v`), unless `KEYGATE_LOG`
+/// says otherwise; colours only when stderr is a terminal.
+fn init_logging(default: &str, verbose: u8) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KEYGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let level = match (default, verbose) {
+        (level, 0) => level,
+        ("warn", 1) => "info",
+        ("warn", 2) | ("info", 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("KEYGATE_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

@@ -2,6 +2,7 @@
 //! change log other processes follow, and the revocation index.
 
 pub mod changelog;
+pub mod check;
 mod error;
 pub mod fault;
 mod follower;

@@ -61,8 +61,12 @@ pub struct PairingSession {
     pub created_at: u64,
     /// Unix seconds; the code is refused from then on.
     pub expires_at: u64,
-    /// Failed attempts left before the code is burned.
+    /// Attempts left before the code is burned (an attempt is counted
+    /// when it begins, see [`Attempt`]).
     pub attempts_left: u32,
+    /// Attempts begun and not yet reported failed (or successful).
+    #[serde(default)]
+    pub in_flight: u32,
 }
 
 impl std::fmt::Debug for PairingSession {
@@ -76,12 +80,30 @@ impl std::fmt::Debug for PairingSession {
     }
 }
 
+/// One attempt at a code, counted before its proof is checked.
+///
+/// [`IdentityManager::begin_attempt`] takes one of the code's attempts and
+/// hands out the secret to check the proof against; the caller then either
+/// [`consume_pairing_session`](IdentityManager::consume_pairing_session)s
+/// the code (the proof held) or reports
+/// [`fail_attempt`](IdentityManager::fail_attempt). Because the count is
+/// taken first, concurrent attempts on one code, in one process or several,
+/// never test more guesses than the code allows: the attempt after the last
+/// one is refused before any proof is looked at. An attempt whose caller
+/// vanishes (a dropped connection) stays counted.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The session, with its secret; `attempts_left` already counts this
+    /// attempt.
+    pub session: PairingSession,
+}
+
 /// What a failed attempt did to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptOutcome {
-    /// The code stays usable for this many more failures.
+    /// The code stays usable for this many more attempts.
     Remaining(u32),
-    /// That was the last allowed failure: the code is gone.
+    /// That was the last allowed attempt: the code is gone.
     Burned,
 }
 
@@ -177,6 +199,9 @@ pub enum SessionRefusal {
     /// Past its expiry.
     #[error("pairing code {0} has expired")]
     Expired(String),
+    /// Every attempt it allows is taken (by attempts still in progress).
+    #[error("pairing code {0} has no attempts left")]
+    NoAttemptsLeft(String),
 }
 
 impl IdentityManager {
@@ -197,6 +222,7 @@ impl IdentityManager {
             created_at: unix_secs(now),
             expires_at: unix_secs(now + ttl),
             attempts_left: max_attempts.max(1),
+            in_flight: 0,
         };
         self.mutate("pairing mint", |_| {
             let key = session_key(&session.id);
@@ -228,24 +254,60 @@ impl IdentityManager {
         })
     }
 
-    /// Records one failed proof of a session's code; the last allowed one
-    /// deletes the session (the code is burned).
-    pub fn record_failed_attempt(&self, id: &str) -> Result<AttemptOutcome, IdentityError> {
+    /// Takes one attempt at a session's code before its proof is checked
+    /// (see [`Attempt`]): refused when the code is unknown, expired (and
+    /// then removed) or has no attempt left.
+    pub fn begin_attempt(
+        &self,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<Result<Attempt, SessionRefusal>, IdentityError> {
+        self.mutate("pairing attempt", |m| {
+            let key = session_key(id);
+            let refuse = |refusal| Ok((Vec::new(), Err(refusal)));
+            let Some((mut session, version)) = m.get_record::<PairingSession>(&key)? else {
+                return refuse(SessionRefusal::Unknown(id.to_owned()));
+            };
+            if unix_secs(now) >= session.expires_at {
+                return Ok((
+                    vec![Write::delete(key, version)],
+                    Err(SessionRefusal::Expired(id.to_owned())),
+                ));
+            }
+            if session.attempts_left == 0 {
+                return refuse(SessionRefusal::NoAttemptsLeft(id.to_owned()));
+            }
+            session.attempts_left -= 1;
+            session.in_flight = session.in_flight.saturating_add(1);
+            let value = json(&key, &session)?;
+            Ok((
+                vec![Write::put(key, value, Some(version))],
+                Ok(Attempt { session }),
+            ))
+        })
+    }
+
+    /// Reports that an attempt's proof failed. The attempt was counted when
+    /// it began; once no attempt is left and none is still in flight (one
+    /// of those could yet succeed), the code is deleted (burned).
+    pub fn fail_attempt(&self, attempt: &Attempt) -> Result<AttemptOutcome, IdentityError> {
+        let id = &attempt.session.id;
         self.mutate("pairing failed attempt", |m| {
             let key = session_key(id);
-            let (mut s, version) = m.get_record::<PairingSession>(&key)?.ok_or_else(|| {
-                IdentityError::corrupt(&key, SessionRefusal::Unknown(id.to_owned()))
-            })?;
-            s.attempts_left = s.attempts_left.saturating_sub(1);
-            if s.attempts_left == 0 {
-                Ok((vec![Write::delete(key, version)], AttemptOutcome::Burned))
-            } else {
-                let left = s.attempts_left;
-                Ok((
-                    vec![Write::put(key.clone(), json(&key, &s)?, Some(version))],
-                    AttemptOutcome::Remaining(left),
-                ))
+            let Some((mut s, version)) = m.get_record::<PairingSession>(&key)? else {
+                // Used by another attempt, expired, or burned already.
+                return Ok((Vec::new(), AttemptOutcome::Burned));
+            };
+            s.in_flight = s.in_flight.saturating_sub(1);
+            if s.attempts_left == 0 && s.in_flight == 0 {
+                return Ok((vec![Write::delete(key, version)], AttemptOutcome::Burned));
             }
+            let left = s.attempts_left;
+            let value = json(&key, &s)?;
+            Ok((
+                vec![Write::put(key, value, Some(version))],
+                AttemptOutcome::Remaining(left),
+            ))
         })
     }
 
@@ -354,38 +416,104 @@ mod tests {
 
     const MINUTE: Duration = Duration::from_secs(60);
 
+    fn mint(m: &IdentityManager, attempts: u32, now: SystemTime) -> PairingSession {
+        m.create_pairing_session(
+            Method::Pin,
+            Zeroizing::new("48203917".into()),
+            10 * MINUTE,
+            attempts,
+            now,
+        )
+        .unwrap()
+    }
+
     #[test]
-    fn a_code_burns_after_its_allowed_failures() {
+    fn a_code_burns_after_its_allowed_failed_attempts() {
         let dir = tempfile::tempdir().unwrap();
         let m = manager(dir.path());
         let now = SystemTime::now();
-        let s = m
-            .create_pairing_session(
-                Method::Pin,
-                Zeroizing::new("48203917".into()),
-                10 * MINUTE,
-                3,
-                now,
-            )
-            .unwrap();
+        let s = mint(&m, 3, now);
+        for left in [2, 1] {
+            let attempt = m.begin_attempt(&s.id, now).unwrap().unwrap();
+            assert_eq!(attempt.session.secret.as_str(), "48203917");
+            assert_eq!(attempt.session.attempts_left, left);
+            assert_eq!(
+                m.fail_attempt(&attempt).unwrap(),
+                AttemptOutcome::Remaining(left)
+            );
+        }
+        let last = m.begin_attempt(&s.id, now).unwrap().unwrap();
+        assert_eq!(m.fail_attempt(&last).unwrap(), AttemptOutcome::Burned);
         assert_eq!(
-            m.record_failed_attempt(&s.id).unwrap(),
-            AttemptOutcome::Remaining(2)
-        );
-        assert_eq!(
-            m.record_failed_attempt(&s.id).unwrap(),
-            AttemptOutcome::Remaining(1)
-        );
-        assert_eq!(
-            m.record_failed_attempt(&s.id).unwrap(),
-            AttemptOutcome::Burned
-        );
-        assert_eq!(
-            m.pairing_session(&s.id, now).unwrap().unwrap_err(),
+            m.begin_attempt(&s.id, now).unwrap().unwrap_err(),
             SessionRefusal::Unknown(s.id.clone())
         );
         assert_eq!(
             m.consume_pairing_session(&s.id, now).unwrap().unwrap_err(),
+            SessionRefusal::Unknown(s.id)
+        );
+    }
+
+    #[test]
+    fn an_attempt_is_counted_before_its_proof_so_the_last_may_still_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let s = mint(&m, 2, now);
+        let first = m.begin_attempt(&s.id, now).unwrap().unwrap();
+        let second = m.begin_attempt(&s.id, now).unwrap().unwrap();
+        assert_eq!(second.session.attempts_left, 0);
+        // Both attempts are in flight: a third is refused before any proof.
+        assert_eq!(
+            m.begin_attempt(&s.id, now).unwrap().unwrap_err(),
+            SessionRefusal::NoAttemptsLeft(s.id.clone())
+        );
+        assert_eq!(
+            m.fail_attempt(&first).unwrap(),
+            AttemptOutcome::Remaining(0)
+        );
+        // The last counted attempt proves the code and uses it.
+        assert!(m.consume_pairing_session(&s.id, now).unwrap().is_ok());
+        assert_eq!(m.fail_attempt(&second).unwrap(), AttemptOutcome::Burned);
+        assert_eq!(
+            m.begin_attempt(&s.id, now).unwrap().unwrap_err(),
+            SessionRefusal::Unknown(s.id)
+        );
+    }
+
+    #[test]
+    fn concurrent_attempts_never_test_more_guesses_than_the_code_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(manager(dir.path()));
+        let now = SystemTime::now();
+        let s = mint(&m, 5, now);
+        let outcomes: Vec<Result<Attempt, SessionRefusal>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| scope.spawn(|| m.begin_attempt(&s.id, now).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let granted = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(granted, 5, "exactly the allowed attempts are granted");
+        for refused in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            assert_eq!(*refused, SessionRefusal::NoAttemptsLeft(s.id.clone()));
+        }
+    }
+
+    #[test]
+    fn an_attempt_on_an_expired_code_is_refused_and_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let s = mint(&m, 5, now);
+        assert_eq!(
+            m.begin_attempt(&s.id, now + 10 * MINUTE)
+                .unwrap()
+                .unwrap_err(),
+            SessionRefusal::Expired(s.id.clone())
+        );
+        assert_eq!(
+            m.begin_attempt(&s.id, now).unwrap().unwrap_err(),
             SessionRefusal::Unknown(s.id)
         );
     }
@@ -412,10 +540,11 @@ mod tests {
                 .as_str(),
             "ab".repeat(16)
         );
-        assert!(
+        assert_eq!(
             m.consume_pairing_session(&s.id, now + MINUTE)
                 .unwrap()
-                .is_err(),
+                .unwrap_err(),
+            SessionRefusal::Unknown(s.id.clone()),
             "second use refused"
         );
 
@@ -435,8 +564,9 @@ mod tests {
                 .unwrap_err(),
             SessionRefusal::Expired(s.id.clone())
         );
-        assert!(
-            m.pairing_session(&s.id, now).unwrap().is_err(),
+        assert_eq!(
+            m.pairing_session(&s.id, now).unwrap().unwrap_err(),
+            SessionRefusal::Unknown(s.id),
             "expired code removed"
         );
     }

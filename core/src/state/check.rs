@@ -1,0 +1,170 @@
+//! `keygate state check`: reads every identity record and names the ones
+//! that cannot be used.
+//!
+//! Each key under `identity/` is read through the store and decoded as the
+//! record its name says it holds ([`check_record`]); a key no record of
+//! schema `v1` is stored under is reported too. Reading only: the state
+//! lock is not taken, and a record written while the check runs is checked
+//! as it was read.
+
+use zeroize::Zeroizing;
+
+use super::IdentityError;
+use super::changelog::{CHANGES_PREFIX, ChangeEntry, FLOOR_KEY, decode_floor};
+use super::fault::{Read, UnreadableRecord, read_with};
+use super::index::{IndexSnapshot, SNAPSHOT_KEY};
+use super::manager::IdentityManager;
+use super::pairing::{APPROVALS_PREFIX, ApprovalRecord, PAIRING_PREFIX, PairingSession};
+use super::records::{
+    CA_KEY, CERTS_PREFIX, CaRecord, CertRecord, DEVICES_PREFIX, DeviceRecord, SCHEMA_KEY,
+    SCHEMA_VERSION,
+};
+use crate::ca::CertificateAuthority;
+use crate::identity::{CertFingerprint, DeviceId};
+
+/// The prefix every identity record lives under.
+pub const IDENTITY_PREFIX: &str = "identity/";
+
+/// What a check found.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// How many keys were read.
+    pub checked: usize,
+    /// The ones that cannot be used, by key.
+    pub unreadable: Vec<UnreadableRecord>,
+}
+
+fn json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// Decodes `bytes` as the record `key` names: `Err` says what is wrong.
+pub fn check_record(key: &str, bytes: &[u8]) -> Result<(), String> {
+    let names = |what: &str, ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("it holds the record of another {what}"))
+        }
+    };
+    if key == SCHEMA_KEY {
+        return match bytes == SCHEMA_VERSION.as_bytes() {
+            true => Ok(()),
+            false => Err(format!(
+                "schema marker {:?}, expected {SCHEMA_VERSION:?}",
+                String::from_utf8_lossy(bytes)
+            )),
+        };
+    }
+    if key == CA_KEY {
+        let record: CaRecord = json(&Zeroizing::new(bytes.to_vec()))?;
+        return CertificateAuthority::from_pem(&record.cert_pem, &record.key_pem)
+            .map(drop)
+            .map_err(|e| e.to_string());
+    }
+    if key == FLOOR_KEY {
+        return decode_floor(bytes).map(drop);
+    }
+    if key == SNAPSHOT_KEY {
+        return json::<IndexSnapshot>(bytes).map(drop);
+    }
+    if let Some(id) = key.strip_prefix(DEVICES_PREFIX) {
+        let id = DeviceId::parse(id).map_err(|e| format!("not a device id: {e}"))?;
+        let record: DeviceRecord = json(bytes)?;
+        return names("device", record.device_id == id);
+    }
+    if let Some(fp) = key.strip_prefix(CERTS_PREFIX) {
+        let fp = CertFingerprint::parse(fp).map_err(|e| format!("not a fingerprint: {e}"))?;
+        let record: CertRecord = json(bytes)?;
+        return names("certificate", record.fingerprint == fp);
+    }
+    if let Some(seq) = key.strip_prefix(CHANGES_PREFIX) {
+        let seq: u64 = seq
+            .parse()
+            .ok()
+            .filter(|_| seq.len() == 20)
+            .ok_or("not a change sequence number")?;
+        return ChangeEntry::decode(seq, bytes)
+            .map(drop)
+            .map_err(|e| match e {
+                IdentityError::Corrupt { reason, .. } => reason,
+                other => other.to_string(),
+            });
+    }
+    if let Some(id) = key.strip_prefix(PAIRING_PREFIX) {
+        let record: PairingSession = json(bytes)?;
+        return names("pairing code", record.id == id);
+    }
+    if let Some(id) = key.strip_prefix(APPROVALS_PREFIX) {
+        let record: ApprovalRecord = json(bytes)?;
+        return names("approval request", record.id == id);
+    }
+    Err(format!(
+        "no record of identity schema {SCHEMA_VERSION} is stored under this name"
+    ))
+}
+
+impl IdentityManager {
+    /// Reads and decodes every identity record (see the module docs). Only
+    /// a transient store failure is an error.
+    pub fn check(&self) -> Result<CheckReport, IdentityError> {
+        let mut report = CheckReport::default();
+        for key in self.store.list(IDENTITY_PREFIX)? {
+            report.checked += 1;
+            let reason = match read_with(&*self.store, &key, |bytes| check_record(&key, bytes))? {
+                Read::Absent | Read::Found(..) => continue,
+                Read::Unreadable(reason) => reason,
+            };
+            report.unreadable.push(UnreadableRecord { key, reason });
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_key_is_decoded_as_its_record() {
+        assert_eq!(check_record(SCHEMA_KEY, b"v1"), Ok(()));
+        assert!(
+            check_record(SCHEMA_KEY, b"v2")
+                .unwrap_err()
+                .contains("\"v2\"")
+        );
+        assert_eq!(check_record(FLOOR_KEY, b"17"), Ok(()));
+        assert!(check_record(FLOOR_KEY, b"x").is_err());
+        let entry = br#"{"seq":3,"at_unix_ms":0,"keys":[]}"#;
+        assert_eq!(
+            check_record("identity/changes/00000000000000000003", entry),
+            Ok(())
+        );
+        assert!(
+            check_record("identity/changes/00000000000000000004", entry)
+                .unwrap_err()
+                .contains("change 3")
+        );
+        assert_eq!(
+            check_record("identity/changes/3", entry).unwrap_err(),
+            "not a change sequence number"
+        );
+        assert!(
+            check_record("identity/devices/nope", b"{}")
+                .unwrap_err()
+                .starts_with("not a device id")
+        );
+        assert!(
+            check_record("identity/certs/nope", b"{}")
+                .unwrap_err()
+                .starts_with("not a fingerprint")
+        );
+        assert!(check_record(CA_KEY, b"{}").is_err());
+        assert!(check_record(SNAPSHOT_KEY, b"[]").is_err());
+        assert!(
+            check_record("identity/elsewhere", b"{}")
+                .unwrap_err()
+                .contains("no record of identity schema v1")
+        );
+    }
+}
