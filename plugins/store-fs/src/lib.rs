@@ -75,6 +75,15 @@
 //! left as it is for inspection. To give up on it, restore it from a
 //! backup or remove the file by hand; the key is then absent.
 //!
+//! # What the disk shows without the key
+//! Values are sealed; **file names are not**: they are the record keys,
+//! reversibly encoded. Whoever can list the root learns every key (for
+//! Keygate's identity state: device ids, certificate fingerprints, pairing
+//! and approval ids, change-log sequence numbers), how many records there
+//! are, their sizes, and when each changed. No key name carries a secret
+//! in Keygate's own records; a deployment that must hide even those keeps
+//! the root on an encrypted volume.
+//!
 //! # Limits
 //! A key segment takes at most 251 bytes once encoded (one byte per
 //! `[A-Za-z0-9_-]`, three for any other byte); longer ones are `Invalid`.
