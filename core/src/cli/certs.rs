@@ -7,11 +7,10 @@ use std::time::SystemTime;
 use anyhow::Context;
 use clap::Subcommand;
 use keygate_core::identity::{CertFingerprint, DeviceId};
-use keygate_core::state::RevokeOutcome;
 use keygate_core::state::records::DEVICES_PREFIX;
 use serde::Serialize;
 
-use super::format::{RevokedView, print_json, rfc3339, warn_unreadable};
+use super::format::{print_json, report_revocation, rfc3339, warn_unreadable};
 
 /// Certificate commands.
 #[derive(Subcommand)]
@@ -116,20 +115,13 @@ pub fn run(cmd: CertsCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
             let fp = CertFingerprint::parse(fingerprint.trim())
                 .context("not a certificate fingerprint")?;
             let outcome = manager.revoke_certificate(&fp, &reason, SystemTime::now())?;
-            if json {
-                print_json(&RevokedView::new("fingerprint", &fp.to_string(), &outcome))?;
-            } else {
-                match outcome {
-                    RevokeOutcome::Revoked(r) => {
-                        outln!("revoked certificate {fp} at {}", rfc3339(r.at))
-                    }
-                    RevokeOutcome::AlreadyRevoked(r) => outln!(
-                        "certificate {fp} was already revoked at {} ({})",
-                        rfc3339(r.at),
-                        r.reason
-                    ),
-                }
-            }
+            report_revocation(
+                "fingerprint",
+                "certificate",
+                &fp.to_string(),
+                &outcome,
+                json,
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -8,11 +8,10 @@ use std::time::SystemTime;
 use anyhow::Context;
 use clap::Subcommand;
 use keygate_core::identity::{DeviceId, DevicePublicKey};
-use keygate_core::state::RevokeOutcome;
 use keygate_core::state::records::CertRecord;
 use serde::Serialize;
 
-use super::format::{RevokedView, print_json, rfc3339, unix, warn_unreadable};
+use super::format::{print_json, report_revocation, rfc3339, unix, warn_unreadable};
 
 /// Device commands.
 #[derive(Subcommand)]
@@ -158,20 +157,7 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
         } => {
             let id = DeviceId::parse(device_id.trim()).context("not a device id")?;
             let outcome = manager.revoke_device(&id, &reason, SystemTime::now())?;
-            if json {
-                print_json(&RevokedView::new("device_id", &id.to_string(), &outcome))?;
-            } else {
-                match outcome {
-                    RevokeOutcome::Revoked(r) => {
-                        outln!("revoked device {id} at {}", rfc3339(r.at))
-                    }
-                    RevokeOutcome::AlreadyRevoked(r) => outln!(
-                        "device {id} was already revoked at {} ({})",
-                        rfc3339(r.at),
-                        r.reason
-                    ),
-                }
-            }
+            report_revocation("device_id", "device", &id.to_string(), &outcome, json)?;
         }
         DevicesCommand::Enroll {
             public_key,

@@ -19,7 +19,7 @@ pub fn warn_unreadable(records: &[keygate_core::state::UnreadableRecord]) {
 
 /// What `devices revoke --json` and `certs revoke --json` print.
 #[derive(serde::Serialize)]
-pub struct RevokedView {
+struct RevokedView {
     /// `device_id` or `fingerprint`, and its value.
     #[serde(flatten)]
     subject: std::collections::BTreeMap<&'static str, String>,
@@ -31,11 +31,7 @@ pub struct RevokedView {
 
 impl RevokedView {
     /// The outcome of revoking the thing named `field` = `value`.
-    pub fn new(
-        field: &'static str,
-        value: &str,
-        outcome: &keygate_core::state::RevokeOutcome,
-    ) -> Self {
+    fn new(field: &'static str, value: &str, outcome: &keygate_core::state::RevokeOutcome) -> Self {
         use keygate_core::state::RevokeOutcome;
         let (r, already) = match outcome {
             RevokeOutcome::Revoked(r) => (r, false),
@@ -49,6 +45,29 @@ impl RevokedView {
             reason: r.reason.clone(),
         }
     }
+}
+
+/// Prints what a revoke command did, as JSON or as one line.
+pub fn report_revocation(
+    field: &'static str,
+    noun: &str,
+    value: &str,
+    outcome: &keygate_core::state::RevokeOutcome,
+    json: bool,
+) -> anyhow::Result<()> {
+    use keygate_core::state::RevokeOutcome;
+    if json {
+        return print_json(&RevokedView::new(field, value, outcome));
+    }
+    match outcome {
+        RevokeOutcome::Revoked(r) => outln!("revoked {noun} {value} at {}", rfc3339(r.at)),
+        RevokeOutcome::AlreadyRevoked(r) => outln!(
+            "{noun} {value} was already revoked at {} ({})",
+            rfc3339(r.at),
+            r.reason
+        ),
+    }
+    Ok(())
 }
 
 /// Prints `value` as pretty JSON on stdout.
