@@ -485,12 +485,26 @@ fn stray_and_mismatched_records_are_named_and_fail_closed() {
         .put(&a_key, &b_record.value, Some(a_version))
         .unwrap();
 
+    // And B's certificate key holds C's certificate record.
+    let c = s.enroll(3);
+    let c_cert = s
+        .store
+        .get(&cert_key(&c.certificate.fingerprint))
+        .unwrap()
+        .unwrap();
+    let b_cert_key = cert_key(&b.certificate.fingerprint);
+    let b_version = s.store.get(&b_cert_key).unwrap().unwrap().version;
+    s.store
+        .put(&b_cert_key, &c_cert.value, Some(b_version))
+        .unwrap();
+
     assert_eq!(s.reader.refresh().unwrap(), []);
     assert_eq!(
         status(&s.reader, &a),
         CertStatus::Unreadable(Some(a.device.device_id))
     );
-    assert_eq!(status(&s.reader, &b), CertStatus::Valid(b.device.device_id));
+    assert_eq!(status(&s.reader, &b), CertStatus::Unreadable(None));
+    assert_eq!(status(&s.reader, &c), CertStatus::Valid(c.device.device_id));
     let mut named: Vec<(String, String)> = s
         .reader
         .unreadable_records()
@@ -498,11 +512,15 @@ fn stray_and_mismatched_records_are_named_and_fail_closed() {
         .map(|u| (u.key, u.reason))
         .collect();
     named.sort();
-    assert_eq!(named.len(), 3, "{named:?}");
-    assert!(named[0].0 == "identity/certs/zz" && named[0].1.contains("not a fingerprint"));
-    assert!(named[1].0 == a_key && named[1].1.contains(&b.device.device_id.to_string()));
+    assert_eq!(named.len(), 4, "{named:?}");
     assert!(
-        named[2].0 == "identity/devices/not-a-device-id" && named[2].1.contains("not a device id")
+        named[0].0 == b_cert_key && named[0].1.contains(&c.certificate.fingerprint.to_string()),
+        "{named:?}"
+    );
+    assert!(named[1].0 == "identity/certs/zz" && named[1].1.contains("not a fingerprint"));
+    assert!(named[2].0 == a_key && named[2].1.contains(&b.device.device_id.to_string()));
+    assert!(
+        named[3].0 == "identity/devices/not-a-device-id" && named[3].1.contains("not a device id")
     );
 }
 
