@@ -575,3 +575,31 @@ fn a_gap_in_the_change_log_is_found_at_the_recheck() {
         .unwrap();
     assert_exactly_once(&events, &[device_event(&a), device_event(&b)], "gap");
 }
+
+#[test]
+fn a_reload_reports_certificates_that_left_the_state_but_not_those_that_expired() {
+    let settings = IdentitySettings {
+        client_validity: HOUR,
+        ..small(4, 2)
+    };
+    let s = Setup::new(settings);
+    let expiring = s.enroll(1);
+    let leaving = s
+        .writer
+        .enroll(&key(2).public_key(), "l", &[], s.now + HOUR + HOUR / 2)
+        .unwrap();
+    s.reader.refresh_at(s.now + HOUR / 2).unwrap();
+    assert_eq!(s.reader.indexed_certificates(), 2);
+    // An operator removes one record by hand, and the reader falls behind
+    // the compacted log while the other certificate expires.
+    let gone = cert_key(&leaving.certificate.fingerprint);
+    let version = s.store.get(&gone).unwrap().unwrap().version;
+    s.store.delete(&gone, version).unwrap();
+    for n in 10..20 {
+        s.enroll(n);
+    }
+    assert!(s.floor() > 3, "compacted past the reader");
+    let events = s.reader.refresh_at(s.now + 2 * HOUR).unwrap();
+    assert_eq!(events, [cert_event(&leaving)]);
+    assert_eq!(status(&s.reader, &expiring), CertStatus::Unknown);
+}
