@@ -603,3 +603,92 @@ fn a_reload_reports_certificates_that_left_the_state_but_not_those_that_expired(
     assert_eq!(events, [cert_event(&leaving)]);
     assert_eq!(status(&s.reader, &expiring), CertStatus::Unknown);
 }
+
+#[test]
+fn a_snapshot_is_used_until_the_floor_passes_it_and_never_after() {
+    let s = Setup::new(IdentitySettings::default());
+    let open = |settings: IdentitySettings| {
+        IdentityManager::open(s.store.clone(), s._dir.path(), settings, s.now - 3 * HOUR).unwrap()
+    };
+    // A writer that compacts at every change (floor = head - 2), and a
+    // reader that snapshots but never compacts.
+    let writer = open(small(1, 2));
+    let snapshotter = open(small(4, 1000));
+    let enroll = |n: u8| {
+        writer
+            .enroll(&key(n).public_key(), "d", &[], s.now)
+            .unwrap()
+    };
+    let revoke = |e: &Enrolled| {
+        writer
+            .revoke_device(&e.device.device_id, "t", s.now)
+            .unwrap();
+    };
+    let devices: Vec<Enrolled> = (0..10).map(enroll).collect();
+    snapshotter.refresh().unwrap();
+    let snapshot_seq = s.head();
+    assert!(s.store.get(SNAPSHOT_KEY).unwrap().is_some());
+    revoke(&devices[0]);
+    revoke(&devices[1]);
+    assert_eq!(s.floor(), snapshot_seq, "the floor reached the snapshot");
+
+    // Still usable: a new reader loads it and follows the two entries.
+    let late = open(IdentitySettings::default());
+    s.store.fail_read(0);
+    late.refresh().unwrap();
+    // Following two entries from the snapshot takes about ten reads; a
+    // full load reads each of the 10 devices and 10 certificates.
+    assert!(
+        s.store.reads() < 2 * devices.len(),
+        "the snapshot was not used ({} reads)",
+        s.store.reads()
+    );
+    assert!(late.is_device_revoked(&devices[1].device.device_id));
+
+    // One change later the floor passed it: a reader must not start from
+    // it (the entries after it are gone), so it reads every record.
+    revoke(&devices[2]);
+    assert!(s.floor() > snapshot_seq);
+    let later = open(IdentitySettings::default());
+    later.refresh().unwrap();
+    for e in &devices[..3] {
+        assert!(later.is_device_revoked(&e.device.device_id));
+    }
+    assert_eq!(
+        status(&later, &devices[3]),
+        CertStatus::Valid(devices[3].device.device_id)
+    );
+}
+
+#[test]
+fn a_reload_keeps_naming_records_still_unreadable_and_forgets_mended_ones() {
+    let s = Setup::new(small(4, 2));
+    let (x, y) = (s.enroll(1), s.enroll(2));
+    let (x_key, y_key) = (
+        device_key(&x.device.device_id),
+        device_key(&y.device.device_id),
+    );
+    s.store.damage(&x_key);
+    s.store.damage(&y_key);
+    s.reader.refresh().unwrap();
+    assert_eq!(s.reader.unreadable_records().len(), 2);
+    s.store.mend(&x_key);
+    // The reader falls behind the compacted log and reloads.
+    for n in 10..20 {
+        s.enroll(n);
+    }
+    assert!(s.floor() > 2);
+    s.reader.refresh().unwrap();
+    let named: Vec<String> = s
+        .reader
+        .unreadable_records()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    assert_eq!(named, [y_key]);
+    assert_eq!(status(&s.reader, &x), CertStatus::Valid(x.device.device_id));
+    assert_eq!(
+        status(&s.reader, &y),
+        CertStatus::Unreadable(Some(y.device.device_id))
+    );
+}
