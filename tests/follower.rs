@@ -262,6 +262,22 @@ fn snapshots_and_compaction_happen_at_the_configured_interval() {
         );
     }
 
+    // The next snapshot comes `snapshot_interval` changes later, not before.
+    let snapshot_seq = |s: &Setup| -> u64 {
+        let v = s.store.get(SNAPSHOT_KEY).unwrap().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&v.value).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    for n in 20..23 {
+        s.enroll(n);
+    }
+    s.reader.refresh().unwrap();
+    assert_eq!(snapshot_seq(&s), head, "3 changes after it: not yet");
+    s.enroll(23);
+    s.reader.refresh().unwrap();
+    assert_eq!(snapshot_seq(&s), head + 4, "4 changes after it: a new one");
+
     // A process starting now loads the snapshot, not every record.
     let late = s.open();
     s.store.fail_read(0);

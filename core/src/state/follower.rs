@@ -43,7 +43,7 @@ use std::time::SystemTime;
 use serde::Deserialize;
 
 use super::IdentityError;
-use super::changelog::{self, change_key, read_entry, read_floor};
+use super::changelog::{self, change_key, read_entry};
 use super::fault::{Faults, Read, read_record, read_with};
 use super::index::{
     CertBinding, CertState, DeviceState, IndexSnapshot, RevocationIndex, SNAPSHOT_KEY,
@@ -52,7 +52,7 @@ use super::manager::{IdentitySettings, RevocationEvent, encode};
 use super::records::{CERTS_PREFIX, DEVICES_PREFIX, Revocation};
 use crate::identity::{CertFingerprint, DeviceId};
 use crate::time::unix_secs;
-use keygate_sdk::{ErrorKind, SecretStore};
+use keygate_sdk::SecretStore;
 
 /// What a refresh works with, borrowed from the manager.
 pub(super) struct Context<'a> {
@@ -607,19 +607,19 @@ impl Follower {
             Read::Found(_, version) => Some(version),
             Read::Absent => None,
             // The store will not replace a record it cannot open.
-            Read::Unreadable(_) => return Ok(()),
+            Read::Unreadable(reason) => {
+                cx.faults.met(
+                    SNAPSHOT_KEY,
+                    &reason,
+                    "no snapshot is written until it is moved aside",
+                    cx.settings.recheck_interval,
+                );
+                return Ok(());
+            }
         };
-        if let Read::Found(floor, _) = read_floor(cx.store)?
-            && floor > self.cursor
-        {
-            return Ok(());
-        }
-        match cx.store.put(SNAPSHOT_KEY, &bytes, version) {
-            Ok(_) => {}
-            // Another reader wrote one at the same moment.
-            Err(e) if e.kind() == ErrorKind::Conflict => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
+        // A conflict (another reader wrote one meanwhile) is tried again at
+        // the next refresh, like any other failure.
+        cx.store.put(SNAPSHOT_KEY, &bytes, version)?;
         self.snapshot_seq = self.cursor;
         let through = self.cursor.saturating_sub(cx.settings.change_retention);
         let deleted = changelog::compact(cx.store, through, self.cursor)?;
