@@ -519,6 +519,44 @@ mod tests {
     }
 
     #[test]
+    fn codes_are_kept_apart_and_never_print_their_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let a = mint(&m, 5, now);
+        let b = mint(&m, 5, now);
+        assert_ne!(a.id, b.id);
+        assert_eq!(a.id.len(), 32);
+        assert!(m.consume_pairing_session(&a.id, now).unwrap().is_ok());
+        assert_eq!(
+            m.pairing_session(&b.id, now).unwrap().unwrap().id,
+            b.id,
+            "using one code leaves the other"
+        );
+        let shown = format!("{b:?}");
+        assert!(shown.contains(&b.id), "{shown}");
+        assert!(!shown.contains("48203917"), "{shown}");
+    }
+
+    #[test]
+    fn a_lookup_of_an_expired_code_refuses_and_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let s = mint(&m, 5, now);
+        assert_eq!(
+            m.pairing_session(&s.id, now + 10 * MINUTE)
+                .unwrap()
+                .unwrap_err(),
+            SessionRefusal::Expired(s.id.clone())
+        );
+        assert_eq!(
+            m.pairing_session(&s.id, now).unwrap().unwrap_err(),
+            SessionRefusal::Unknown(s.id)
+        );
+    }
+
+    #[test]
     fn a_code_is_single_use_and_expires() {
         let dir = tempfile::tempdir().unwrap();
         let m = manager(dir.path());
