@@ -1,7 +1,8 @@
 //! `Config::parse` on arbitrary text (bytes that are not UTF-8 are
-//! converted lossily). Properties: no panic; an accepted config hands every
-//! plugin a `config` table that parses back as TOML; every error names the file, and a located error points at a
-//! line of the text.
+//! converted lossily), as read from an absolute path, a bare file name, `""`
+//! and `/`. Properties: no panic; an accepted config hands every plugin a
+//! `config` table that parses back as TOML; slot lines and error lines lie
+//! within the text; every error starts with the file name.
 
 #![no_main]
 
@@ -14,10 +15,9 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let text = text(data);
     let lines = text.matches('\n').count() + 1;
-    for path in [
-        Path::new("/etc/keygate/config.toml"),
-        Path::new("config.toml"),
-    ] {
+    // An absolute path, a bare file name, and paths without a parent.
+    let paths = ["/etc/keygate/config.toml", "config.toml", "", "/"];
+    for path in paths.map(Path::new) {
         match Config::parse(&text, path) {
             Ok(config) => {
                 assert!(

@@ -6,13 +6,16 @@
 //! name gives the name back, so the mapping is one-to-one); every segment
 //! encodes to a safe name that decodes back to it; a valid key maps to a
 //! relative path with one plain component per segment, within the file-name
-//! limit, that `list` reads back as the same segments.
+//! limit, that `list` reads back as the same segments; and the other way
+//! round, a name `list` accepts (the input as a record or folder name) leads
+//! to a key that `get` can read, at that very file.
 
 #![no_main]
 
-use std::path::Component;
+use std::path::{Component, Path};
 
 use keygate_fuzz::text;
+use keygate_sdk::validate_key;
 use keygate_store_fs::fuzzing::{classify, decode_segment, encode_segment, record_path};
 use libfuzzer_sys::fuzz_target;
 
@@ -33,6 +36,31 @@ fuzz_target!(|data: &[u8]| {
         assert!(name.bytes().all(safe), "{segment:?} encoded as {name:?}");
         if !segment.is_empty() {
             assert_eq!(decode_segment(&name).as_deref(), Some(segment));
+        }
+    }
+
+    // `list` turns a record file `<name>.rec` into the key segment `name`
+    // and a folder `name` into the prefix `name/` (keeping only valid keys);
+    // `get` must then find that very file.
+    for is_dir in [false, true] {
+        let name = if is_dir {
+            text.to_string()
+        } else {
+            format!("{text}.rec")
+        };
+        let Some(segment) = classify(&name, is_dir) else {
+            continue;
+        };
+        let (key, file) = if is_dir {
+            (format!("{segment}/x"), format!("{text}/x.rec"))
+        } else {
+            (segment, name.clone())
+        };
+        if validate_key(&key).is_ok() {
+            match record_path(&key) {
+                Ok(path) => assert_eq!(path, Path::new(&file), "{key:?}"),
+                Err(e) => panic!("list would give {key:?} (from {name:?}), which get refuses: {e}"),
+            }
         }
     }
 
