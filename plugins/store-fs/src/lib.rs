@@ -94,6 +94,9 @@
 mod config;
 mod crypto;
 mod durable;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod lock;
 mod path;
 mod tree;

@@ -19,7 +19,7 @@
 //!
 //! A segment whose on-disk name (with the suffix) would exceed
 //! [`MAX_NAME_LEN`] bytes, the limit of common Unix file systems, is
-//! refused as `Invalid`. The limit is the same for every segment, since any
+//! refused as `Invalid`, and a longer name found on disk is not a record. The limit is the same for every segment, since any
 //! segment may be a directory for one key and a record for another.
 //!
 //! Upper and lower case stay distinct, so the root must live on a
@@ -179,17 +179,26 @@ pub(crate) enum Entry {
 
 /// Classifies the name of an entry found while walking the root: `None` for
 /// the store's own dot-files (lock, key check, temp files) and for names
-/// the store never writes.
+/// the store never writes, over-long ones included (their keys would be
+/// refused by [`record_path`]).
 pub(crate) fn classify(name: &str, is_dir: bool) -> Option<Entry> {
     if name.starts_with('.') {
         return None;
     }
-    if is_dir {
-        decode_segment(name).map(Entry::Dir)
+    let encoded = if is_dir {
+        name
     } else {
-        let stem = name.strip_suffix(RECORD_SUFFIX)?;
-        decode_segment(stem).map(Entry::Record)
+        name.strip_suffix(RECORD_SUFFIX)?
+    };
+    if encoded.len() > MAX_ENCODED_SEGMENT_LEN {
+        return None;
     }
+    let segment = decode_segment(encoded)?;
+    Some(if is_dir {
+        Entry::Dir(segment)
+    } else {
+        Entry::Record(segment)
+    })
 }
 
 #[cfg(test)]
@@ -307,5 +316,21 @@ mod tests {
         assert_eq!(classify("a.rec", true), None);
         assert_eq!(classify("a.rec", false), Some(Entry::Record("a".into())));
         assert_eq!(classify("a", true), Some(Entry::Dir("a".into())));
+    }
+
+    #[test]
+    fn names_longer_than_any_segment_are_not_records() {
+        // Found by the fuzz target `store_fs_segment` (regression input
+        // fuzz/regressions/store_fs_segment/over-long-name): a folder whose
+        // name was 252 plain characters was listed as the prefix of keys
+        // that `get` refuses as too long.
+        let longest = "k".repeat(MAX_ENCODED_SEGMENT_LEN);
+        assert_eq!(classify(&longest, true), Some(Entry::Dir(longest.clone())));
+        let record = format!("{longest}{RECORD_SUFFIX}");
+        assert_eq!(classify(&record, false), Some(Entry::Record(longest)));
+        let over = "k".repeat(MAX_ENCODED_SEGMENT_LEN + 1);
+        assert!(record_path(&format!("{over}/x")).is_err());
+        assert_eq!(classify(&over, true), None);
+        assert_eq!(classify(&format!("{over}{RECORD_SUFFIX}"), false), None);
     }
 }

@@ -236,6 +236,10 @@ fn foreign_files_in_the_root_are_not_keys() {
     std::fs::write(root.join("%61.rec"), b"non-canonical name").unwrap();
     std::fs::write(root.join("b%2fc.rec"), b"lower-case hex").unwrap();
     std::fs::create_dir(root.join("dir.with.dots")).unwrap();
+    // A folder name longer than any segment the store writes (252 bytes).
+    let long = root.join("k".repeat(252));
+    std::fs::create_dir(&long).unwrap();
+    std::fs::write(long.join("x.rec"), b"under an over-long folder").unwrap();
     assert_eq!(store.list("").unwrap(), vec!["a"]);
 }
 
