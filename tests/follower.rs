@@ -708,3 +708,33 @@ fn a_reload_keeps_naming_records_still_unreadable_and_forgets_mended_ones() {
         CertStatus::Unreadable(Some(y.device.device_id))
     );
 }
+
+#[test]
+fn foreign_entries_and_floors_at_the_last_sequence_numbers_break_nothing() {
+    use keygate_core::state::changelog::{ChangeEntry, MAX_SEQ};
+    let s = Setup::new(IdentitySettings::default());
+    let a = s.enroll(1);
+    s.reader.refresh().unwrap();
+    for seq in [u64::MAX, MAX_SEQ + 1] {
+        let entry = format!(r#"{{"seq":{seq},"at_unix_ms":0,"keys":[]}}"#);
+        assert!(ChangeEntry::decode(seq, entry.as_bytes()).is_err());
+        s.store
+            .put(&format!("identity/changes/{seq}"), entry.as_bytes(), None)
+            .unwrap();
+    }
+    s.store
+        .put(FLOOR_KEY, u64::MAX.to_string().as_bytes(), None)
+        .unwrap();
+    // Writers, new and running, append after the real head; readers follow.
+    let b = s
+        .open()
+        .enroll(&key(2).public_key(), "b", &[], s.now)
+        .unwrap();
+    s.revoke_device(&a);
+    let events = s.reader.refresh().unwrap();
+    assert_eq!(events, [device_event(&a)]);
+    assert_eq!(status(&s.reader, &b), CertStatus::Valid(b.device.device_id));
+    let late = s.open();
+    late.refresh().unwrap();
+    assert!(late.is_device_revoked(&a.device.device_id));
+}

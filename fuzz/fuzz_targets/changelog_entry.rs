@@ -2,12 +2,13 @@
 //! (big-endian), the rest the stored entry.
 //!
 //! Properties: no panic; an error names the entry's key; an entry that
-//! decodes carries `seq` and encodes back to bytes that decode to the same
+//! decodes carries `seq`, which is within `1..=MAX_SEQ` (so arithmetic on
+//! it cannot overflow), and encodes back to bytes that decode to the same
 //! entry.
 
 #![no_main]
 
-use keygate_core::state::changelog::{ChangeEntry, change_key};
+use keygate_core::state::changelog::{ChangeEntry, MAX_SEQ, change_key};
 use keygate_fuzz::split_u64;
 use libfuzzer_sys::fuzz_target;
 
@@ -16,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
     match ChangeEntry::decode(seq, bytes) {
         Ok(entry) => {
             assert_eq!(entry.seq, seq);
+            assert!((1..=MAX_SEQ).contains(&seq), "{seq}");
             let again = serde_json::to_vec(&entry).expect("encoding an entry");
             assert_eq!(ChangeEntry::decode(seq, &again).ok(), Some(entry));
         }

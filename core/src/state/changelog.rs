@@ -36,6 +36,11 @@ pub const CHANGES_PREFIX: &str = "identity/changes/";
 /// Key of the compaction floor.
 pub const FLOOR_KEY: &str = "identity/changes/floor";
 
+/// The highest change sequence a log may reach. Keys or entries naming a
+/// higher one are foreign (nothing here writes them), so the arithmetic on
+/// sequences never overflows.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
 /// The key of entry `seq`.
 pub fn change_key(seq: u64) -> String {
     format!("{CHANGES_PREFIX}{seq:020}")
@@ -59,6 +64,12 @@ impl ChangeEntry {
     /// log is refused, not applied). Every error names the key.
     pub fn decode(seq: u64, bytes: &[u8]) -> Result<ChangeEntry, IdentityError> {
         let key = change_key(seq);
+        if !(1..=MAX_SEQ).contains(&seq) {
+            return Err(IdentityError::corrupt(
+                &key,
+                format!("change sequence {seq} is outside 1..={MAX_SEQ}"),
+            ));
+        }
         let entry: ChangeEntry =
             serde_json::from_slice(bytes).map_err(|e| IdentityError::corrupt(&key, e))?;
         if entry.seq != seq {
@@ -84,10 +95,14 @@ pub(crate) fn read_entry(
     })
 }
 
-/// Decodes the floor record: a decimal sequence number.
+/// Decodes the floor record: a decimal sequence number up to [`MAX_SEQ`].
 pub fn decode_floor(bytes: &[u8]) -> Result<u64, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-    text.trim().parse().map_err(|e| format!("{e}: {text:?}"))
+    let floor: u64 = text.trim().parse().map_err(|e| format!("{e}: {text:?}"))?;
+    if floor > MAX_SEQ {
+        return Err(format!("floor {floor} is above {MAX_SEQ}"));
+    }
+    Ok(floor)
 }
 
 /// The compaction floor: [`Read::Absent`] when nothing was compacted yet.
@@ -121,6 +136,7 @@ pub(crate) fn find_head(store: &dyn SecretStore) -> Result<u64, IdentityError> {
         .list(CHANGES_PREFIX)?
         .iter()
         .filter_map(|k| k.strip_prefix(CHANGES_PREFIX)?.parse::<u64>().ok())
+        .filter(|seq| *seq <= MAX_SEQ)
         .max()
         .unwrap_or(0);
     probe_head(store, listed.max(floor_or_zero(store)?))
@@ -128,7 +144,7 @@ pub(crate) fn find_head(store: &dyn SecretStore) -> Result<u64, IdentityError> {
 
 /// Follows the log from `from` to its end.
 pub(crate) fn probe_head(store: &dyn SecretStore, mut from: u64) -> Result<u64, IdentityError> {
-    while entry_exists(store, from + 1)? {
+    while from < MAX_SEQ && entry_exists(store, from + 1)? {
         from += 1;
     }
     Ok(from)

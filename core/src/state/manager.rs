@@ -290,6 +290,12 @@ impl IdentityManager {
             Some(h) => changelog::probe_head(&*self.store, h.max(floor))?,
             None => changelog::find_head(&*self.store)?,
         };
+        if current >= changelog::MAX_SEQ {
+            return Err(IdentityError::corrupt(
+                &changelog::change_key(current),
+                "the change log reached its last sequence number",
+            ));
+        }
         let seq = current + 1;
         let at_ms = unix_ms(SystemTime::now());
         changelog::append(

@@ -76,7 +76,7 @@ impl Holder {
             pid: std::process::id(),
             host: host_name().to_owned(),
             since: SystemTime::now(),
-            purpose: truncate_purpose(purpose),
+            purpose: one_line(purpose),
             mode,
         }
     }
@@ -99,9 +99,9 @@ impl Holder {
         };
         Some(Holder {
             pid: record.pid,
-            host: record.host,
+            host: one_line(&record.host),
             since: from_unix_ms(record.since_unix_ms),
-            purpose: record.purpose,
+            purpose: one_line(&record.purpose),
             mode,
         })
     }
@@ -165,6 +165,12 @@ pub fn host_name() -> &'static str {
     })
 }
 
+/// A field read from a lock file, fit for a one-line message: control
+/// characters become spaces and it is cut to [`MAX_PURPOSE_LEN`] bytes.
+fn one_line(field: &str) -> String {
+    truncate_purpose(&field.replace(char::is_control, " "))
+}
+
 fn truncate_purpose(purpose: &str) -> String {
     let mut end = purpose.len().min(MAX_PURPOSE_LEN);
     while !purpose.is_char_boundary(end) {
@@ -183,7 +189,7 @@ mod tests {
             pid: 4242,
             host: "gw-1".into(),
             since: from_unix_ms(1_795_334_400_000),
-            purpose: "devices revoke \"x\"\n".into(),
+            purpose: "devices revoke \"x\" é".into(),
             mode: LockMode::Exclusive,
         };
         let line = holder.to_record_line();
@@ -205,6 +211,19 @@ mod tests {
         ] {
             assert_eq!(Holder::parse(content), None, "{content:?}");
         }
+    }
+
+    #[test]
+    fn a_record_read_back_displays_on_one_line() {
+        let record = format!(
+            r#"{{"pid":7,"host":"h\nx","since_unix_ms":0,"purpose":"a\r\nb{}"}}"#,
+            "p".repeat(500)
+        );
+        let holder = Holder::parse(record.as_bytes()).expect("a holder");
+        assert_eq!(holder.host, "h x");
+        assert!(holder.purpose.starts_with("a  b"), "{:?}", holder.purpose);
+        assert_eq!(holder.purpose.len(), MAX_PURPOSE_LEN);
+        assert!(!holder.to_string().contains(['\n', '\r']));
     }
 
     #[test]
