@@ -4,11 +4,11 @@
 //! error and the host goes on.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use keygate_core::config::Config;
-use keygate_core::plugin_host::{HostError, PluginHost};
+use keygate_core::plugin_host::{HostError, PluginHost, SEALED_COPY_PREFIX, open_library_via};
 use keygate_sdk::host::{Library, LoadError};
 use keygate_sdk::{ApprovalRequest, Decision, ErrorKind, PairingMethod};
 use keygate_tests::{cdylib, toml_path};
@@ -228,10 +228,30 @@ fn sha256_hex(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
+/// Whether `/proc/self/maps` has a mapping whose line contains `needle`.
+fn mapped(needle: &str) -> bool {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("/proc/self/maps")
+        .lines()
+        .any(|l| l.contains(needle))
+}
+
+/// A copy of `package`'s cdylib as `dir/file_name`, so a test can pin it,
+/// find it in `/proc/self/maps` and change it without touching the build.
+fn library_copy(package: &str, dir: &Path, file_name: &str) -> PathBuf {
+    let copy = dir.join(file_name);
+    std::fs::copy(cdylib(package), &copy).unwrap();
+    copy
+}
+
 #[test]
 fn a_matching_sha256_pin_loads() {
-    let lib = cdylib("keygate-example-store-sqlite");
     let dir = tempfile::tempdir().unwrap();
+    let lib = library_copy(
+        "keygate-example-store-sqlite",
+        dir.path(),
+        "libsqlite_matching_pin.so",
+    );
     let body = format!(
         "{}sha256 = \"{}\"\n[plugins.store.config]\npath = \"db.sqlite\"\n",
         store_slot(&lib, ""),
@@ -242,6 +262,204 @@ fn a_matching_sha256_pin_loads() {
     assert!(
         dir.path().join("db.sqlite").exists(),
         "relative plugin path resolves against the config folder"
+    );
+    // It runs from the sealed in-memory copy, not from the file.
+    assert!(
+        mapped(&format!(
+            "/memfd:{SEALED_COPY_PREFIX}libsqlite_matching_pin.so"
+        )),
+        "no sealed copy mapped"
+    );
+    assert!(
+        !mapped(&lib.display().to_string()),
+        "the pinned file itself is mapped"
+    );
+    assert_eq!(host.loaded[0].origin.to_string(), lib.display().to_string());
+}
+
+/// The payload fixture's constant: its first bytes and its length.
+const PAYLOAD_MARKER: &[u8] = b"KEYGATE-PINNED-PAYLOAD-v1-MARKER";
+const PAYLOAD_LEN: usize = 64 * 1024;
+
+#[test]
+fn an_edit_in_place_after_the_pin_check_does_not_change_what_runs() {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lib = library_copy("keygate-fixture-pinned", dir.path(), "libpayload_edit.so");
+    let before = std::fs::read(&lib).unwrap();
+    let at = before
+        .windows(PAYLOAD_MARKER.len())
+        .position(|w| w == PAYLOAD_MARKER)
+        .expect("the payload is in the file");
+    let original = before[at..at + PAYLOAD_LEN].to_vec();
+    let body = store_slot(&lib, &format!("sha256 = \"{}\"\n", sha256_hex(&lib)));
+    let (_config_dir, host) = load(&body);
+    let host = host.expect("pinned library loads");
+    let read = || {
+        host.store
+            .get("any")
+            .expect("get")
+            .expect("the payload store always answers")
+            .value
+    };
+    assert!(
+        read() == original,
+        "the fixture does not return its constant"
+    );
+
+    // Overwrite the constant in place: same inode, same length, no
+    // truncation, as an attacker with write access to the file would.
+    let inode = std::fs::metadata(&lib).unwrap().ino();
+    let forged = vec![0xA5u8; PAYLOAD_LEN];
+    let mut file = std::fs::OpenOptions::new().write(true).open(&lib).unwrap();
+    file.seek(SeekFrom::Start(at as u64)).unwrap();
+    file.write_all(&forged).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    let after = std::fs::read(&lib).unwrap();
+    assert_eq!(std::fs::metadata(&lib).unwrap().ino(), inode);
+    assert_eq!(after.len(), before.len());
+    assert_eq!(&after[at..at + PAYLOAD_LEN], forged.as_slice());
+
+    let now = read();
+    assert!(
+        now != forged,
+        "the edit in place reached the running plugin"
+    );
+    assert!(
+        now == original,
+        "the running plugin returns neither version"
+    );
+}
+
+#[test]
+fn an_unpinned_library_is_opened_by_path_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = library_copy(
+        "keygate-fixture-pinned",
+        dir.path(),
+        "libpayload_unpinned.so",
+    );
+    let (out, host) = capture_log(|| load(&store_slot(&lib, "")));
+    host.1.expect("unpinned library loads");
+    assert!(mapped(&lib.display().to_string()), "not opened by path");
+    assert!(!mapped(&format!(
+        "{SEALED_COPY_PREFIX}libpayload_unpinned.so"
+    )));
+    let warning = out
+        .lines()
+        .find(|l| l.contains("plugin library has no sha256 pin in config"))
+        .unwrap_or_else(|| panic!("no warning:\n{out}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains(&lib.display().to_string()), "{warning}");
+}
+
+#[test]
+fn a_pinned_library_is_refused_rather_than_opened_by_path_without_proc_self_fd() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = library_copy("keygate-fixture-pinned", dir.path(), "libpayload_noproc.so");
+    let pin = Sha256::digest(std::fs::read(&lib).unwrap()).into();
+    let err = match open_library_via(&lib, Some(&pin), Path::new("/nonexistent/proc/self/fd")) {
+        Ok(_) => panic!("loaded without /proc/self/fd"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        err,
+        format!(
+            "{}: pinned library refused: /nonexistent/proc/self/fd is missing (is /proc \
+             mounted?), so the dynamic loader cannot be given the sealed copy; a pinned \
+             library is only ever loaded from a sealed copy of the checked bytes, never by path",
+            lib.display()
+        )
+    );
+    assert!(
+        !mapped(&lib.display().to_string()),
+        "opened by path after all"
+    );
+}
+
+/// A config with the pinned fixture in two slots: the store slot first
+/// (line 2 names its library), the approval slot after it (line 5).
+fn two_slots(lib: &Path, store_pin: Option<&str>, approval_pin: Option<&str>) -> String {
+    let pin = |p: Option<&str>| p.map_or(String::new(), |p| format!("sha256 = \"{p}\"\n"));
+    format!(
+        "[plugins.store]\nlibrary = {lib}\n{}[plugins.approval]\nlibrary = {lib}\n{}",
+        pin(store_pin),
+        pin(approval_pin),
+        lib = toml_path(lib),
+    )
+}
+
+#[test]
+fn a_second_slot_pinning_the_same_library_differently_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = library_copy(
+        "keygate-fixture-pinned",
+        dir.path(),
+        "libpayload_two_pins.so",
+    );
+    let right = sha256_hex(&lib);
+    let wrong = "ab".repeat(32);
+    let err = load_err(&two_slots(&lib, Some(&right), Some(&wrong)));
+    assert!(
+        err.ends_with(&format!(
+            "config.toml:5: plugins.approval.library: {}: config pins SHA-256 {wrong}, but this \
+             file is already loaded for another slot from a checked copy whose SHA-256 is \
+             {right}: refused",
+            lib.display()
+        )),
+        "{err}"
+    );
+    // The same pin twice loads, both plugins from one sealed copy.
+    let (_dir, host) = load(&two_slots(&lib, Some(&right), Some(&right)));
+    let host = host.expect("one pin, two slots");
+    assert_eq!(host.loaded.len(), 2);
+}
+
+#[test]
+fn a_pinned_slot_after_an_unpinned_one_is_still_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = library_copy(
+        "keygate-fixture-pinned",
+        dir.path(),
+        "libpayload_late_pin.so",
+    );
+    let right = sha256_hex(&lib);
+    let wrong = "cd".repeat(32);
+    let err = load_err(&two_slots(&lib, None, Some(&wrong)));
+    assert!(
+        err.ends_with(&format!(
+            "config.toml:4: plugins.approval.library: {}: SHA-256 is {right} but config pins \
+             {wrong}: refused, the file was not opened as a library",
+            lib.display()
+        )),
+        "{err}"
+    );
+    // With the right pin, the pinned slot runs from a sealed copy of its own.
+    let (_dir, host) = load(&two_slots(&lib, None, Some(&right)));
+    host.expect("a right late pin loads");
+    assert!(mapped(&format!(
+        "{SEALED_COPY_PREFIX}libpayload_late_pin.so"
+    )));
+}
+
+#[test]
+fn a_second_slot_without_a_pin_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = library_copy(
+        "keygate-fixture-pinned",
+        dir.path(),
+        "libpayload_late_unpinned.so",
+    );
+    let right = sha256_hex(&lib);
+    let (out, (_dir, host)) = capture_log(|| load(&two_slots(&lib, Some(&right), None)));
+    host.expect("loads");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("no sha256 pin") && l.contains(&lib.display().to_string())),
+        "no warning for the unpinned slot:\n{out}"
     );
 }
 
@@ -344,6 +562,19 @@ impl Write for Capture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Runs `f` with a `tracing` subscriber that records what it logs.
+fn capture_log<T>(f: impl FnOnce() -> T) -> (String, T) {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let value = tracing::subscriber::with_default(subscriber, f);
+    let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    (out, value)
 }
 
 #[test]
