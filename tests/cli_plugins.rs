@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use sha2::Digest;
+
 use keygate_tests::{cdylib, keygate, run, toml_path, write_config};
 
 #[test]
@@ -27,7 +29,8 @@ fn plugins_check_prints_the_manifest_and_sha256() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("sha256: "))
         .expect("sha256 line");
-    assert_eq!(digest.len(), 64);
+    let bytes = std::fs::read(&lib).unwrap();
+    assert_eq!(digest, hex::encode(sha2::Sha256::digest(&bytes)));
 
     let json = run(keygate(&dir.path().join("none.toml"))
         .args(["plugins", "check", "--json"])

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use keygate_core::config::Config;
-use keygate_core::plugin_host::{HostError, PluginHost, SEALED_COPY_PREFIX, open_library_via};
+use keygate_core::plugin_host::{
+    HostError, PluginHost, SEALED_COPY_PREFIX, open_library, open_library_via,
+};
 use keygate_sdk::host::{Library, LoadError};
 use keygate_sdk::{ApprovalRequest, Decision, ErrorKind, PairingMethod};
 use keygate_tests::{cdylib, toml_path};
@@ -378,6 +380,89 @@ fn a_pinned_library_is_refused_rather_than_opened_by_path_without_proc_self_fd()
         !mapped(&lib.display().to_string()),
         "opened by path after all"
     );
+}
+
+/// The descriptor of this process whose target is `target`, opened anew.
+fn reopen_descriptor_of(target: &str) -> std::fs::File {
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let path = entry.unwrap().path();
+        if std::fs::read_link(&path).is_ok_and(|t| t.to_string_lossy() == target) {
+            return std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+        }
+    }
+    panic!("no descriptor of {target}");
+}
+
+#[test]
+fn the_sealed_copy_cannot_be_written_grown_shrunk_or_unsealed() {
+    use rustix::fs::SealFlags;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lib = library_copy("keygate-fixture-pinned", dir.path(), "libpayload_sealed.so");
+    let pin = Sha256::digest(std::fs::read(&lib).unwrap()).into();
+    let _library = open_library(&lib, Some(&pin)).expect("pinned library loads");
+    let mut copy = reopen_descriptor_of(&format!(
+        "/memfd:{SEALED_COPY_PREFIX}libpayload_sealed.so (deleted)"
+    ));
+    assert_eq!(
+        rustix::fs::fcntl_get_seals(&copy).unwrap(),
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL
+    );
+    let len = copy.metadata().unwrap().len();
+    assert_eq!(len, std::fs::metadata(&lib).unwrap().len());
+    assert!(copy.write_all(b"x").is_err(), "the copy took a write");
+    assert!(copy.set_len(len + 1).is_err(), "the copy grew");
+    assert!(copy.set_len(len - 1).is_err(), "the copy shrank");
+    assert!(
+        rustix::fs::fcntl_add_seals(&copy, SealFlags::FUTURE_WRITE).is_err(),
+        "the seals can still be changed"
+    );
+}
+
+#[test]
+fn a_pinned_library_with_a_long_non_ascii_name_gets_a_shortened_copy_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // 247 bytes; the copy's name would be 262, over the kernel's limit.
+    let name = format!("libx{}.so", "é".repeat(120));
+    let lib = library_copy("keygate-fixture-pinned", dir.path(), &name);
+    let pin = Sha256::digest(std::fs::read(&lib).unwrap()).into();
+    let library = open_library(&lib, Some(&pin)).expect("pinned library loads");
+    assert_eq!(library.manifest().plugins[0].name.as_str(), "payload");
+    // Cut at 200 bytes, back to a character boundary: 15 + 4 + 90 × 2.
+    let short = format!("{SEALED_COPY_PREFIX}libx{}", "é".repeat(90));
+    assert_eq!(short.len(), 199);
+    assert!(
+        mapped(&format!("/memfd:{short} (deleted)")),
+        "no copy named {short}"
+    );
+}
+
+#[test]
+fn pinned_libraries_loaded_one_after_another_are_each_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("keygate-fixture-pinned", "payload"),
+        ("keygate-fixture-faulty", "faulty"),
+        ("keygate-fixture-loopback", "loopback"),
+        ("keygate-fixture-memory-cdylib", "memory"),
+    ];
+    for round in 0..2 {
+        for (package, first_plugin) in cases {
+            let lib = library_copy(package, dir.path(), &format!("lib{round}{first_plugin}.so"));
+            let pin = Sha256::digest(std::fs::read(&lib).unwrap()).into();
+            let library = open_library(&lib, Some(&pin)).expect("pinned library loads");
+            assert_eq!(
+                library.manifest().plugins[0].name.as_str(),
+                first_plugin,
+                "{} loaded as another library",
+                lib.display()
+            );
+        }
+    }
 }
 
 /// A config with the pinned fixture in two slots: the store slot first
