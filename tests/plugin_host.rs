@@ -11,12 +11,15 @@ use keygate_core::config::Config;
 use keygate_core::plugin_host::{
     HostError, PluginHost, SEALED_COPY_PREFIX, open_library, open_library_via,
 };
-use keygate_sdk::host::{Library, LoadError};
-use keygate_sdk::{ApprovalRequest, Decision, ErrorKind, PairingMethod};
+use keygate_sdk::{ApprovalRequest, Decision, DeviceId, ErrorKind, PairingMethod};
+use keygate_sdk_host::{Library, LoadError, Origin};
 use keygate_tests::{cdylib, toml_path};
 use sha2::{Digest, Sha256};
 // Link the built-in memory store so its registration is present.
 use keygate_store_memory as _;
+
+const ALICE: &str = "kgd190vqdjtlpcq27xslcveglfmr4ynfwg7gwpkq0k";
+const BOB: &str = "kgd1sxmr0k8u6trd5c6eu6trzyapzux7090ylx66zk";
 
 fn config(dir: &Path, body: &str) -> Config {
     let path = dir.join("config.toml");
@@ -84,15 +87,17 @@ fn a_shared_library_that_is_not_a_plugin_is_refused() {
 }
 
 #[test]
-fn a_plugin_built_against_an_old_sdk_is_refused_with_both_versions() {
+fn a_plugin_built_against_sdk_0_1_is_refused_with_both_versions_and_what_to_do() {
+    assert!(keygate_sdk::SDK_VERSION.starts_with("0.2."));
     let lib = cdylib("keygate-fixture-abi-version");
     let err = load_err(&store_slot(&lib, ""));
     let expected = format!(
-        "{}: built against keygate-sdk 0.0.9, but this host speaks keygate-sdk {v}: rebuild the plugin against keygate-sdk {v}",
+        "/config.toml:2: plugins.store.library: {}: built against keygate-sdk 0.1.3, but this \
+         host speaks keygate-sdk {}: rebuild the plugin against keygate-sdk 0.2",
         lib.display(),
-        v = keygate_sdk::SDK_VERSION
+        keygate_sdk::SDK_VERSION
     );
-    assert!(err.contains(&expected), "{err}");
+    assert!(err.ends_with(&expected), "{err}");
 }
 
 #[test]
@@ -103,18 +108,17 @@ fn a_plugin_with_a_different_abi_layout_is_refused_with_the_difference() {
         Err(e @ LoadError::AbiMismatch { .. }) => e.to_string(),
         Err(other) => panic!("wrong error: {other}"),
     };
-    assert!(
-        err.starts_with(&format!("{}: its plugin ABI does not match", lib.display())),
-        "{err}"
-    );
-    assert!(
-        err.contains("rebuild the plugin against keygate-sdk"),
-        "{err}"
-    );
-    assert!(
-        err.len() < 600,
-        "the operator should see the tail, not the whole report: {} bytes",
-        err.len()
+    // The tail of abi_stable's report, on one line: what was expected
+    // and what was found. The fixture declares its own root-module type, so
+    // the first difference is the package that type comes from.
+    assert_eq!(
+        err,
+        format!(
+            "{}: its plugin ABI does not match this host's (Error:mismatched package \
+             Expected: keygate-sdk Found: keygate-fixture-abi-layout): rebuild the plugin \
+             against keygate-sdk 0.2",
+            lib.display()
+        )
     );
     // The host is alive and loads a good library afterwards.
     let good =
@@ -604,7 +608,7 @@ fn several_external_libraries_load_in_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let body = format!(
         "[plugins.store]\nlibrary = {}\n[plugins.store.config]\npath = \"s.db\"\n\
-         [plugins.approval]\nlibrary = {}\n[plugins.approval.config]\ndevices = [\"dev-a\"]\n\
+         [plugins.approval]\nlibrary = {}\n[plugins.approval.config]\ndevices = [{ALICE:?}]\n\
          [plugins.transport]\nlibrary = {}\n",
         toml_path(&store),
         toml_path(&policy),
@@ -623,12 +627,15 @@ fn several_external_libraries_load_in_one_process() {
     // Each is its own library, not the first one cached for the type.
     host.store.put("k", b"v", None).expect("sqlite store works");
     let policy = host.approval.as_ref().expect("policy");
-    let req = |id: &str| ApprovalRequest::new(id, "n", PairingMethod::Pin, "127.0.0.1:1", &[], 0);
-    assert_eq!(policy.evaluate(&req("dev-a")).unwrap(), Decision::Approve);
-    assert!(matches!(
-        policy.evaluate(&req("dev-b")).unwrap(),
-        Decision::Deny(_)
-    ));
+    let req = |id: &str| {
+        let id = DeviceId::parse(id).unwrap();
+        ApprovalRequest::new(id, "n", PairingMethod::Pin, "127.0.0.1:1", &[], 0)
+    };
+    assert_eq!(policy.evaluate(&req(ALICE)).unwrap(), Decision::Approve);
+    assert_eq!(
+        policy.evaluate(&req(BOB)).unwrap(),
+        Decision::deny(format!("device {BOB} is not on the allowlist"))
+    );
     assert!(host.transport.is_some());
     // And the memory store fixture, a fourth library, opens beside them.
     let memory = Library::open(&cdylib("keygate-fixture-memory-cdylib")).expect("fourth library");
@@ -687,12 +694,83 @@ fn plugin_log_lines_reach_the_host_log_under_the_plugin_name() {
     assert!(line.contains("INFO"), "{line}");
 }
 
+/// A built-in store registered by this test binary the way a built-in
+/// plugin crate registers its plugins. Its `get` panics: only the SDK's
+/// shim on the far side of the ABI catches that, so a host that called a
+/// built-in directly would see the panic, not an error.
+mod tripwire {
+    use keygate_sdk::{PluginContext, PluginError, SecretStore, StorePlugin, Version, Versioned};
+
+    pub struct Tripwire;
+
+    impl SecretStore for Tripwire {
+        fn get(&self, key: &str) -> Result<Option<Versioned>, PluginError> {
+            panic!("tripwire sprung on {key:?}");
+        }
+        fn put(
+            &self,
+            key: &str,
+            _: &[u8],
+            expected: Option<Version>,
+        ) -> Result<Version, PluginError> {
+            Err(PluginError::version_conflict(key, expected, Some(7)))
+        }
+        fn delete(&self, key: &str, _: Version) -> Result<(), PluginError> {
+            Err(PluginError::not_found(format!("key {key:?}")))
+        }
+        fn list(&self, _: &str) -> Result<Vec<String>, PluginError> {
+            Ok(Vec::new())
+        }
+    }
+
+    impl StorePlugin for Tripwire {
+        const NAME: &'static str = "tripwire";
+        const DESCRIPTION: &'static str = "Test built-in: get panics";
+        fn from_config(_: &str, _: PluginContext) -> Result<Self, PluginError> {
+            Ok(Self)
+        }
+    }
+
+    keygate_sdk::register_builtin_plugins! {
+        stores: [Tripwire],
+    }
+}
+
 #[test]
 fn builtins_load_through_the_same_abi_as_libraries() {
-    let libs = Library::builtins();
-    let names: Vec<String> = libs
-        .iter()
-        .flat_map(|l| l.manifest().plugins.into_iter().map(|p| p.name.to_string()))
-        .collect();
-    assert!(names.contains(&"memory".to_owned()), "{names:?}");
+    // A panic in a built-in comes back as the SDK's error: the call went
+    // through the ABI shim, as a call into a library does.
+    let (_dir, host) = load("[plugins.store]\nuse = \"tripwire\"\n");
+    let host = host.expect("the test built-in loads");
+    assert_eq!(host.loaded[0].origin, Origin::Builtin("keygate-tests"));
+    assert_eq!(host.loaded[0].sdk_version, keygate_sdk::SDK_VERSION);
+    let err = host.store.get("a/b").expect_err("the tripwire");
+    assert_eq!(err.kind(), ErrorKind::Internal);
+    assert_eq!(
+        err.to_string(),
+        "store(tripwire): plugin panicked in get: tripwire sprung on \"a/b\" (internal error)"
+    );
+    let err = host.store.put("k", b"v", Some(3)).expect_err("conflict");
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(
+        err.to_string(),
+        "store(tripwire): key \"k\": expected version 3, found version 7 (conflict)"
+    );
+
+    // The built-in memory store: its manifest carries this SDK's version
+    // and its errors keep their kind under the slot's label.
+    let (_dir, host) = load("[plugins.store]\nuse = \"memory\"\n");
+    let host = host.expect("memory loads");
+    assert_eq!(
+        host.loaded[0].origin,
+        Origin::Builtin("keygate-store-memory")
+    );
+    assert_eq!(host.loaded[0].sdk_version, keygate_sdk::SDK_VERSION);
+    let v = host.store.put("k", b"1", None).unwrap();
+    let err = host.store.put("k", b"2", None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(
+        err.to_string(),
+        format!("store(memory): key \"k\": expected absent, found version {v} (conflict)")
+    );
 }

@@ -35,7 +35,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use keygate_sdk::host::{Library, LoadError};
+use keygate_sdk_host::{Library, LoadError};
 use rustix::fs::{MemfdFlags, SealFlags};
 use sha2::{Digest, Sha256};
 

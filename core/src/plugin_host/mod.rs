@@ -15,10 +15,8 @@ mod slot;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use keygate_sdk::host::{Library, LoadError, Origin};
-use keygate_sdk::{
-    ApprovalPolicy, PluginContext, PluginError, PluginInfo, PluginKind, SecretStore, Transport,
-};
+use keygate_sdk::{ApprovalPolicy, PluginContext, PluginError, PluginKind, SecretStore, Transport};
+use keygate_sdk_host::{Library, LoadError, Origin, PluginInfo};
 use serde::Serialize;
 
 use crate::config::{Config, PluginSource, SlotConfig};
