@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use keygate_core::config::Config;
 use keygate_core::plugin_host::{
@@ -356,10 +356,12 @@ fn an_unpinned_library_is_opened_by_path_with_a_warning() {
     )));
     let warning = out
         .lines()
-        .find(|l| l.contains("plugin library has no sha256 pin in config"))
+        .find(|l| {
+            l.contains("plugin library has no sha256 pin in config")
+                && l.contains(&lib.display().to_string())
+        })
         .unwrap_or_else(|| panic!("no warning:\n{out}"));
     assert!(warning.contains("WARN"), "{warning}");
-    assert!(warning.contains(&lib.display().to_string()), "{warning}");
 }
 
 #[test]
@@ -656,36 +658,38 @@ impl Write for Capture {
     }
 }
 
-/// Runs `f` with a `tracing` subscriber that records what it logs.
+/// Runs `f` and returns what this test binary has logged so far, from any
+/// thread, with `f`'s value. One global subscriber, set once: scoped
+/// subscribers on parallel test threads share tracing's per-callsite
+/// cache and can miss each other's events. Callers look for lines that
+/// only their own test writes (a unique path or marker).
 fn capture_log<T>(f: impl FnOnce() -> T) -> (String, T) {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let value = tracing::subscriber::with_default(subscriber, f);
-    let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    static LOG: OnceLock<Capture> = OnceLock::new();
+    let log = LOG.get_or_init(|| {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+        capture
+    });
+    let value = f();
+    let out = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
     (out, value)
 }
 
 #[test]
 fn plugin_log_lines_reach_the_host_log_under_the_plugin_name() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
     let lib = cdylib("keygate-fixture-faulty");
-    let _host = tracing::subscriber::with_default(subscriber, || {
-        let (dir, host) = load(&store_slot(
+    let (out, (_dir, host)) = capture_log(|| {
+        load(&store_slot(
             &lib,
             "name = \"faulty\"\n[plugins.store.config]\nmarker = \"m-31337\"\n",
-        ));
-        (dir, host.expect("load"))
+        ))
     });
-    let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    host.expect("load");
     let line = out
         .lines()
         .find(|l| l.contains("faulty store ready, marker=m-31337"))
