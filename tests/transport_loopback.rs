@@ -94,10 +94,7 @@ fn connect_params(addr: &str, client_leaf: Option<&[u8]>) -> ConnectParams {
         remote_addr: addr.into(),
         server_name: "gateway.local".into(),
         trust: ServerTrust::Roots(vec![der(b"ca")]),
-        client_identity: match client_leaf {
-            Some(leaf) => Some(identity(leaf, b"ca")),
-            None => None,
-        },
+        client_identity: client_leaf.map(|leaf| identity(leaf, b"ca")),
         max_frame_len: 1024,
     }
 }

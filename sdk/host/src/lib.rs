@@ -14,7 +14,7 @@
 //!
 //! Policy (which file, checksums, config slots) belongs to the host
 //! (`keygate-core`); this crate only speaks the ABI.
-#![allow(non_local_definitions)]
+#![forbid(unsafe_code)]
 
 mod handles;
 mod library;
