@@ -388,6 +388,30 @@ fn a_pinned_library_is_refused_rather_than_opened_by_path_without_proc_self_fd()
     );
 }
 
+#[test]
+fn a_pinned_library_refused_by_the_loader_is_named_by_its_path_not_the_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = library_copy(
+        "keygate-fixture-abi-version",
+        dir.path(),
+        "libold_pinned.so",
+    );
+    let err = load_err(&store_slot(
+        &lib,
+        &format!("sha256 = \"{}\"\n", sha256_hex(&lib)),
+    ));
+    assert!(
+        err.ends_with(&format!(
+            "/config.toml:2: plugins.store.library: {}: built against keygate-sdk 0.1.3, but \
+             this host speaks keygate-sdk {}: rebuild the plugin against keygate-sdk 0.2",
+            lib.display(),
+            keygate_sdk::SDK_VERSION
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("/proc/self/fd"), "{err}");
+}
+
 /// The descriptor of this process whose target is `target`, opened anew.
 fn reopen_descriptor_of(target: &str) -> std::fs::File {
     for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
