@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use sha2::Digest;
+
 use keygate_tests::{cdylib, keygate, run, toml_path, write_config};
 
 #[test]
@@ -20,14 +22,20 @@ fn plugins_check_prints_the_manifest_and_sha256() {
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("keygate-sdk: 0.1.0"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("keygate-sdk: {}", keygate_sdk::SDK_VERSION)),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("store      sqlite"), "{}", out.stdout);
     let digest = out
         .stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("sha256: "))
         .expect("sha256 line");
-    assert_eq!(digest.len(), 64);
+    let bytes = std::fs::read(&lib).unwrap();
+    assert_eq!(digest, hex::encode(sha2::Sha256::digest(&bytes)));
 
     let json = run(keygate(&dir.path().join("none.toml"))
         .args(["plugins", "check", "--json"])
@@ -53,7 +61,7 @@ fn plugins_check_refuses_bad_libraries_with_the_reason() {
         ),
         (
             cdylib("keygate-fixture-abi-version"),
-            "built against keygate-sdk 0.0.9".to_owned(),
+            "built against keygate-sdk 0.1.3, but this host speaks keygate-sdk 0.2.0: rebuild the plugin against keygate-sdk 0.2".to_owned(),
         ),
         (
             cdylib("keygate-fixture-abi-layout"),
@@ -101,7 +109,7 @@ fn plugins_list_shows_builtins_and_configured_libraries() {
     assert_eq!(memory["kind"], "store");
     assert_eq!(memory["slot"], "store");
     assert!(memory["source"].as_str().unwrap().starts_with("built-in"));
-    assert_eq!(memory["sdk_version"], "0.1.0");
+    assert_eq!(memory["sdk_version"], keygate_sdk::SDK_VERSION);
     let fs = find("filesystem");
     assert_eq!(fs["slot"], serde_json::Value::Null);
     let allow = find("allowlist");

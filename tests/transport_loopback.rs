@@ -5,12 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use keygate_sdk::host::Library;
-use keygate_sdk::types::{ROption, RVec};
 use keygate_sdk::{
     ConnectParams, ErrorKind, ListenParams, PluginError, ServerTrust, TlsIdentity, Transport,
     TransportCallbacks, TransportEvent, TransportHost,
 };
+use keygate_sdk_host::Library;
 
 /// The host side: records events, refuses revoked client chains.
 #[derive(Default)]
@@ -23,7 +22,7 @@ struct Recorder {
 struct Callbacks(Arc<Recorder>);
 
 impl TransportCallbacks for Callbacks {
-    fn verify_client(&self, chain: &[RVec<u8>]) -> Result<(), PluginError> {
+    fn verify_client(&self, chain: &[Vec<u8>]) -> Result<(), PluginError> {
         *self.0.verified.lock().unwrap() += 1;
         let leaf = chain
             .first()
@@ -45,13 +44,13 @@ impl TransportCallbacks for Callbacks {
     }
 }
 
-fn der(bytes: &[u8]) -> RVec<u8> {
-    bytes.to_vec().into()
+fn der(bytes: &[u8]) -> Vec<u8> {
+    bytes.to_vec()
 }
 
 fn identity(leaf: &[u8], ca: &[u8]) -> TlsIdentity {
     TlsIdentity {
-        cert_chain: vec![der(leaf), der(ca)].into(),
+        cert_chain: vec![der(leaf), der(ca)],
         private_key_der: der(b"key"),
     }
 }
@@ -75,7 +74,7 @@ fn setup(require_client_cert: bool) -> Setup {
             ListenParams {
                 addr: "127.0.0.1:0".into(),
                 identity: identity(b"server-leaf", b"ca"),
-                client_ca_roots: vec![der(b"ca")].into(),
+                client_ca_roots: vec![der(b"ca")],
                 require_client_cert,
                 max_frame_len: 1024,
             },
@@ -94,11 +93,8 @@ fn connect_params(addr: &str, client_leaf: Option<&[u8]>) -> ConnectParams {
     ConnectParams {
         remote_addr: addr.into(),
         server_name: "gateway.local".into(),
-        trust: ServerTrust::Roots(vec![der(b"ca")].into()),
-        client_identity: match client_leaf {
-            Some(leaf) => ROption::RSome(identity(leaf, b"ca")),
-            None => ROption::RNone,
-        },
+        trust: ServerTrust::Roots(vec![der(b"ca")]),
+        client_identity: client_leaf.map(|leaf| identity(leaf, b"ca")),
         max_frame_len: 1024,
     }
 }
@@ -245,7 +241,7 @@ fn an_oversized_frame_is_refused() {
 fn a_rotated_server_identity_is_used_for_new_handshakes() {
     let s = setup(false);
     let mut params = connect_params(&s.addr, None);
-    params.trust = ServerTrust::Roots(vec![der(b"new-ca")].into());
+    params.trust = ServerTrust::Roots(vec![der(b"new-ca")]);
     let err = s
         .transport
         .connect(

@@ -1,12 +1,9 @@
 //! The `ApprovalPolicy` plugin kind: decides whether a device that proved a
 //! pairing code may receive a certificate.
 
-use abi_stable::{
-    StableAbi,
-    std_types::{RString, RVec},
-};
+use abi_stable::StableAbi;
 
-use crate::PluginError;
+use crate::{DeviceId, PluginError};
 
 /// How a device proved it holds a pairing code.
 #[repr(u8)]
@@ -30,21 +27,20 @@ impl PairingMethod {
 
 /// What a policy is asked about. The pairing proof has already been checked
 /// by the host when a policy sees a request.
-#[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRequest {
-    device_id: RString,
-    device_name: RString,
-    method: PairingMethod,
-    remote_addr: RString,
-    capabilities: RVec<RString>,
-    unix_time_secs: u64,
+    pub(crate) device_id: DeviceId,
+    pub(crate) device_name: String,
+    pub(crate) method: PairingMethod,
+    pub(crate) remote_addr: String,
+    pub(crate) capabilities: Vec<String>,
+    pub(crate) unix_time_secs: u64,
 }
 
 impl ApprovalRequest {
     /// Built by the host (and by tests).
     pub fn new(
-        device_id: &str,
+        device_id: DeviceId,
         device_name: &str,
         method: PairingMethod,
         remote_addr: &str,
@@ -52,18 +48,19 @@ impl ApprovalRequest {
         unix_time_secs: u64,
     ) -> Self {
         Self {
-            device_id: device_id.into(),
-            device_name: device_name.into(),
+            device_id,
+            device_name: device_name.to_owned(),
             method,
-            remote_addr: remote_addr.into(),
-            capabilities: capabilities.iter().map(|c| RString::from(*c)).collect(),
+            remote_addr: remote_addr.to_owned(),
+            capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect(),
             unix_time_secs,
         }
     }
 
-    /// The device id (checksummed, see the identity docs).
-    pub fn device_id(&self) -> &str {
-        &self.device_id
+    /// The id of the device asking (derived by the host from the key the
+    /// device proved it holds).
+    pub fn device_id(&self) -> DeviceId {
+        self.device_id
     }
 
     /// The name the device gave itself. Untrusted, for display.
@@ -83,7 +80,7 @@ impl ApprovalRequest {
 
     /// The capabilities the device asks for (e.g. `"shell"`).
     pub fn capabilities(&self) -> impl Iterator<Item = &str> {
-        self.capabilities.iter().map(RString::as_str)
+        self.capabilities.iter().map(String::as_str)
     }
 
     /// When the request was made, in seconds since the Unix epoch (UTC). A
@@ -94,13 +91,12 @@ impl ApprovalRequest {
 }
 
 /// A policy's answer.
-#[repr(u8)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Issue the certificate now.
     Approve,
     /// Refuse; the reason is shown to the device and the operator.
-    Deny(RString),
+    Deny(String),
     /// Wait for an operator to approve or reject.
     Pending,
 }
@@ -108,7 +104,7 @@ pub enum Decision {
 impl Decision {
     /// A `Deny` with `reason`.
     pub fn deny(reason: impl Into<String>) -> Self {
-        Self::Deny(RString::from(reason.into()))
+        Self::Deny(reason.into())
     }
 }
 

@@ -2,10 +2,9 @@
 //! it may use, and a logger that reaches the host's log output.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use abi_stable::{StableAbi, std_types::RString};
-
-use crate::abi::context::{AbiLogger_TO, LoggerBox, logger_box};
+use abi_stable::StableAbi;
 
 /// Severity of a plugin log line, mapped by the host onto its own levels.
 #[repr(u8)]
@@ -35,18 +34,19 @@ pub trait Logger: Send + Sync + 'static {
 }
 
 /// Everything a plugin constructor receives besides its config table.
-#[repr(C)]
-#[derive(StableAbi, Clone)]
+///
+/// Cheap to clone; keep a clone to log after construction.
+#[derive(Clone)]
 pub struct PluginContext {
-    plugin_name: RString,
-    config_dir: RString,
-    state_dir: RString,
-    logger: LoggerBox,
+    pub(crate) plugin_name: String,
+    pub(crate) config_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) logger: Arc<dyn Logger>,
 }
 
 impl PluginContext {
-    /// Built by the host. `config_dir` is the folder of the operator's
-    /// config file; `state_dir` the gateway's state folder.
+    /// Built by the host (and by tests). `config_dir` is the folder of the
+    /// operator's config file; `state_dir` the gateway's state folder.
     pub fn new(
         plugin_name: &str,
         config_dir: &Path,
@@ -54,10 +54,10 @@ impl PluginContext {
         logger: impl Logger,
     ) -> Self {
         Self {
-            plugin_name: plugin_name.into(),
-            config_dir: config_dir.to_string_lossy().as_ref().into(),
-            state_dir: state_dir.to_string_lossy().as_ref().into(),
-            logger: logger_box(logger),
+            plugin_name: plugin_name.to_owned(),
+            config_dir: config_dir.to_owned(),
+            state_dir: state_dir.to_owned(),
+            logger: Arc::new(logger),
         }
     }
 
@@ -69,12 +69,12 @@ impl PluginContext {
 
     /// The folder holding the operator's config file.
     pub fn config_dir(&self) -> &Path {
-        Path::new(self.config_dir.as_str())
+        &self.config_dir
     }
 
     /// The gateway's state folder.
     pub fn state_dir(&self) -> &Path {
-        Path::new(self.state_dir.as_str())
+        &self.state_dir
     }
 
     /// Resolves a path from the plugin's config table the way the host
@@ -92,7 +92,7 @@ impl PluginContext {
     /// Sends one log line to the host, which records it under the plugin's
     /// name.
     pub fn log(&self, level: LogLevel, message: &str) {
-        AbiLogger_TO::log(&self.logger, level, message.into());
+        self.logger.log(level, message);
     }
 
     /// [`LogLevel::Debug`] line.

@@ -1,8 +1,10 @@
-//! The one error type that crosses the plugin boundary.
+//! The one error type of every plugin call.
 
 use std::fmt;
 
-use abi_stable::{StableAbi, std_types::RString};
+use abi_stable::StableAbi;
+
+use crate::Version;
 
 /// What kind of failure a plugin call reports.
 ///
@@ -54,11 +56,11 @@ impl fmt::Display for ErrorKind {
 /// let err = err.context("store(sqlite)");
 /// assert_eq!(err.to_string(), "store(sqlite): key \"a\": expected version 3, found 4 (conflict)");
 /// ```
-#[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} ({kind})")]
 pub struct PluginError {
     kind: ErrorKind,
-    message: RString,
+    message: String,
 }
 
 impl PluginError {
@@ -66,7 +68,7 @@ impl PluginError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            message: RString::from(message.into()),
+            message: message.into(),
         }
     }
 
@@ -78,6 +80,29 @@ impl PluginError {
     /// [`ErrorKind::Conflict`].
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Conflict, message)
+    }
+
+    /// The [`ErrorKind::Conflict`] a store returns when a compare-and-swap
+    /// on `key` expected one version (`None`: absent) and found another, in
+    /// the one wording every store uses:
+    ///
+    /// ```
+    /// use keygate_sdk::{ErrorKind, PluginError};
+    /// let err = PluginError::version_conflict("devices/x", Some(3), Some(4));
+    /// assert_eq!(err.kind(), ErrorKind::Conflict);
+    /// assert_eq!(err.message(), "key \"devices/x\": expected version 3, found version 4");
+    /// let err = PluginError::version_conflict("devices/x", None, Some(4));
+    /// assert_eq!(err.message(), "key \"devices/x\": expected absent, found version 4");
+    /// let err = PluginError::version_conflict("devices/x", Some(3), None);
+    /// assert_eq!(err.message(), "key \"devices/x\": expected version 3, found absent");
+    /// ```
+    pub fn version_conflict(key: &str, expected: Option<Version>, found: Option<Version>) -> Self {
+        let show = |v: Option<Version>| v.map_or("absent".to_owned(), |v| format!("version {v}"));
+        Self::conflict(format!(
+            "key {key:?}: expected {}, found {}",
+            show(expected),
+            show(found)
+        ))
     }
 
     /// [`ErrorKind::Invalid`].
@@ -102,7 +127,7 @@ impl PluginError {
 
     /// The message, without the kind.
     pub fn message(&self) -> &str {
-        self.message.as_str()
+        &self.message
     }
 
     /// The same error, same kind, with `context: ` put in front of its
@@ -112,14 +137,6 @@ impl PluginError {
         Self::new(self.kind, format!("{context}: {}", self.message))
     }
 }
-
-impl fmt::Display for PluginError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.message, self.kind)
-    }
-}
-
-impl std::error::Error for PluginError {}
 
 /// Turns the payload of a caught panic into an [`ErrorKind::Internal`] error.
 pub(crate) fn panic_to_error(what: &str, payload: Box<dyn std::any::Any + Send>) -> PluginError {

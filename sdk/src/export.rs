@@ -82,28 +82,28 @@ macro_rules! __keygate_library {
             fn transports() -> ::std::vec::Vec<__p::Entry<__p::TransportBox>> {
                 ::std::vec![$($( __p::transport_entry::<$transport>() ),*)?]
             }
-            extern "C" fn manifest() -> __p::LibraryManifest {
+            extern "C" fn manifest() -> __p::AbiLibraryManifest {
                 __p::manifest_of(&stores(), &approvals(), &transports())
             }
             extern "C" fn new_store(
                 name: __p::RStr<'_>,
                 config: __p::RStr<'_>,
-                ctx: $crate::PluginContext,
-            ) -> __p::RResult<__p::StoreBox, $crate::PluginError> {
+                ctx: __p::AbiPluginContext,
+            ) -> __p::AbiResult<__p::StoreBox> {
                 __p::construct(__p::PluginKind::Store, &stores(), name, config, ctx)
             }
             extern "C" fn new_approval(
                 name: __p::RStr<'_>,
                 config: __p::RStr<'_>,
-                ctx: $crate::PluginContext,
-            ) -> __p::RResult<__p::ApprovalBox, $crate::PluginError> {
+                ctx: __p::AbiPluginContext,
+            ) -> __p::AbiResult<__p::ApprovalBox> {
                 __p::construct(__p::PluginKind::Approval, &approvals(), name, config, ctx)
             }
             extern "C" fn new_transport(
                 name: __p::RStr<'_>,
                 config: __p::RStr<'_>,
-                ctx: $crate::PluginContext,
-            ) -> __p::RResult<__p::TransportBox, $crate::PluginError> {
+                ctx: __p::AbiPluginContext,
+            ) -> __p::AbiResult<__p::TransportBox> {
                 __p::construct(__p::PluginKind::Transport, &transports(), name, config, ctx)
             }
 

@@ -1,7 +1,7 @@
 //! # keygate-sdk
 //!
-//! The stable ABI of Keygate plugins. A plugin crate depends on this crate
-//! alone, implements one of the three plugin traits ([`SecretStore`],
+//! What a Keygate plugin compiles against. A plugin crate depends on this
+//! crate alone, implements one of the three plugin traits ([`SecretStore`],
 //! [`ApprovalPolicy`], [`Transport`]) plus its constructor trait
 //! ([`StorePlugin`], [`ApprovalPlugin`], [`TransportPlugin`]), and declares
 //! itself with [`export_plugins!`] (a `cdylib` loaded by path) or
@@ -10,19 +10,36 @@
 //! ```ignore
 //! use keygate_sdk::{PluginContext, PluginError, SecretStore, StorePlugin, Version, Versioned};
 //!
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config { path: std::path::PathBuf }
+//!
 //! struct MyStore { /* ... */ }
 //! impl SecretStore for MyStore { /* get, put, delete, list */ }
 //! impl StorePlugin for MyStore {
 //!     const NAME: &'static str = "my-store";
 //!     const DESCRIPTION: &'static str = "What it is, in one line";
-//!     fn from_config(config: &str, ctx: PluginContext) -> Result<Self, PluginError> { /* ... */ }
+//!     fn from_config(config: &str, ctx: PluginContext) -> Result<Self, PluginError> {
+//!         let config: Config = keygate_sdk::config::parse(config)?;
+//!         /* ... */
+//!     }
 //! }
 //! keygate_sdk::export_plugins! { stores: [MyStore] }
 //! ```
 //!
+//! Everything a plugin sees is plain Rust: `String`, `Vec<u8>`, `Option`
+//! and the SDK's own types. What helps a plugin do its job the same way as
+//! every other plugin:
+//! - [`config::parse`] reads the config table into a serde type, with the
+//!   line and the field in every error;
+//! - [`DeviceId`] is a checked device id (`kgd1…`), for policies and for
+//!   config that lists devices;
+//! - [`validate_key`] / [`validate_prefix`] hold the store key rules, and
+//!   [`PluginError::version_conflict`] is the one compare-and-swap error.
+//!
 //! ## Guarantees at the boundary
-//! - No `std` type, future or runtime crosses it; calls are synchronous and
-//!   objects are `Send + Sync`.
+//! - Calls are synchronous and objects are `Send + Sync`; no future or
+//!   runtime crosses the boundary.
 //! - A panic inside a plugin method comes back to the host as an
 //!   [`ErrorKind::Internal`] error; the host keeps running.
 //! - The host checks the SDK version and the full type layout when it opens a
@@ -30,45 +47,47 @@
 //! - A plugin logs through [`PluginContext`]; its lines reach the host's log
 //!   under the plugin's name.
 //!
+//! The ABI itself (abi_stable's `#[repr(C)]` types and trait objects) is a
+//! hidden layer of this crate; the host's side of it (opening libraries,
+//! the handles it calls plugins through) is the separate crate
+//! `keygate-sdk-host`, which plugins never depend on.
+//!
 //! ## Evolution
 //! The host refuses a library whose SDK version is not compatible with its
-//! own by semver as abi_stable reads it: while the SDK is 0.x, `0.1.z`
-//! libraries load in any `0.1.z` host and a `0.2` host refuses them (with a
-//! message naming both versions). The root module is a prefix type: a
-//! compatible release may append constructors after the last field, and a
-//! newer host reads them as absent from an older library. The traits
-//! themselves never grow; a new capability of a plugin kind comes as a new
-//! trait offered through a new constructor.
+//! own by semver as abi_stable reads it: while the SDK is 0.x, `0.2.z`
+//! libraries load in any `0.2.z` host, and a `0.2` host refuses `0.1`
+//! libraries with a message that says to rebuild them against keygate-sdk
+//! 0.2. The root module is a prefix type: a compatible release may append
+//! constructors after the last field, and a newer host reads them as absent
+//! from an older library. The traits themselves never grow; a new
+//! capability of a plugin kind comes as a new trait offered through a new
+//! constructor.
 #![allow(non_local_definitions)]
 
+#[doc(hidden)]
 pub mod abi;
 mod approval;
+pub mod config;
 mod context;
+pub mod device_id;
 mod error;
 mod export;
-pub mod host;
 pub mod key;
+mod plugin;
 mod store;
 mod transport;
 
-pub use abi::module::{
-    ApprovalPlugin, LibraryManifest, PluginInfo, PluginKind, StorePlugin, TransportPlugin,
-};
 pub use approval::{ApprovalPolicy, ApprovalRequest, Decision, PairingMethod};
 pub use context::{LogLevel, Logger, PluginContext};
+pub use device_id::{DEVICE_ID_HRP, DEVICE_ID_LEN, DeviceId, DeviceIdError, Ed25519PublicKey};
 pub use error::{ErrorKind, PluginError};
 pub use key::{validate_key, validate_prefix};
+pub use plugin::{ApprovalPlugin, PluginKind, StorePlugin, TransportPlugin};
 pub use store::{SecretStore, Version, Versioned};
 pub use transport::{
     ConnectParams, ConnectionId, ConnectionInfo, FrameReceived, ListenParams, ServerTrust,
     StreamId, TlsIdentity, Transport, TransportCallbacks, TransportEvent, TransportHost,
 };
-
-/// ABI-stable container types used in a few plugin-facing structs
-/// (transport parameters and events).
-pub mod types {
-    pub use abi_stable::std_types::{ROption, RString, RVec};
-}
 
 /// The version of this SDK, as written into every library's manifest.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -76,27 +95,25 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The symbol under which a plugin library exports its root module.
 pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
 
+/// What the export macros expand to. Not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::abi::approval::ApprovalBox;
+    pub use crate::abi::context::AbiPluginContext;
+    pub use crate::abi::error::AbiResult;
     pub use crate::abi::module::{
-        Entry, LibraryManifest, PluginKind, PluginLibrary, PluginLibraryRef, approval_entry,
-        construct, manifest_of, store_entry, transport_entry,
+        AbiLibraryManifest, Entry, PluginLibrary, PluginLibraryRef, approval_entry, construct,
+        leak_library, manifest_of, store_entry, transport_entry,
     };
+    pub use crate::abi::registry::BuiltinLibrary;
     pub use crate::abi::store::StoreBox;
     pub use crate::abi::transport::TransportBox;
-    pub use crate::host::BuiltinLibrary;
+    pub use crate::plugin::PluginKind;
     pub use abi_stable::library::{
         __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,
     };
-    pub use abi_stable::std_types::{RResult, RStr};
+    pub use abi_stable::std_types::RStr;
     pub use inventory;
-
-    /// Leaks the root module into its static prefix form.
-    pub fn leak_library(lib: PluginLibrary) -> PluginLibraryRef {
-        use abi_stable::prefix_type::PrefixTypeTrait;
-        lib.leak_into_prefix()
-    }
 }
 
 #[cfg(test)]

@@ -13,13 +13,9 @@
 //! never delivers a partial one, nor one longer than the `max_frame_len` it
 //! was given.
 
-use abi_stable::{
-    StableAbi,
-    std_types::{ROption, RString, RVec},
-};
+use std::sync::Arc;
 
 use crate::PluginError;
-use crate::abi::transport::HostCallbacksBox;
 
 /// A connection, numbered by the plugin, unique for the transport's life.
 pub type ConnectionId = u64;
@@ -27,17 +23,17 @@ pub type ConnectionId = u64;
 pub type StreamId = u64;
 
 /// A certificate chain (leaf first, DER) and its PKCS#8 DER private key.
-#[repr(C)]
-#[derive(StableAbi, Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TlsIdentity {
     /// Leaf first, each certificate DER-encoded.
-    pub cert_chain: RVec<RVec<u8>>,
+    pub cert_chain: Vec<Vec<u8>>,
     /// PKCS#8 DER private key of the leaf.
-    pub private_key_der: RVec<u8>,
+    pub private_key_der: Vec<u8>,
 }
 
 impl std::fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
         f.debug_struct("TlsIdentity")
             .field("certificates", &self.cert_chain.len())
             .finish_non_exhaustive()
@@ -45,16 +41,15 @@ impl std::fmt::Debug for TlsIdentity {
 }
 
 /// How a client decides to trust the server it connects to.
-#[repr(u8)]
-#[derive(StableAbi, Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerTrust {
     /// The server chain must verify against these DER roots and name the
     /// server name.
-    Roots(RVec<RVec<u8>>),
+    Roots(Vec<Vec<u8>>),
     /// The server chain must end in a CA certificate whose SHA-256 (of its
-    /// DER) is these 32 bytes, and the leaf must be signed by that CA (QR
-    /// pairing: the fingerprint comes from the QR code).
-    PinnedCaSha256(RVec<u8>),
+    /// DER) is this, and the leaf must be signed by that CA (QR pairing: the
+    /// fingerprint comes from the QR code).
+    PinnedCaSha256([u8; 32]),
     /// Any server certificate is accepted: the caller authenticates the
     /// connection afterwards by binding [`Transport::export_keying_material`]
     /// into a proof (PIN pairing). Never use this for anything else.
@@ -62,15 +57,14 @@ pub enum ServerTrust {
 }
 
 /// What a transport listens with.
-#[repr(C)]
-#[derive(StableAbi, Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenParams {
     /// `ip:port` to bind; port 0 picks a free one.
-    pub addr: RString,
+    pub addr: String,
     /// The server's certificate chain and key.
     pub identity: TlsIdentity,
     /// DER roots that client certificates must chain to.
-    pub client_ca_roots: RVec<RVec<u8>>,
+    pub client_ca_roots: Vec<Vec<u8>>,
     /// When false, clients without a certificate are let in (they may only
     /// pair); a certificate that is presented must still verify.
     pub require_client_cert: bool,
@@ -79,51 +73,47 @@ pub struct ListenParams {
 }
 
 /// What a client connects with.
-#[repr(C)]
-#[derive(StableAbi, Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectParams {
     /// `host:port` of the gateway.
-    pub remote_addr: RString,
+    pub remote_addr: String,
     /// The name the server certificate must carry (DNS name or IP).
-    pub server_name: RString,
+    pub server_name: String,
     /// How the server is authenticated.
     pub trust: ServerTrust,
     /// The client certificate, if the device has one.
-    pub client_identity: ROption<TlsIdentity>,
+    pub client_identity: Option<TlsIdentity>,
     /// Frames longer than this are refused.
     pub max_frame_len: u32,
 }
 
 /// A new connection, inbound or outbound.
-#[repr(C)]
-#[derive(StableAbi, Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
     /// Its id.
     pub connection: ConnectionId,
     /// The peer's `ip:port`.
-    pub remote_addr: RString,
+    pub remote_addr: String,
     /// The peer's verified certificate chain (leaf first, DER); empty when
     /// the peer presented none.
-    pub peer_certificates: RVec<RVec<u8>>,
+    pub peer_certificates: Vec<Vec<u8>>,
     /// True when this side connected out.
     pub outbound: bool,
 }
 
 /// One frame received on a stream.
-#[repr(C)]
-#[derive(StableAbi, Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameReceived {
     /// The connection.
     pub connection: ConnectionId,
     /// The stream.
     pub stream: StreamId,
     /// The frame's bytes, without any length prefix.
-    pub payload: RVec<u8>,
+    pub payload: Vec<u8>,
 }
 
 /// Something that happened on the transport.
-#[repr(u8)]
-#[derive(StableAbi, Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransportEvent {
     /// A handshake completed.
     Connected(ConnectionInfo),
@@ -141,16 +131,16 @@ pub enum TransportEvent {
         /// The connection.
         connection: ConnectionId,
         /// Why it closed, for logs.
-        reason: RString,
+        reason: String,
     },
 }
 
 /// The host's side of a transport, implemented by the host.
 pub trait TransportCallbacks: Send + Sync + 'static {
-    /// Called during the handshake with a client chain that already verified
-    /// against the roots: the host refuses revoked or unknown certificates
-    /// here. Returning an error aborts the handshake.
-    fn verify_client(&self, chain: &[RVec<u8>]) -> Result<(), PluginError>;
+    /// Called during the handshake with a client chain (leaf first, DER)
+    /// that already verified against the roots: the host refuses revoked or
+    /// unknown certificates here. Returning an error aborts the handshake.
+    fn verify_client(&self, chain: &[Vec<u8>]) -> Result<(), PluginError>;
     /// Called for each event, from the plugin's threads. Must not block for
     /// long.
     fn on_event(&self, event: TransportEvent);
@@ -158,17 +148,17 @@ pub trait TransportCallbacks: Send + Sync + 'static {
 
 /// The handle a transport plugin calls the host through. Cheap to clone.
 #[derive(Clone)]
-pub struct TransportHost(pub(crate) HostCallbacksBox);
+pub struct TransportHost(pub(crate) Arc<dyn TransportCallbacks>);
 
 impl TransportHost {
-    /// Wraps the host's callbacks (host side).
+    /// Wraps the host's callbacks (host side, and tests).
     pub fn new(callbacks: impl TransportCallbacks) -> Self {
-        crate::abi::transport::host_box(callbacks)
+        Self(Arc::new(callbacks))
     }
 
     /// See [`TransportCallbacks::verify_client`].
-    pub fn verify_client(&self, chain: &[RVec<u8>]) -> Result<(), PluginError> {
-        self.0.verify_client(chain.into()).into_result()
+    pub fn verify_client(&self, chain: &[Vec<u8>]) -> Result<(), PluginError> {
+        self.0.verify_client(chain)
     }
 
     /// See [`TransportCallbacks::on_event`].

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keygate_sdk::SecretStore;
-use keygate_sdk::host::Library;
+use keygate_sdk_host::Library;
 use keygate_store_memory::MemoryStore;
 
 fn stores() -> (Box<dyn SecretStore>, Box<dyn SecretStore>) {

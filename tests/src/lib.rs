@@ -25,6 +25,7 @@ const PACKAGES: &[&str] = &[
     "keygate-fixture-abi-version",
     "keygate-fixture-not-a-plugin",
     "keygate-fixture-memory-cdylib",
+    "keygate-fixture-pinned",
 ];
 
 /// The target folder of the running test's profile (`target/debug`).

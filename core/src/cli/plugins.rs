@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use keygate_core::plugin_host::{list_plugins, sha256_of};
-use keygate_sdk::host::Library;
+use keygate_sdk_host::Library;
 use serde::Serialize;
 
 /// Plugin commands.

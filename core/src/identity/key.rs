@@ -8,7 +8,7 @@ use ed25519_dalek::rand_core::CryptoRng;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
-use super::device_id::DeviceId;
+use keygate_sdk::device_id::{DeviceId, Ed25519PublicKey};
 
 /// The length of an Ed25519 signature in bytes.
 pub const SIGNATURE_LEN: usize = 64;
@@ -208,6 +208,12 @@ impl DevicePublicKey {
             .map_err(|_| DeviceKeyError::BadSignature {
                 device_id: self.device_id(),
             })
+    }
+}
+
+impl Ed25519PublicKey for DevicePublicKey {
+    fn ed25519_bytes(&self) -> &[u8; KEY_LEN] {
+        self.as_bytes()
     }
 }
 

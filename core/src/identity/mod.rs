@@ -61,10 +61,11 @@
 //!
 //! [bech32m]: https://github.com/bitcoin/bips/blob/master/bip-0350.mediawiki
 
-mod device_id;
 mod fingerprint;
 mod key;
 
-pub use device_id::{DEVICE_ID_HRP, DEVICE_ID_LEN, DeviceId, DeviceIdError};
 pub use fingerprint::{CertFingerprint, FingerprintError};
 pub use key::{DeviceKey, DeviceKeyError, DevicePublicKey, SIGNATURE_LEN};
+/// The device id type and its codec live in `keygate-sdk` (plugins use them
+/// too); this is the same type.
+pub use keygate_sdk::device_id::{DEVICE_ID_HRP, DEVICE_ID_LEN, DeviceId, DeviceIdError};

@@ -12,19 +12,18 @@ mod loader;
 mod logger;
 mod slot;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use keygate_sdk::host::{Library, LoadError, Origin};
-use keygate_sdk::{
-    ApprovalPolicy, PluginContext, PluginError, PluginInfo, PluginKind, SecretStore, Transport,
-};
+use keygate_sdk::{ApprovalPolicy, PluginContext, PluginError, PluginKind, SecretStore, Transport};
+use keygate_sdk_host::{Library, LoadError, Origin, PluginInfo};
 use serde::Serialize;
 
 use crate::config::{Config, PluginSource, SlotConfig};
 
-pub use loader::{open_library, sha256_of};
+pub use loader::{
+    LibraryCache, PROC_SELF_FD, SEALED_COPY_PREFIX, open_library, open_library_via, sha256_of,
+};
 pub use logger::TracingLogger;
 pub use slot::Slot;
 
@@ -55,6 +54,32 @@ pub enum HostError {
         expected: String,
         /// The file's digest.
         actual: String,
+    },
+    /// Two slots pin one library file differently: the copy loaded for the
+    /// first does not have the digest the second pins.
+    #[error(
+        "{path}: config pins SHA-256 {expected}, but this file is already loaded for another \
+         slot from a checked copy whose SHA-256 is {loaded}: refused"
+    )]
+    PinConflict {
+        /// The library.
+        path: PathBuf,
+        /// The digest this slot pins.
+        expected: String,
+        /// The digest of the copy already loaded.
+        loaded: String,
+    },
+    /// A pinned library could not be loaded from a sealed copy of the bytes
+    /// that were checked; it is never opened by path instead.
+    #[error(
+        "{path}: pinned library refused: {what}; a pinned library is only ever loaded from a \
+         sealed copy of the checked bytes, never by path"
+    )]
+    Sealing {
+        /// The library.
+        path: PathBuf,
+        /// What is missing or failed.
+        what: String,
     },
     /// No built-in plugin of that kind has that name.
     #[error("no built-in {kind} plugin named {name:?} (built-in {kind} plugins: {known})")]
@@ -236,12 +261,6 @@ impl PluginHost {
     }
 }
 
-/// Every library is opened once per load, even when it fills several slots.
-#[derive(Default)]
-struct LibraryCache {
-    files: HashMap<PathBuf, Library>,
-}
-
 fn resolve_slot(
     config: &Config,
     slot: &SlotConfig,
@@ -264,15 +283,9 @@ fn resolve_slot(
                 location: location.clone(),
                 cause: Box::new(e),
             };
-            let library = match libraries.files.get(&path.value) {
-                Some(lib) => lib.clone(),
-                None => {
-                    let lib = open_library(&path.value, sha256.as_ref().map(|s| &s.value))
-                        .map_err(located)?;
-                    libraries.files.insert(path.value.clone(), lib.clone());
-                    lib
-                }
-            };
+            let library = libraries
+                .open(&path.value, sha256.as_ref().map(|s| &s.value))
+                .map_err(located)?;
             let info = pick_plugin(&library, slot.kind, name.as_ref().map(|n| n.value.as_str()))
                 .map_err(located)?;
             Ok((library, info, location))
@@ -390,19 +403,21 @@ pub fn list_plugins(config: Option<&Config>) -> Result<Vec<PluginListing>, HostE
         push(&library);
     }
     if let Some(config) = config {
-        let mut seen = Vec::<&Path>::new();
+        let mut libraries = LibraryCache::new();
+        let mut listed = Vec::<PathBuf>::new();
         for slot in config.plugins.iter() {
             if let PluginSource::Library { path, sha256, .. } = &slot.source {
-                if seen.contains(&path.value.as_path()) {
-                    continue;
-                }
-                seen.push(&path.value);
-                let library = open_library(&path.value, sha256.as_ref().map(|s| &s.value))
+                // Every slot's pin is checked, each library listed once.
+                let library = libraries
+                    .open(&path.value, sha256.as_ref().map(|s| &s.value))
                     .map_err(|e| HostError::InConfig {
                         location: format!("{}:{}: {}", config.path.display(), path.line, path.key),
                         cause: Box::new(e),
                     })?;
-                push(&library);
+                if !listed.contains(&path.value) {
+                    listed.push(path.value.clone());
+                    push(&library);
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
 //! The policy as the host sees it: the `cdylib` this package builds, opened
-//! by path through `keygate_sdk::host`, constructed from TOML text and asked
+//! by path through the host's loader (`keygate_sdk_testing::host`), constructed from TOML text and asked
 //! through the ABI.
 //!
 //! Cargo builds the `cdylib` next to this test binary (in `deps/`) because
@@ -8,11 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use keygate_sdk::host::Library;
 use keygate_sdk::{
-    ApprovalPolicy, ApprovalRequest, Decision, ErrorKind, LogLevel, Logger, PairingMethod,
-    PluginContext, PluginKind, SDK_VERSION,
+    ApprovalPolicy, ApprovalRequest, Decision, DeviceId, ErrorKind, LogLevel, Logger,
+    PairingMethod, PluginContext, PluginKind, SDK_VERSION,
 };
+use keygate_sdk_testing::host::Library;
 
 #[derive(Clone, Default)]
 struct Recorded(Arc<Mutex<Vec<(LogLevel, String)>>>);
@@ -50,7 +50,7 @@ fn library() -> &'static Library {
 
 fn request(device: &str, unix_time_secs: u64) -> ApprovalRequest {
     ApprovalRequest::new(
-        device,
+        DeviceId::parse(device).expect("a device id"),
         "build agent",
         PairingMethod::Qr,
         "198.51.100.4:50000",
@@ -111,7 +111,10 @@ fn bad_config_through_the_abi_is_invalid_and_names_the_field() {
         .err()
         .expect("bad hours refused");
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
-    assert!(err.message().contains("`hours`"), "{err}");
+    assert!(
+        err.message().starts_with("field \"hours\": \"9-5\": "),
+        "{err}"
+    );
 }
 
 #[test]

@@ -85,44 +85,23 @@ fn default_busy_timeout_ms() -> u32 {
 impl SqliteConfig {
     /// Parses and checks a config table given as TOML text. Every error is
     /// [`ErrorKind::Invalid`](keygate_sdk::ErrorKind::Invalid) and names the
-    /// field.
+    /// field (and the line, for what the TOML gets wrong).
     pub fn parse(text: &str) -> Result<Self, PluginError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            PluginError::invalid(format!(
-                "config table is not valid TOML{}: {}",
-                line_of(text, e.span()),
-                e.message()
-            ))
-        })?;
-        // Deserializing from the parsed table makes the error end in
-        // "in `field`", so every message names the field at fault.
-        let config = Self::deserialize(table).map_err(|e| {
-            PluginError::invalid(format!(
-                "config table: {}",
-                e.to_string().trim().replace('\n', " ")
-            ))
-        })?;
+        let config: Self = keygate_sdk::config::parse(text)?;
         if config.path.as_os_str().is_empty() {
             return Err(PluginError::invalid(
-                "config table: `path` must name a database file, not be empty",
+                "field \"path\": must name a database file, not be empty",
             ));
         }
         if config.busy_timeout_ms > i32::MAX as u32 {
             return Err(PluginError::invalid(format!(
-                "config table: `busy_timeout_ms` = {} is larger than SQLite accepts ({})",
+                "field \"busy_timeout_ms\": {} is larger than SQLite accepts ({})",
                 config.busy_timeout_ms,
                 i32::MAX
             )));
         }
         Ok(config)
     }
-}
-
-/// " at line N" for a span in `text`, or nothing.
-fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    span.and_then(|s| text.get(..s.start))
-        .map(|before| format!(" at line {}", before.matches('\n').count() + 1))
-        .unwrap_or_default()
 }
 
 /// A [`SecretStore`] in one SQLite file.
@@ -290,15 +269,6 @@ fn to_version(stored: i64, key: &str) -> Result<Version, PluginError> {
         })
 }
 
-fn conflict(key: &str, expected: Option<Version>, found: Option<Version>) -> PluginError {
-    let show = |v: Option<Version>| v.map_or("absent".to_owned(), |v| format!("version {v}"));
-    PluginError::conflict(format!(
-        "key {key:?}: expected {}, found {}",
-        show(expected),
-        show(found)
-    ))
-}
-
 impl SecretStore for SqliteStore {
     fn get(&self, key: &str) -> Result<Option<Versioned>, PluginError> {
         validate_key(key)?;
@@ -338,7 +308,7 @@ impl SecretStore for SqliteStore {
         let current = current_version(&tx, key, &err)?;
         if current != expected {
             // Dropping `tx` rolls back; nothing was written.
-            return Err(conflict(key, expected, current));
+            return Err(PluginError::version_conflict(key, expected, current));
         }
         let version: i64 = tx
             .prepare_cached(
@@ -366,9 +336,11 @@ impl SecretStore for SqliteStore {
         let current = current_version(&tx, key, &err)?;
         match current {
             None => Err(PluginError::not_found(format!("key {key:?}"))),
-            Some(current) if current != expected => {
-                Err(conflict(key, Some(expected), Some(current)))
-            }
+            Some(current) if current != expected => Err(PluginError::version_conflict(
+                key,
+                Some(expected),
+                Some(current),
+            )),
             Some(_) => {
                 tx.prepare_cached("DELETE FROM records WHERE key = ?1")
                     .and_then(|mut stmt| stmt.execute([key]))
@@ -441,25 +413,31 @@ mod tests {
     #[test]
     fn config_errors_name_the_field() {
         for (text, field) in [
-            ("", "`path`"),
-            ("path = 3", "`path`"),
-            ("path = \"\"", "`path`"),
+            ("", "field \"path\": missing field"),
+            ("path = 3", "line 1: field \"path\": invalid type"),
+            ("path = \"\"", "field \"path\": must name a database file"),
             (
                 "path = \"a\"\nbusy_timeout_ms = \"soon\"",
-                "`busy_timeout_ms`",
+                "line 2: field \"busy_timeout_ms\": invalid type",
             ),
-            ("path = \"a\"\nbusy_timeout_ms = -1", "`busy_timeout_ms`"),
+            (
+                "path = \"a\"\nbusy_timeout_ms = -1",
+                "line 2: field \"busy_timeout_ms\": invalid value",
+            ),
             (
                 "path = \"a\"\nbusy_timeout_ms = 4000000000",
-                "`busy_timeout_ms`",
+                "field \"busy_timeout_ms\": 4000000000 is larger than SQLite accepts",
             ),
-            ("path = \"a\"\nbusy_timeout = 10", "`busy_timeout`"),
+            (
+                "path = \"a\"\nbusy_timeout = 10",
+                "line 2: field \"busy_timeout\": unknown field",
+            ),
         ] {
             let err = SqliteConfig::parse(text).expect_err(text);
             assert_eq!(err.kind(), ErrorKind::Invalid, "{text:?}: {err}");
             assert!(
-                err.message().contains(field),
-                "{text:?}: {err} does not name {field}"
+                err.message().starts_with(field),
+                "{text:?}: {err} does not start with {field}"
             );
             assert!(!err.message().contains('\n'), "one line: {err}");
         }

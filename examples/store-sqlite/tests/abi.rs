@@ -1,5 +1,5 @@
 //! The store as the host sees it: the `cdylib` this package builds, opened
-//! by path through `keygate_sdk::host`, passes the same conformance suite,
+//! by path through the host's loader (`keygate_sdk_testing::host`), passes the same conformance suite,
 //! and its manifest and constructor errors come through intact.
 //!
 //! Cargo builds the `cdylib` next to this test binary (in `deps/`) because
@@ -10,10 +10,9 @@ mod common;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use keygate_sdk::abi::store::StoreHandle;
-use keygate_sdk::host::Library;
 use keygate_sdk::{ErrorKind, PluginKind, SDK_VERSION};
 use keygate_sdk_testing::WithGuard;
+use keygate_sdk_testing::host::{Library, StoreHandle};
 use tempfile::TempDir;
 
 fn library_path() -> PathBuf {
@@ -66,7 +65,11 @@ fn bad_config_through_the_abi_is_invalid_and_names_the_field() {
         .err()
         .expect("unknown key refused");
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
-    assert!(err.message().contains("`colour`"), "{err}");
+    assert!(
+        err.message()
+            .starts_with("line 2: field \"colour\": unknown field `colour`"),
+        "{err}"
+    );
 }
 
 #[test]

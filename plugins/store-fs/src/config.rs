@@ -21,7 +21,8 @@
 //!   `key_file` and `passphrase_env` is an error, and so is a variable that
 //!   is missing or empty when the store opens.
 //!
-//! Every error is `Invalid` and names the field.
+//! Every error is `Invalid` and names the field (and, for what the TOML
+//! itself gets wrong, the line: see `keygate_sdk::config`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -74,36 +75,10 @@ pub(crate) struct Settings {
     pub key: KeySource,
 }
 
+/// A refusal of `field` after parsing, worded as `config::parse` words its
+/// own: `field "root": must not be empty`.
 fn invalid(field: &str, message: impl std::fmt::Display) -> PluginError {
-    PluginError::invalid(format!("filesystem store config: {field}: {message}"))
-}
-
-/// Turns a TOML error into one line naming the field it is about.
-fn toml_error(text: &str, err: &toml::de::Error) -> PluginError {
-    let message = err.message();
-    if message.starts_with("unknown field") {
-        return PluginError::invalid(format!("filesystem store config: {message}"));
-    }
-    let line = err
-        .span()
-        .and_then(|span| text.get(..span.start))
-        .map(|before| {
-            let start = before.rfind('\n').map_or(0, |i| i + 1);
-            let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-            (before.matches('\n').count() + 1, &text[start..end])
-        });
-    match line {
-        Some((number, line)) => match line.split_once('=') {
-            Some((field, _)) if !field.trim().is_empty() => {
-                invalid(field.trim(), format_args!("{message} (line {number})"))
-            }
-            _ => PluginError::invalid(format!(
-                "filesystem store config, line {number} ({}): {message}",
-                line.trim()
-            )),
-        },
-        None => PluginError::invalid(format!("filesystem store config: {message}")),
-    }
+    PluginError::invalid(format!("field {field:?}: {message}"))
 }
 
 fn non_empty_path(field: &str, path: Option<PathBuf>) -> Result<Option<PathBuf>, PluginError> {
@@ -143,15 +118,15 @@ fn read_passphrase(var: &str) -> Result<Zeroizing<Vec<u8>>, PluginError> {
 /// Parses the config table (TOML text, possibly empty) and applies
 /// defaults from `ctx`.
 pub(crate) fn parse(text: &str, ctx: &PluginContext) -> Result<Settings, PluginError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+    let raw: RawConfig = keygate_sdk::config::parse(text)?;
     let root = non_empty_path("root", raw.root)?
         .map_or_else(|| ctx.state_dir().join("store"), |p| ctx.resolve_path(p));
     let key_file = non_empty_path("key_file", raw.key_file)?;
     let key = match (key_file, raw.passphrase_env) {
         (Some(_), Some(_)) => {
             return Err(PluginError::invalid(
-                "filesystem store config: key_file and passphrase_env: set one or the other, \
-                 not both (with passphrase_env no key file is used)",
+                "fields \"key_file\" and \"passphrase_env\": set one or the other, not both \
+                 (with passphrase_env no key file is used)",
             ));
         }
         (None, Some(var)) => KeySource::Passphrase {
@@ -210,10 +185,15 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert!(error_of("rooot = \"x\"").contains("rooot"));
-        assert!(error_of("root = 5").starts_with("filesystem store config: root: "));
-        assert!(error_of("root = \"\"").contains("root: must not be empty"));
-        assert!(error_of("key_file = \"\"").contains("key_file"));
+        assert!(
+            error_of("rooot = \"x\"").starts_with("line 1: field \"rooot\": unknown field `rooot`")
+        );
+        assert!(error_of("\nroot = 5").starts_with("line 2: field \"root\": invalid type"));
+        assert_eq!(error_of("root = \"\""), "field \"root\": must not be empty");
+        assert_eq!(
+            error_of("key_file = \"\""),
+            "field \"key_file\": must not be empty"
+        );
         let both = error_of("key_file = \"k\"\npassphrase_env = \"P\"");
         assert!(
             both.contains("key_file") && both.contains("passphrase_env"),

@@ -144,15 +144,6 @@ fn damaged(key: &str, path: &Path, e: &OpenError) -> PluginError {
     PluginError::internal(format!("record {key:?}: {e}; file {}", path.display()))
 }
 
-fn conflict(key: &str, expected: Option<Version>, found: Option<Version>) -> PluginError {
-    let show = |v: Option<Version>| v.map_or("absent".to_owned(), |v| format!("version {v}"));
-    PluginError::conflict(format!(
-        "key {key:?}: expected {}, found {}",
-        show(expected),
-        show(found)
-    ))
-}
-
 /// The first version of a new record: random, below 2^62, never zero, so
 /// `+1` per update cannot overflow in practice and a re-created key does
 /// not repeat its old versions.
@@ -281,7 +272,7 @@ impl SecretStore for FsStore {
             version
         });
         if current != expected {
-            return Err(conflict(key, expected, current));
+            return Err(PluginError::version_conflict(key, expected, current));
         }
         let version = match current {
             None => fresh_version()?,
@@ -305,7 +296,11 @@ impl SecretStore for FsStore {
             None => Err(PluginError::not_found(format!("key {key:?}"))),
             Some((current, mut old)) if current != expected => {
                 old.zeroize();
-                Err(conflict(key, Some(expected), Some(current)))
+                Err(PluginError::version_conflict(
+                    key,
+                    Some(expected),
+                    Some(current),
+                ))
             }
             Some((_, mut old)) => {
                 old.zeroize();

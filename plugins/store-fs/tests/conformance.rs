@@ -1,9 +1,9 @@
 //! The filesystem store passes the SecretStore conformance suite, called
 //! directly and through the plugin ABI as a registered built-in.
 
-use keygate_sdk::host::Library;
 use keygate_sdk::{PluginKind, StorePlugin};
 use keygate_sdk_testing::WithGuard;
+use keygate_sdk_testing::host::Library;
 use keygate_store_fs::FsStore;
 use tempfile::TempDir;
 
@@ -19,7 +19,7 @@ keygate_sdk_testing::secret_store_conformance!(make_store);
 mod through_the_abi {
     use super::*;
 
-    fn make_store() -> WithGuard<keygate_sdk::abi::store::StoreHandle, TempDir> {
+    fn make_store() -> WithGuard<keygate_sdk_testing::host::StoreHandle, TempDir> {
         let dir = tempfile::tempdir().expect("tempdir");
         let library = Library::builtins()
             .into_iter()

@@ -276,7 +276,12 @@ fn config_errors_name_the_field() {
         "{both}"
     );
     let typed = open_err(dir.path(), "key_file = 7");
-    assert!(typed.message().contains("key_file:"), "{typed}");
+    assert!(
+        typed
+            .message()
+            .starts_with("line 1: field \"key_file\": invalid type: integer `7`"),
+        "{typed}"
+    );
     assert!(!dir.path().join("store").exists());
 }
 

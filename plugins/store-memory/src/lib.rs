@@ -45,15 +45,6 @@ impl MemoryStore {
     }
 }
 
-fn conflict(key: &str, expected: Option<Version>, found: Option<Version>) -> PluginError {
-    let show = |v: Option<Version>| v.map_or("absent".to_owned(), |v| format!("version {v}"));
-    PluginError::conflict(format!(
-        "key {key:?}: expected {}, found {}",
-        show(expected),
-        show(found)
-    ))
-}
-
 impl SecretStore for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<Versioned>, PluginError> {
         validate_key(key)?;
@@ -76,7 +67,7 @@ impl SecretStore for MemoryStore {
         let mut records = self.records_write();
         let current = records.get(key).map(|(_, v)| *v);
         if current != expected {
-            return Err(conflict(key, expected, current));
+            return Err(PluginError::version_conflict(key, expected, current));
         }
         let version = self.fresh_version();
         records.insert(key.to_owned(), (value.to_vec(), version));
@@ -88,9 +79,11 @@ impl SecretStore for MemoryStore {
         let mut records = self.records_write();
         match records.get(key) {
             None => Err(PluginError::not_found(format!("key {key:?}"))),
-            Some((_, current)) if *current != expected => {
-                Err(conflict(key, Some(expected), Some(*current)))
-            }
+            Some((_, current)) if *current != expected => Err(PluginError::version_conflict(
+                key,
+                Some(expected),
+                Some(*current),
+            )),
             Some(_) => {
                 records.remove(key);
                 Ok(())

@@ -1,52 +1,25 @@
-//! The root module every plugin library exports, and the pieces the export
-//! macros fill it with.
+//! The root module every plugin library exports, its manifest, and the
+//! pieces the export macros fill it with.
 
 use abi_stable::{
     StableAbi, declare_root_module_statics,
     library::RootModule,
     package_version_strings,
     sabi_types::VersionStrings,
-    std_types::{RResult, RStr, RString, RVec},
+    std_types::{RStr, RString, RVec},
 };
 
 use super::approval::{ApprovalBox, export_approval};
-use super::store::{StoreBox, export_store, guarded};
+use super::context::AbiPluginContext;
+use super::error::{AbiResult, guarded};
+use super::store::{StoreBox, export_store};
 use super::transport::{TransportBox, export_transport};
-use crate::{ApprovalPolicy, PluginContext, PluginError, SecretStore, Transport};
-
-/// The three kinds of plugin.
-#[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PluginKind {
-    /// A [`SecretStore`].
-    Store = 0,
-    /// An [`ApprovalPolicy`].
-    Approval = 1,
-    /// A [`Transport`].
-    Transport = 2,
-}
-
-impl PluginKind {
-    /// The config slot name: `store`, `approval` or `transport`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Store => "store",
-            Self::Approval => "approval",
-            Self::Transport => "transport",
-        }
-    }
-}
-
-impl std::fmt::Display for PluginKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::{ApprovalPlugin, PluginContext, PluginError, PluginKind, StorePlugin, TransportPlugin};
 
 /// One plugin in a library's manifest.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
-pub struct PluginInfo {
+#[derive(StableAbi, Debug, Clone)]
+pub struct AbiPluginInfo {
     /// The name config refers to it by.
     pub name: RString,
     /// What it is.
@@ -58,11 +31,11 @@ pub struct PluginInfo {
 /// What a library declares about itself.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
-pub struct LibraryManifest {
+pub struct AbiLibraryManifest {
     /// The `keygate-sdk` version the library was built with.
     pub sdk_version: RString,
     /// The plugins it holds.
-    pub plugins: RVec<PluginInfo>,
+    pub plugins: RVec<AbiPluginInfo>,
 }
 
 /// The root module of a plugin library. A prefix type: a later compatible
@@ -74,26 +47,26 @@ pub struct LibraryManifest {
 #[sabi(missing_field(option))]
 pub struct PluginLibrary {
     /// The manifest.
-    pub manifest: extern "C" fn() -> LibraryManifest,
+    pub manifest: extern "C" fn() -> AbiLibraryManifest,
     /// Constructs the store plugin named `name`.
     pub new_store: extern "C" fn(
         name: RStr<'_>,
         config: RStr<'_>,
-        ctx: PluginContext,
-    ) -> RResult<StoreBox, PluginError>,
+        ctx: AbiPluginContext,
+    ) -> AbiResult<StoreBox>,
     /// Constructs the approval plugin named `name`.
     pub new_approval: extern "C" fn(
         name: RStr<'_>,
         config: RStr<'_>,
-        ctx: PluginContext,
-    ) -> RResult<ApprovalBox, PluginError>,
+        ctx: AbiPluginContext,
+    ) -> AbiResult<ApprovalBox>,
     /// Constructs the transport plugin named `name`.
     #[sabi(last_prefix_field)]
     pub new_transport: extern "C" fn(
         name: RStr<'_>,
         config: RStr<'_>,
-        ctx: PluginContext,
-    ) -> RResult<TransportBox, PluginError>,
+        ctx: AbiPluginContext,
+    ) -> AbiResult<TransportBox>,
 }
 
 impl RootModule for PluginLibraryRef {
@@ -103,56 +76,28 @@ impl RootModule for PluginLibraryRef {
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
 }
 
-/// A store plugin: a [`SecretStore`] with a name and a constructor.
-pub trait StorePlugin: SecretStore + Sized {
-    /// The name operators write in `use =` or `name =`.
-    const NAME: &'static str;
-    /// One line shown by `keygate plugins list`.
-    const DESCRIPTION: &'static str;
-    /// Builds the store from its config table, given as TOML text (an empty
-    /// string when the operator wrote none). A bad config is an
-    /// [`ErrorKind::Invalid`](crate::ErrorKind::Invalid) error whose message
-    /// names the field.
-    fn from_config(config: &str, ctx: PluginContext) -> Result<Self, PluginError>;
-}
-
-/// An approval plugin: an [`ApprovalPolicy`] with a name and a constructor.
-pub trait ApprovalPlugin: ApprovalPolicy + Sized {
-    /// The name operators write in `use =` or `name =`.
-    const NAME: &'static str;
-    /// One line shown by `keygate plugins list`.
-    const DESCRIPTION: &'static str;
-    /// Builds the policy from its config table (TOML text).
-    fn from_config(config: &str, ctx: PluginContext) -> Result<Self, PluginError>;
-}
-
-/// A transport plugin: a [`Transport`] with a name and a constructor.
-pub trait TransportPlugin: Transport + Sized {
-    /// The name operators write in `use =` or `name =`.
-    const NAME: &'static str;
-    /// One line shown by `keygate plugins list`.
-    const DESCRIPTION: &'static str;
-    /// Builds the transport from its config table (TOML text).
-    fn from_config(config: &str, ctx: PluginContext) -> Result<Self, PluginError>;
+/// Leaks the root module into its static prefix form.
+pub fn leak_library(lib: PluginLibrary) -> PluginLibraryRef {
+    use abi_stable::prefix_type::PrefixTypeTrait;
+    lib.leak_into_prefix()
 }
 
 /// One constructor in a library's table; built by the export macros.
-#[doc(hidden)]
 pub struct Entry<B> {
-    pub info: fn() -> PluginInfo,
-    pub name: &'static str,
-    pub build: fn(&str, PluginContext) -> Result<B, PluginError>,
+    info: fn() -> AbiPluginInfo,
+    name: &'static str,
+    build: fn(&str, PluginContext) -> Result<B, PluginError>,
 }
 
-fn info(name: &str, kind: PluginKind, description: &str) -> PluginInfo {
-    PluginInfo {
+fn info(name: &str, kind: PluginKind, description: &str) -> AbiPluginInfo {
+    AbiPluginInfo {
         name: name.into(),
         kind,
         description: description.into(),
     }
 }
 
-#[doc(hidden)]
+/// The entry of store plugin `S`.
 pub fn store_entry<S: StorePlugin>() -> Entry<StoreBox> {
     Entry {
         info: || info(S::NAME, PluginKind::Store, S::DESCRIPTION),
@@ -161,7 +106,7 @@ pub fn store_entry<S: StorePlugin>() -> Entry<StoreBox> {
     }
 }
 
-#[doc(hidden)]
+/// The entry of approval plugin `P`.
 pub fn approval_entry<P: ApprovalPlugin>() -> Entry<ApprovalBox> {
     Entry {
         info: || info(P::NAME, PluginKind::Approval, P::DESCRIPTION),
@@ -170,7 +115,7 @@ pub fn approval_entry<P: ApprovalPlugin>() -> Entry<ApprovalBox> {
     }
 }
 
-#[doc(hidden)]
+/// The entry of transport plugin `T`.
 pub fn transport_entry<T: TransportPlugin>() -> Entry<TransportBox> {
     Entry {
         info: || info(T::NAME, PluginKind::Transport, T::DESCRIPTION),
@@ -180,19 +125,18 @@ pub fn transport_entry<T: TransportPlugin>() -> Entry<TransportBox> {
 }
 
 /// The body of a generated `manifest` function.
-#[doc(hidden)]
 pub fn manifest_of(
     stores: &[Entry<StoreBox>],
     approvals: &[Entry<ApprovalBox>],
     transports: &[Entry<TransportBox>],
-) -> LibraryManifest {
+) -> AbiLibraryManifest {
     let plugins = stores
         .iter()
         .map(|e| (e.info)())
         .chain(approvals.iter().map(|e| (e.info)()))
         .chain(transports.iter().map(|e| (e.info)()))
         .collect();
-    LibraryManifest {
+    AbiLibraryManifest {
         sdk_version: crate::SDK_VERSION.into(),
         plugins,
     }
@@ -200,14 +144,13 @@ pub fn manifest_of(
 
 /// The body of a generated constructor: finds `name` and builds it, with
 /// panics caught.
-#[doc(hidden)]
 pub fn construct<B>(
     kind: PluginKind,
     entries: &[Entry<B>],
     name: RStr<'_>,
     config: RStr<'_>,
-    ctx: PluginContext,
-) -> RResult<B, PluginError> {
+    ctx: AbiPluginContext,
+) -> AbiResult<B> {
     guarded("constructor", || {
         let entry = entries
             .iter()
@@ -224,6 +167,6 @@ pub fn construct<B>(
                     }
                 ))
             })?;
-        (entry.build)(config.as_str(), ctx)
+        (entry.build)(config.as_str(), ctx.into())
     })
 }

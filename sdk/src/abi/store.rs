@@ -1,19 +1,16 @@
-//! `SecretStore` across the boundary: the ABI trait object, the plugin-side
-//! adapter around the author's store, and the host-side handle.
-
-use std::panic::{AssertUnwindSafe, catch_unwind};
+//! `SecretStore` across the boundary: the ABI trait object and the
+//! plugin-side adapter around the author's store.
 
 use abi_stable::{
     StableAbi, sabi_trait,
     sabi_trait::TD_Opaque,
-    std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
+    std_types::{RBox, ROption, RSlice, RStr, RString, RVec},
 };
 
-use crate::PluginError;
-use crate::error::panic_to_error;
-use crate::store::{SecretStore, Version, Versioned};
+use super::error::{AbiResult, guarded};
+use crate::store::{SecretStore, Versioned};
 
-/// A versioned value as it crosses the boundary.
+/// The ABI form of [`Versioned`].
 #[repr(C)]
 #[derive(StableAbi)]
 pub struct AbiVersioned {
@@ -23,72 +20,62 @@ pub struct AbiVersioned {
     pub version: u64,
 }
 
+impl From<Versioned> for AbiVersioned {
+    fn from(v: Versioned) -> Self {
+        Self {
+            value: v.value.into(),
+            version: v.version,
+        }
+    }
+}
+
+impl From<AbiVersioned> for Versioned {
+    fn from(v: AbiVersioned) -> Self {
+        Self {
+            value: v.value.into_vec(),
+            version: v.version,
+        }
+    }
+}
+
 /// The ABI form of [`SecretStore`].
 #[sabi_trait]
 pub trait AbiSecretStore: Send + Sync {
     /// See [`SecretStore::get`].
-    fn get(&self, key: RStr<'_>) -> RResult<ROption<AbiVersioned>, PluginError>;
+    fn get(&self, key: RStr<'_>) -> AbiResult<ROption<AbiVersioned>>;
     /// See [`SecretStore::put`].
-    fn put(
-        &self,
-        key: RStr<'_>,
-        value: RSlice<'_, u8>,
-        expected: ROption<u64>,
-    ) -> RResult<u64, PluginError>;
+    fn put(&self, key: RStr<'_>, value: RSlice<'_, u8>, expected: ROption<u64>) -> AbiResult<u64>;
     /// See [`SecretStore::delete`].
-    fn delete(&self, key: RStr<'_>, expected: u64) -> RResult<(), PluginError>;
+    fn delete(&self, key: RStr<'_>, expected: u64) -> AbiResult<()>;
     /// See [`SecretStore::list`].
     #[sabi(last_prefix_field)]
-    fn list(&self, prefix: RStr<'_>) -> RResult<RVec<RString>, PluginError>;
+    fn list(&self, prefix: RStr<'_>) -> AbiResult<RVec<RString>>;
 }
 
 /// An owned store object as it crosses the boundary.
 pub type StoreBox = AbiSecretStore_TO<'static, RBox<()>>;
 
-/// Runs `f`, turning a panic into an `Internal` error naming `what`.
-pub(crate) fn guarded<T>(
-    what: &str,
-    f: impl FnOnce() -> Result<T, PluginError>,
-) -> RResult<T, PluginError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result.into(),
-        Err(payload) => RResult::RErr(panic_to_error(what, payload)),
-    }
-}
-
 struct StoreAdapter<S>(S);
 
 impl<S: SecretStore> AbiSecretStore for StoreAdapter<S> {
-    fn get(&self, key: RStr<'_>) -> RResult<ROption<AbiVersioned>, PluginError> {
+    fn get(&self, key: RStr<'_>) -> AbiResult<ROption<AbiVersioned>> {
         guarded("get", || {
-            Ok(self
-                .0
-                .get(key.as_str())?
-                .map(|v| AbiVersioned {
-                    value: v.value.into(),
-                    version: v.version,
-                })
-                .into())
+            Ok(self.0.get(key.as_str())?.map(AbiVersioned::from).into())
         })
     }
 
-    fn put(
-        &self,
-        key: RStr<'_>,
-        value: RSlice<'_, u8>,
-        expected: ROption<u64>,
-    ) -> RResult<u64, PluginError> {
+    fn put(&self, key: RStr<'_>, value: RSlice<'_, u8>, expected: ROption<u64>) -> AbiResult<u64> {
         guarded("put", || {
             self.0
                 .put(key.as_str(), value.as_slice(), expected.into_option())
         })
     }
 
-    fn delete(&self, key: RStr<'_>, expected: u64) -> RResult<(), PluginError> {
+    fn delete(&self, key: RStr<'_>, expected: u64) -> AbiResult<()> {
         guarded("delete", || self.0.delete(key.as_str(), expected))
     }
 
-    fn list(&self, prefix: RStr<'_>) -> RResult<RVec<RString>, PluginError> {
+    fn list(&self, prefix: RStr<'_>) -> AbiResult<RVec<RString>> {
         guarded("list", || {
             Ok(self
                 .0
@@ -103,44 +90,4 @@ impl<S: SecretStore> AbiSecretStore for StoreAdapter<S> {
 /// Wraps an author's store for export.
 pub fn export_store(store: impl SecretStore) -> StoreBox {
     AbiSecretStore_TO::from_value(StoreAdapter(store), TD_Opaque)
-}
-
-/// The host's handle on a store obtained through the ABI. It implements
-/// [`SecretStore`], so host code cannot tell a built-in from a library.
-pub struct StoreHandle(StoreBox);
-
-impl StoreHandle {
-    pub(crate) fn new(inner: StoreBox) -> Self {
-        Self(inner)
-    }
-}
-
-impl SecretStore for StoreHandle {
-    fn get(&self, key: &str) -> Result<Option<Versioned>, PluginError> {
-        let found = self.0.get(key.into()).into_result()?;
-        Ok(found.into_option().map(|v| Versioned {
-            value: v.value.into_vec(),
-            version: v.version,
-        }))
-    }
-
-    fn put(
-        &self,
-        key: &str,
-        value: &[u8],
-        expected: Option<Version>,
-    ) -> Result<Version, PluginError> {
-        self.0
-            .put(key.into(), value.into(), expected.into())
-            .into_result()
-    }
-
-    fn delete(&self, key: &str, expected: Version) -> Result<(), PluginError> {
-        self.0.delete(key.into(), expected).into_result()
-    }
-
-    fn list(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
-        let keys = self.0.list(prefix.into()).into_result()?;
-        Ok(keys.into_iter().map(String::from).collect())
-    }
 }

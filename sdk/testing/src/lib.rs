@@ -19,6 +19,11 @@ use keygate_sdk::{LogLevel, Logger, PluginContext, SecretStore};
 
 pub mod store;
 
+/// The host's loader (`keygate-sdk-host`), for tests that open a plugin's
+/// built `cdylib` the way the gateway does and run the suite through the
+/// ABI. Only tests use it: a plugin crate never depends on the host side.
+pub use keygate_sdk_host as host;
+
 /// A [`Logger`] that drops every line: for constructing plugins in tests.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NullLogger;

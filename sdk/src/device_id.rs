@@ -1,4 +1,41 @@
 //! [`DeviceId`]: the checksummed, typeable name of a device's public key.
+//!
+//! # Format
+//!
+//! A device id is the [bech32m] (BIP-350) encoding of the first 20 bytes of
+//! the SHA-256 digest of the device's raw 32-byte Ed25519 public key, with
+//! the human-readable part `kgd` ("Keygate device"):
+//!
+//! ```text
+//! digest    = SHA-256(public_key)            public_key: the 32-byte RFC 8032 encoding
+//! data      = digest[0..20]                   160 bits
+//! device_id = bech32m_encode("kgd", data)     lower case
+//! ```
+//!
+//! It is always 42 characters: `kgd1`, 32 data characters and a
+//! 6-character checksum. The checksum detects every error that changes up
+//! to 4 characters, and the fixed length refuses every insertion or
+//! deletion, so a mistyped id is refused ([`DeviceIdError`]) instead of
+//! naming another device. Displayed in lower case; [`DeviceId::parse`] also
+//! accepts all upper case and refuses mixed case, as bech32 requires.
+//!
+//! Test vector: the public key of RFC 8032's first Ed25519 test vector has
+//! the device id `kgd1y8lrrhap2j3xzcntlp2qgm7jyudhhm2tkyepru`:
+//!
+//! ```
+//! use keygate_sdk::DeviceId;
+//! let mut key = [0u8; 32];
+//! for (i, b) in key.iter_mut().enumerate() {
+//!     let hex = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+//!     *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+//! }
+//! let id = DeviceId::from_public_key(&key);
+//! assert_eq!(id.to_string(), "kgd1y8lrrhap2j3xzcntlp2qgm7jyudhhm2tkyepru");
+//! assert_eq!("kgd1y8lrrhap2j3xzcntlp2qgm7jyudhhm2tkyepru".parse::<DeviceId>(), Ok(id));
+//! assert!(DeviceId::parse("kgd1y8lrrhap2j3xzcntlp2qgm7jyudhhm2tkyeprv").is_err());
+//! ```
+//!
+//! [bech32m]: https://github.com/bitcoin/bips/blob/master/bip-0350.mediawiki
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,7 +44,19 @@ use bech32::primitives::decode::CheckedHrpstring;
 use bech32::{Bech32m, Hrp};
 use sha2::{Digest, Sha256};
 
-use super::key::DevicePublicKey;
+/// A raw 32-byte Ed25519 public key (RFC 8032 encoding), the input of
+/// [`DeviceId::from_public_key`]. Implemented for `[u8; 32]`; a host's own
+/// key type implements it too.
+pub trait Ed25519PublicKey {
+    /// The 32 bytes.
+    fn ed25519_bytes(&self) -> &[u8; 32];
+}
+
+impl Ed25519PublicKey for [u8; 32] {
+    fn ed25519_bytes(&self) -> &[u8; 32] {
+        self
+    }
+}
 
 /// The human-readable part of every device id (`kgd`, "Keygate device").
 pub const DEVICE_ID_HRP: &str = "kgd";
@@ -17,7 +66,7 @@ pub const DEVICE_ID_HRP: &str = "kgd";
 pub const DEVICE_ID_LEN: usize = DEVICE_ID_HRP.len() + 1 + DATA_CHARS + CHECKSUM_CHARS;
 
 /// How many bytes of SHA-256(public key) a device id carries.
-const ID_BYTES: usize = 20;
+pub(crate) const ID_BYTES: usize = 20;
 /// `ID_BYTES` as 5-bit characters (160 / 5, no padding).
 const DATA_CHARS: usize = ID_BYTES * 8 / 5;
 /// The length of a bech32m checksum.
@@ -34,7 +83,7 @@ const PREFIX: &str = "kgd1";
 /// A device id: the first 20 bytes of SHA-256 of the device's Ed25519
 /// public key, written as bech32m with the human-readable part `kgd`.
 ///
-/// The format is documented in [the module docs](crate::identity). It is
+/// The format is documented in [the module docs](self). It is
 /// displayed (and serialized) in lower case; [`DeviceId::parse`] (also used
 /// by [`FromStr`] and deserialization) refuses any string that is not a
 /// well-formed device id with a valid checksum.
@@ -49,11 +98,11 @@ pub struct DeviceId {
 
 impl DeviceId {
     /// The device id of `public_key`.
-    pub fn from_public_key(public_key: &DevicePublicKey) -> Self {
+    pub fn from_public_key(public_key: &(impl Ed25519PublicKey + ?Sized)) -> Self {
         Self::from_id_bytes(id_bytes(public_key))
     }
 
-    fn from_id_bytes(bytes: [u8; ID_BYTES]) -> Self {
+    pub(crate) fn from_id_bytes(bytes: [u8; ID_BYTES]) -> Self {
         Self { bytes }
     }
 
@@ -133,15 +182,15 @@ impl DeviceId {
     }
 
     /// Whether this is the id of `public_key`.
-    pub fn matches(&self, public_key: &DevicePublicKey) -> bool {
+    pub fn matches(&self, public_key: &(impl Ed25519PublicKey + ?Sized)) -> bool {
         // Compares the digests: no need to encode the key's id.
         self.bytes == id_bytes(public_key)
     }
 }
 
 /// SHA-256(public key)\[0..20\].
-fn id_bytes(public_key: &DevicePublicKey) -> [u8; ID_BYTES] {
-    let digest = Sha256::digest(public_key.as_bytes());
+fn id_bytes(public_key: &(impl Ed25519PublicKey + ?Sized)) -> [u8; ID_BYTES] {
+    let digest = Sha256::digest(public_key.ed25519_bytes());
     let mut bytes = [0u8; ID_BYTES];
     bytes.copy_from_slice(&digest[..ID_BYTES]);
     bytes
