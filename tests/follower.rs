@@ -722,8 +722,16 @@ fn foreign_entries_and_floors_at_the_last_sequence_numbers_break_nothing() {
             .put(&format!("identity/changes/{seq}"), entry.as_bytes(), None)
             .unwrap();
     }
+    // Entries planted under the highest sequence numbers, readable or not
+    // (a file dropped there by someone without the store's key).
+    for seq in [MAX_SEQ, MAX_SEQ - 1] {
+        let key = change_key(seq);
+        let entry = format!(r#"{{"seq":{seq},"at_unix_ms":0,"keys":[]}}"#);
+        s.store.put(&key, entry.as_bytes(), None).unwrap();
+        s.store.damage(&key);
+    }
     s.store
-        .put(FLOOR_KEY, u64::MAX.to_string().as_bytes(), None)
+        .put(FLOOR_KEY, MAX_SEQ.to_string().as_bytes(), None)
         .unwrap();
     // Writers, new and running, append after the real head; readers follow.
     let b = s
@@ -731,10 +739,44 @@ fn foreign_entries_and_floors_at_the_last_sequence_numbers_break_nothing() {
         .enroll(&key(2).public_key(), "b", &[], s.now)
         .unwrap();
     s.revoke_device(&a);
-    let events = s.reader.refresh().unwrap();
-    assert_eq!(events, [device_event(&a)]);
+    assert_eq!(s.reader.refresh().unwrap(), [device_event(&a)]);
     assert_eq!(status(&s.reader, &b), CertStatus::Valid(b.device.device_id));
+    assert!(
+        s.store.get(&change_key(3)).unwrap().is_some()
+            && s.store.get(&change_key(4)).unwrap().is_none(),
+        "the log went on from its real head (entries 1..=3)"
+    );
     let late = s.open();
     late.refresh().unwrap();
     assert!(late.is_device_revoked(&a.device.device_id));
+}
+
+#[test]
+fn a_mutation_whose_store_reads_fail_fails_cleanly_and_leaves_the_log_contiguous() {
+    let s = Setup::new(IdentitySettings::default());
+    s.enroll(1);
+    let mut enrolled = vec![1u8];
+    for (fail_at, seed) in (1..).zip(2u8..) {
+        s.store.fail_read(fail_at);
+        let result = s.writer.enroll(&key(seed).public_key(), "f", &[], s.now);
+        let reads = s.store.reads();
+        s.store.fail_read(0);
+        match result {
+            Ok(_) => enrolled.push(seed),
+            Err(e) => assert!(e.to_string().contains("unreachable"), "{e}"),
+        }
+        if reads < fail_at {
+            break;
+        }
+    }
+    // Every entry from 1 to the head is there: no sequence was skipped.
+    let head = s.head();
+    for seq in 1..=head {
+        assert!(
+            s.store.get(&change_key(seq)).unwrap().is_some(),
+            "gap at {seq}"
+        );
+    }
+    s.reader.refresh().unwrap();
+    assert_eq!(s.reader.indexed_certificates(), enrolled.len());
 }

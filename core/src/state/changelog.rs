@@ -99,8 +99,9 @@ pub(crate) fn read_entry(
 pub fn decode_floor(bytes: &[u8]) -> Result<u64, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
     let floor: u64 = text.trim().parse().map_err(|e| format!("{e}: {text:?}"))?;
-    if floor > MAX_SEQ {
-        return Err(format!("floor {floor} is above {MAX_SEQ}"));
+    // The newest entry is never compacted, so a floor is below MAX_SEQ.
+    if floor >= MAX_SEQ {
+        return Err(format!("floor {floor} is not below {MAX_SEQ}"));
     }
     Ok(floor)
 }
@@ -130,16 +131,25 @@ fn entry_exists(store: &dyn SecretStore, seq: u64) -> Result<bool, IdentityError
 }
 
 /// The newest sequence number in the log, found by listing (used once per
-/// process, then followed with [`probe_head`]).
+/// process, then followed with [`probe_head`]). The newest *readable*
+/// listed entry counts, so a file planted under a high sequence number by
+/// someone without the store's key cannot move the head.
 pub(crate) fn find_head(store: &dyn SecretStore) -> Result<u64, IdentityError> {
-    let listed = store
+    let mut listed: Vec<u64> = store
         .list(CHANGES_PREFIX)?
         .iter()
         .filter_map(|k| k.strip_prefix(CHANGES_PREFIX)?.parse::<u64>().ok())
-        .filter(|seq| *seq <= MAX_SEQ)
-        .max()
-        .unwrap_or(0);
-    probe_head(store, listed.max(floor_or_zero(store)?))
+        .filter(|seq| (1..MAX_SEQ).contains(seq))
+        .collect();
+    listed.sort_unstable_by(|a, b| b.cmp(a));
+    let mut newest = 0;
+    for seq in listed {
+        if let Read::Found(..) = read_entry(store, seq)? {
+            newest = seq;
+            break;
+        }
+    }
+    probe_head(store, newest.max(floor_or_zero(store)?))
 }
 
 /// Follows the log from `from` to its end.
