@@ -178,3 +178,58 @@ fn state_check_lists_every_unreadable_record_and_exits_1() {
     assert!(report["checked"].as_u64().unwrap() >= 8, "{report}");
     assert!(!out.stdout.contains(&healthy));
 }
+
+#[test]
+fn state_check_quarantine_moves_bad_records_aside_as_found_while_a_gateway_runs() {
+    let (dir, config) = setup();
+    let bad = enroll(&config, 6);
+    let good = enroll(&config, 7);
+    let bad_file = record_file(dir.path(), &format!("identity/devices/{bad}"));
+    flip_last_byte(&bad_file);
+    let bad_bytes = std::fs::read(&bad_file).unwrap();
+    let (newest, seq) = newest_change(dir.path());
+    let foreign = newest.with_file_name(format!("{:020}.rec", seq + 1));
+    std::fs::copy(&newest, &foreign).unwrap();
+    let mut gateway = GatewayProcess::start(&config, &[]);
+
+    let out = run(keygate(&config).args(["state", "check", "--quarantine", "--json"]));
+    assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["unreadable"], serde_json::json!([]), "{report}");
+    let moved = report["moved"].as_array().unwrap();
+    assert_eq!(moved.len(), 2, "{report}");
+    let place = |key: &str| -> PathBuf {
+        let m = moved
+            .iter()
+            .find(|m| m["key"] == key)
+            .unwrap_or_else(|| panic!("{key} not moved: {report}"));
+        PathBuf::from(m["moved_to"].as_str().unwrap())
+    };
+    let device_place = place(&format!("identity/devices/{bad}"));
+    assert!(device_place.starts_with(dir.path().join("state/store/.quarantine")));
+    assert_eq!(
+        std::fs::read(&device_place).unwrap(),
+        bad_bytes,
+        "moved as found"
+    );
+    assert!(!bad_file.exists());
+    place(&format!("identity/changes/{:020}", seq + 1));
+
+    let out = run(keygate(&config).args(["state", "check"]));
+    assert!(
+        out.ok && out.stdout.contains("all readable"),
+        "{}",
+        out.stdout
+    );
+    // The moved device stays refused; the rest works, gateway included.
+    let (_host, manager) = open_identity(&config);
+    manager.refresh().unwrap();
+    let device = keygate_core::identity::DeviceId::parse(&bad).unwrap();
+    assert!(manager.device(&device).unwrap().is_none());
+    let listed = keygate_ok(&config, &["devices", "list", "--json"]);
+    assert!(listed.contains(&good) && !listed.contains(&bad), "{listed}");
+    keygate_ok(&config, &["devices", "revoke", &good]);
+    let line = gateway.wait_for("revocation seen", Duration::from_secs(30));
+    assert!(line.contains(&good), "{line}");
+    assert!(gateway.stop());
+}

@@ -780,3 +780,139 @@ fn a_mutation_whose_store_reads_fail_fails_cleanly_and_leaves_the_log_contiguous
     s.reader.refresh().unwrap();
     assert_eq!(s.reader.indexed_certificates(), enrolled.len());
 }
+
+#[test]
+fn quarantine_moves_unreadable_records_aside_and_what_they_covered_stays_refused() {
+    let s = Setup::new(IdentitySettings::default());
+    let (a, b, c) = (s.enroll(1), s.enroll(2), s.enroll(3));
+    s.reader.refresh().unwrap();
+    let a_key = device_key(&a.device.device_id);
+    let b_cert = cert_key(&b.certificate.fingerprint);
+    s.store.damage(&a_key);
+    s.store.damage(&b_cert);
+    s.store.put("identity/devices/stray", b"{}", None).unwrap();
+    s.store.damage("identity/ca");
+
+    let found = s.writer.check().unwrap();
+    let mut keys: Vec<String> = found.unreadable.iter().map(|u| u.key.clone()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "identity/ca".to_owned(),
+            b_cert.clone(),
+            a_key.clone(),
+            "identity/devices/stray".to_owned()
+        ]
+    );
+    // One that reads again by the time it is moved is left in place.
+    s.store.mend(&b_cert);
+    let report = s.writer.quarantine(&keys, s.now).unwrap();
+    let moved: Vec<&str> = report.moved.iter().map(|m| m.key.as_str()).collect();
+    assert_eq!(moved, [a_key.as_str(), "identity/devices/stray"]);
+    assert!(
+        report
+            .moved
+            .iter()
+            .all(|m| m.place.contains("quarantined record"))
+    );
+    let left: Vec<(&str, &str)> = report
+        .left
+        .iter()
+        .map(|u| (u.key.as_str(), u.reason.as_str()))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (
+                "identity/ca",
+                "never moved aside: no gateway runs without it; restore it from a backup"
+            ),
+            (b_cert.as_str(), "it reads now: left in place"),
+        ]
+    );
+    s.store.mend("identity/ca");
+    assert_eq!(s.writer.check().unwrap().unreadable, []);
+
+    // The running reader learns within a refresh: A's record is gone, and
+    // its certificates stay refused.
+    s.reader.refresh().unwrap();
+    assert_eq!(
+        status(&s.reader, &a),
+        CertStatus::DeviceUnknown(a.device.device_id)
+    );
+    assert_eq!(status(&s.reader, &b), CertStatus::Valid(b.device.device_id));
+    assert_eq!(s.reader.unreadable_records(), []);
+    let late = s.open();
+    late.refresh().unwrap();
+    assert_eq!(
+        status(&late, &a),
+        CertStatus::DeviceUnknown(a.device.device_id)
+    );
+    assert_eq!(status(&late, &c), CertStatus::Valid(c.device.device_id));
+}
+
+#[test]
+fn a_quarantined_change_entry_is_replaced_by_one_that_makes_readers_rescan() {
+    use keygate_core::state::changelog::ChangeEntry;
+    let s = Setup::new(IdentitySettings::default());
+    let (a, b) = (s.enroll(1), s.enroll(2));
+    s.reader.refresh().unwrap();
+    // The reader is still before entry 3 when it is damaged and moved aside.
+    s.revoke_device(&a);
+    s.store.damage(&change_key(3));
+    let report = s.writer.quarantine(&[change_key(3)], s.now).unwrap();
+    assert_eq!(report.moved.len(), 1, "{report:?}");
+    let replacement = s.store.get(&change_key(3)).unwrap().unwrap();
+    let entry = ChangeEntry::decode(3, &replacement.value).unwrap();
+    assert!(entry.reload && entry.keys.is_empty(), "{entry:?}");
+    s.revoke_cert(&b);
+    // The reader meets the replacement, reads every record, and misses
+    // neither the revocation the moved entry announced nor the next one.
+    let events = s.reader.refresh().unwrap();
+    assert_exactly_once(&events, &[device_event(&a), cert_event(&b)], "rescan");
+    assert_eq!(s.writer.check().unwrap().unreadable, []);
+}
+
+#[test]
+fn a_store_that_cannot_quarantine_says_so_and_nothing_moves() {
+    struct NoQuarantine(FaultyStore);
+    impl SecretStore for NoQuarantine {
+        fn get(&self, k: &str) -> Result<Option<keygate_sdk::Versioned>, keygate_sdk::PluginError> {
+            self.0.get(k)
+        }
+        fn put(
+            &self,
+            k: &str,
+            v: &[u8],
+            e: Option<keygate_sdk::Version>,
+        ) -> Result<keygate_sdk::Version, keygate_sdk::PluginError> {
+            self.0.put(k, v, e)
+        }
+        fn delete(&self, k: &str, e: keygate_sdk::Version) -> Result<(), keygate_sdk::PluginError> {
+            self.0.delete(k, e)
+        }
+        fn list(&self, p: &str) -> Result<Vec<String>, keygate_sdk::PluginError> {
+            self.0.list(p)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(NoQuarantine(FaultyStore::new()));
+    let m = IdentityManager::open(
+        store.clone(),
+        dir.path(),
+        Default::default(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    store.0.put("identity/devices/stray", b"{}", None).unwrap();
+    let err = m
+        .quarantine(&["identity/devices/stray".to_owned()], SystemTime::now())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot move record \"identity/devices/stray\" aside"),
+        "{err}"
+    );
+    assert!(store.0.get("identity/devices/stray").unwrap().is_some());
+}

@@ -23,6 +23,9 @@ pub enum ErrorKind {
     Unavailable = 3,
     /// A fault inside the plugin, including a caught panic.
     Internal = 4,
+    /// The plugin does not offer this operation (an optional one, such as
+    /// [`SecretStore::quarantine`](crate::SecretStore::quarantine)).
+    Unsupported = 5,
 }
 
 impl ErrorKind {
@@ -34,6 +37,7 @@ impl ErrorKind {
             Self::Invalid => "invalid",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal error",
+            Self::Unsupported => "unsupported",
         }
     }
 }
@@ -118,6 +122,11 @@ impl PluginError {
     /// [`ErrorKind::Internal`].
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
+    }
+
+    /// [`ErrorKind::Unsupported`].
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
     }
 
     /// The kind of failure.

@@ -12,6 +12,18 @@
 //! # Keys
 //! Keys follow the rules of [`crate::key`]; every store calls
 //! [`validate_key`](crate::validate_key) first.
+//!
+//! # Errors
+//! The host reacts to the [`ErrorKind`](crate::ErrorKind) of an error, so
+//! choose it with care:
+//! - [`Unavailable`](crate::ErrorKind::Unavailable) means the store cannot
+//!   be reached *now* (disk, database, network): the host fails the whole
+//!   operation, changes nothing, and tries again later.
+//! - Any other error from `get` is about *that record*: the host treats the
+//!   record as unreadable (tampered, torn, undecodable), names it, fails
+//!   closed for what it covers (a device whose record cannot be read counts
+//!   as revoked) and goes on with the rest. So never answer a transient
+//!   fault with `Internal`.
 
 use crate::PluginError;
 
@@ -65,6 +77,24 @@ pub trait SecretStore: Send + Sync + 'static {
     /// The keys that start with `prefix` (a plain string prefix, `""` for
     /// all), in ascending byte order.
     fn list(&self, prefix: &str) -> Result<Vec<String>, PluginError>;
+
+    /// Moves the record at `key` out of the key space whatever its state,
+    /// including a record the store itself cannot open (tampered, torn,
+    /// sealed under another name), and keeps its bytes where an operator
+    /// can look at them. Returns where it went, in words for the operator
+    /// (a path, a table). Afterwards `key` is absent and may be written
+    /// again. [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) if there
+    /// is no such record.
+    ///
+    /// Optional: the default answers
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported), and
+    /// `keygate state check --quarantine` then tells the operator to move
+    /// the record aside by the store's own means.
+    fn quarantine(&self, key: &str) -> Result<String, PluginError> {
+        Err(PluginError::unsupported(format!(
+            "this store cannot move record {key:?} aside"
+        )))
+    }
 }
 
 impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
@@ -85,6 +115,9 @@ impl<S: SecretStore + ?Sized> SecretStore for std::sync::Arc<S> {
     fn list(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
         (**self).list(prefix)
     }
+    fn quarantine(&self, key: &str) -> Result<String, PluginError> {
+        (**self).quarantine(key)
+    }
 }
 
 impl<S: SecretStore + ?Sized> SecretStore for Box<S> {
@@ -104,5 +137,8 @@ impl<S: SecretStore + ?Sized> SecretStore for Box<S> {
     }
     fn list(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
         (**self).list(prefix)
+    }
+    fn quarantine(&self, key: &str) -> Result<String, PluginError> {
+        (**self).quarantine(key)
     }
 }

@@ -244,6 +244,11 @@ impl keygate_sdk::SecretStore for FaultyStore {
         self.read(prefix)?;
         self.inner.list(prefix)
     }
+    /// Moves a record aside whatever its state, damaged ones included.
+    fn quarantine(&self, key: &str) -> Result<String, keygate_sdk::PluginError> {
+        self.mend(key);
+        self.inner.quarantine(key)
+    }
 }
 
 /// A `keygate gateway run` child whose stderr lines the test reads as they

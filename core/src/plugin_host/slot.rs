@@ -54,6 +54,9 @@ impl<S: SecretStore> SecretStore for Slot<S> {
     fn list(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
         self.ctx(self.inner.list(prefix))
     }
+    fn quarantine(&self, key: &str) -> Result<String, PluginError> {
+        self.ctx(self.inner.quarantine(key))
+    }
 }
 
 impl<P: ApprovalPolicy> ApprovalPolicy for Slot<P> {

@@ -56,9 +56,30 @@ pub struct ChangeEntry {
     pub at_unix_ms: u64,
     /// The store keys the mutation writes.
     pub keys: Vec<String>,
+    /// Set on an entry written in place of one that was moved aside
+    /// (`keygate state check --quarantine`): what the original announced
+    /// is unknown, so a reader that meets it reads every record again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reload: bool,
 }
 
 impl ChangeEntry {
+    /// The entry that takes the place of unreadable entry `seq` once it is
+    /// moved aside.
+    pub fn replacement(seq: u64, at_unix_ms: u64) -> ChangeEntry {
+        ChangeEntry {
+            seq,
+            at_unix_ms,
+            keys: Vec::new(),
+            reload: true,
+        }
+    }
+
+    /// The entry's bytes as stored.
+    pub fn encode(&self) -> Result<Vec<u8>, IdentityError> {
+        serde_json::to_vec(self).map_err(|e| IdentityError::corrupt(&change_key(self.seq), e))
+    }
+
     /// Decodes the bytes stored under [`change_key`]`(seq)`: a JSON entry
     /// whose own `seq` must be `seq` (a file copied in from elsewhere in the
     /// log is refused, not applied). Every error names the key.
@@ -171,9 +192,9 @@ pub(crate) fn append(
         seq,
         at_unix_ms,
         keys,
+        reload: false,
     };
-    let bytes =
-        serde_json::to_vec(&entry).map_err(|e| IdentityError::corrupt(&change_key(seq), e))?;
+    let bytes = entry.encode()?;
     match store.put(&change_key(seq), &bytes, None) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == ErrorKind::Conflict => Err(IdentityError::Raced {

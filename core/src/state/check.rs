@@ -1,19 +1,40 @@
-//! `keygate state check`: reads every identity record and names the ones
-//! that cannot be used.
+//! `keygate state check [--quarantine]`: reads every identity record, names
+//! the ones that cannot be used, and can move them aside.
 //!
 //! Each key under `identity/` is read through the store and decoded as the
 //! record its name says it holds ([`check_record`]); a key no record of
-//! schema `v1` is stored under is reported too. Reading only: the state
-//! lock is not taken, and a record written while the check runs is checked
-//! as it was read.
+//! schema `v1` is stored under is reported too. Checking only reads: the
+//! state lock is not taken, and a record written while the check runs is
+//! checked as it was read.
+//!
+//! # Moving records aside
+//! [`IdentityManager::quarantine`] moves unreadable records out of the
+//! state with the store's `quarantine` (the filesystem store renames the
+//! file, as found, into `<root>/.quarantine/`), as one mutation under the
+//! exclusive lock whose change entry names them, so every running gateway
+//! reads them again (now absent) within a second. What a moved record
+//! covered stays refused:
+//! - a device record: the device has no record, so its certificates are
+//!   refused ([`CertStatus::DeviceUnknown`](super::CertStatus::DeviceUnknown));
+//!   the device is forgotten and comes back only by enrolling or pairing
+//!   again, which an operator approves;
+//! - a certificate record: that certificate is refused (`Unknown`);
+//! - a change entry: an entry marked `reload` takes its place, so a reader
+//!   that has not passed it yet reads every record instead of skipping what
+//!   the original announced;
+//! - the snapshot, the floor, pairing codes, approval requests, stray keys:
+//!   nothing is refused; a snapshot or floor is written again.
+//!
+//! The schema marker and the CA are never moved: without them no gateway
+//! can run, and the only repair is a backup.
 
 use zeroize::Zeroizing;
 
 use super::IdentityError;
-use super::changelog::{CHANGES_PREFIX, ChangeEntry, FLOOR_KEY, decode_floor};
+use super::changelog::{CHANGES_PREFIX, ChangeEntry, FLOOR_KEY, change_key, decode_floor};
 use super::fault::{Read, UnreadableRecord, read_with};
 use super::index::{IndexSnapshot, SNAPSHOT_KEY};
-use super::manager::IdentityManager;
+use super::manager::{IdentityManager, Write};
 use super::pairing::{APPROVALS_PREFIX, ApprovalRecord, PAIRING_PREFIX, PairingSession};
 use super::records::{
     CA_KEY, CERTS_PREFIX, CaRecord, CertRecord, DEVICES_PREFIX, DeviceRecord, SCHEMA_KEY,
@@ -21,6 +42,7 @@ use super::records::{
 };
 use crate::ca::CertificateAuthority;
 use crate::identity::{CertFingerprint, DeviceId};
+use crate::time::unix_ms;
 
 /// The prefix every identity record lives under.
 pub const IDENTITY_PREFIX: &str = "identity/";
@@ -104,7 +126,88 @@ pub fn check_record(key: &str, bytes: &[u8]) -> Result<(), String> {
     ))
 }
 
+/// A record moved aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// Its key.
+    pub key: String,
+    /// Why it was unreadable.
+    pub reason: String,
+    /// Where the store put it.
+    pub place: String,
+}
+
+/// What [`IdentityManager::quarantine`] did.
+#[derive(Debug, Clone, Default)]
+pub struct QuarantineReport {
+    /// The records moved aside.
+    pub moved: Vec<Moved>,
+    /// The records left in place, and why (they read now, are gone, or may
+    /// never be moved).
+    pub left: Vec<UnreadableRecord>,
+}
+
 impl IdentityManager {
+    /// Moves the records at `keys` aside, if each is still unreadable when
+    /// checked again under the exclusive lock; see the module docs. A store
+    /// without the capability makes this an
+    /// [`Unsupported`](keygate_sdk::ErrorKind::Unsupported) error and
+    /// moves nothing.
+    pub fn quarantine(
+        &self,
+        keys: &[String],
+        now: std::time::SystemTime,
+    ) -> Result<QuarantineReport, IdentityError> {
+        let (mut report, places) = self.mutate_moving("state quarantine", |m| {
+            let mut writes = Vec::new();
+            let mut report = QuarantineReport::default();
+            for key in keys {
+                let left = |why: &str| UnreadableRecord {
+                    key: key.clone(),
+                    reason: why.to_owned(),
+                };
+                if key == SCHEMA_KEY || key == CA_KEY {
+                    report.left.push(left(
+                        "never moved aside: no gateway runs without it; restore it from a backup",
+                    ));
+                    continue;
+                }
+                let reason = match read_with(&*m.store, key, |bytes| check_record(key, bytes))? {
+                    Read::Absent => {
+                        report.left.push(left("no such record"));
+                        continue;
+                    }
+                    Read::Found(..) => {
+                        report.left.push(left("it reads now: left in place"));
+                        continue;
+                    }
+                    Read::Unreadable(reason) => reason,
+                };
+                writes.push(Write::quarantine(key.clone()));
+                if let Some(seq) = key
+                    .strip_prefix(CHANGES_PREFIX)
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .filter(|seq| change_key(*seq) == *key)
+                {
+                    let replacement = ChangeEntry::replacement(seq, unix_ms(now));
+                    writes.push(Write::put(key.clone(), replacement.encode()?, None));
+                }
+                report.moved.push(Moved {
+                    key: key.clone(),
+                    reason,
+                    place: String::new(),
+                });
+            }
+            Ok((writes, report))
+        })?;
+        for moved in &mut report.moved {
+            if let Some((_, place)) = places.iter().find(|(key, _)| *key == moved.key) {
+                moved.place.clone_from(place);
+            }
+        }
+        Ok(report)
+    }
+
     /// Reads and decodes every identity record (see the module docs). Only
     /// a transient store failure is an error.
     pub fn check(&self) -> Result<CheckReport, IdentityError> {

@@ -110,8 +110,9 @@ enum Batch {
         through: u64,
         observed: Vec<Observed>,
     },
-    /// An entry that cannot be read: only a full scan covers what it said.
-    Unreadable { seq: u64, reason: String },
+    /// An entry that cannot be read, or one written in place of such an
+    /// entry (`reason: None`): only a full scan covers what it said.
+    Rescan { seq: u64, reason: Option<String> },
 }
 
 /// The part of a device record the index needs (parsing the public key,
@@ -141,8 +142,11 @@ fn observe(store: &dyn SecretStore, key: &str) -> Result<Observed, IdentityError
     };
     if let Some(rest) = key.strip_prefix(DEVICES_PREFIX) {
         let Ok(id) = DeviceId::parse(rest) else {
-            let why = "a key under identity/devices/ that is not a device id".to_owned();
-            return Ok(observed(Observation::Other, Some(why)));
+            return stray(
+                store,
+                key,
+                "a key under identity/devices/ that is not a device id",
+            );
         };
         let (state, unreadable) = match read_record::<DeviceIndexView>(store, key)? {
             Read::Absent => (DeviceState::Unknown, None),
@@ -157,8 +161,11 @@ fn observe(store: &dyn SecretStore, key: &str) -> Result<Observed, IdentityError
         Ok(observed(Observation::Device(id, state), unreadable))
     } else if let Some(rest) = key.strip_prefix(CERTS_PREFIX) {
         let Ok(fp) = CertFingerprint::parse(rest) else {
-            let why = "a key under identity/certs/ that is not a fingerprint".to_owned();
-            return Ok(observed(Observation::Other, Some(why)));
+            return stray(
+                store,
+                key,
+                "a key under identity/certs/ that is not a fingerprint",
+            );
         };
         let unreadable = |why| {
             let binding = CertBinding {
@@ -192,6 +199,17 @@ fn observe(store: &dyn SecretStore, key: &str) -> Result<Observed, IdentityError
     } else {
         Ok(observed(Observation::Other, None))
     }
+}
+
+/// A key under an indexed prefix that names nothing the index holds: a
+/// fault while it exists, nothing once it is gone (moved aside).
+fn stray(store: &dyn SecretStore, key: &str, why: &str) -> Result<Observed, IdentityError> {
+    let exists = !matches!(read_with(store, key, |_| Ok(()))?, Read::Absent);
+    Ok(Observed {
+        key: key.to_owned(),
+        observation: Observation::Other,
+        unreadable: exists.then(|| why.to_owned()),
+    })
 }
 
 /// Whether a device going from `before` to `after` newly refuses it, so
@@ -324,13 +342,19 @@ impl Follower {
                     Vec::new()
                 }
             }
-            Batch::Unreadable { seq, reason } => {
-                cx.faults.met(
-                    &change_key(seq),
-                    &reason,
-                    "which keys it changed is unknown, so every record is read again",
-                    cx.settings.recheck_interval,
-                );
+            Batch::Rescan { seq, reason } => {
+                match reason {
+                    Some(reason) => cx.faults.met(
+                        &change_key(seq),
+                        &reason,
+                        "which keys it changed is unknown, so every record is read again",
+                        cx.settings.recheck_interval,
+                    ),
+                    None => tracing::info!(
+                        seq,
+                        "change entry {seq} replaces one moved aside; reading every record again"
+                    ),
+                }
                 self.reload(cx, index, now_secs, false)?
             }
         };
@@ -345,6 +369,12 @@ impl Follower {
         loop {
             match read_entry(cx.store, seq + 1)? {
                 Read::Absent => break,
+                Read::Found(entry, _) if entry.reload => {
+                    return Ok(Batch::Rescan {
+                        seq: seq + 1,
+                        reason: None,
+                    });
+                }
                 Read::Found(entry, _) => {
                     for key in &entry.keys {
                         observed.push(observe(cx.store, key)?);
@@ -352,9 +382,9 @@ impl Follower {
                     seq += 1;
                 }
                 Read::Unreadable(reason) => {
-                    return Ok(Batch::Unreadable {
+                    return Ok(Batch::Rescan {
                         seq: seq + 1,
-                        reason,
+                        reason: Some(reason),
                     });
                 }
             }

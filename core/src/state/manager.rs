@@ -109,11 +109,21 @@ pub struct Enrolled {
     pub certificate: IssuedCertificate,
 }
 
-/// One record a mutation writes (`value: None` deletes it).
+/// One record a mutation writes.
 pub(super) struct Write {
     pub(super) key: String,
-    pub(super) value: Option<Vec<u8>>,
-    pub(super) expected: Option<Version>,
+    op: Op,
+}
+
+enum Op {
+    Put {
+        value: Vec<u8>,
+        expected: Option<Version>,
+    },
+    Delete {
+        expected: Version,
+    },
+    Quarantine,
 }
 
 impl Write {
@@ -121,8 +131,7 @@ impl Write {
     pub(super) fn put(key: String, value: Vec<u8>, expected: Option<Version>) -> Self {
         Self {
             key,
-            value: Some(value),
-            expected,
+            op: Op::Put { value, expected },
         }
     }
 
@@ -130,8 +139,16 @@ impl Write {
     pub(super) fn delete(key: String, expected: Version) -> Self {
         Self {
             key,
-            value: None,
-            expected: Some(expected),
+            op: Op::Delete { expected },
+        }
+    }
+
+    /// Moves the record at `key` aside, whatever it holds (see
+    /// [`SecretStore::quarantine`]).
+    pub(super) fn quarantine(key: String) -> Self {
+        Self {
+            key,
+            op: Op::Quarantine,
         }
     }
 }
@@ -274,12 +291,22 @@ impl IdentityManager {
         purpose: &str,
         plan: impl FnOnce(&Self) -> Result<(Vec<Write>, T), IdentityError>,
     ) -> Result<T, IdentityError> {
+        self.mutate_moving(purpose, plan).map(|(out, _)| out)
+    }
+
+    /// [`mutate`](Self::mutate), also returning where each record it
+    /// quarantined went: `(key, place)`.
+    pub(super) fn mutate_moving<T>(
+        &self,
+        purpose: &str,
+        plan: impl FnOnce(&Self) -> Result<(Vec<Write>, T), IdentityError>,
+    ) -> Result<(T, Vec<(String, String)>), IdentityError> {
         let _guard = self
             .lock
             .acquire_exclusive(purpose, self.settings.lock_timeout)?;
         let (writes, out) = plan(self)?;
         if writes.is_empty() {
-            return Ok(out);
+            return Ok((out, Vec::new()));
         }
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let floor = changelog::floor_or_zero(&*self.store)?;
@@ -305,11 +332,15 @@ impl IdentityManager {
             at_ms,
         )?;
         *head = Some(seq);
+        let mut moved = Vec::new();
         for w in writes {
-            let result = match (&w.value, w.expected) {
-                (Some(value), expected) => self.store.put(&w.key, value, expected).map(drop),
-                (None, Some(expected)) => self.store.delete(&w.key, expected),
-                (None, None) => Ok(()),
+            let result = match &w.op {
+                Op::Put { value, expected } => self.store.put(&w.key, value, *expected).map(drop),
+                Op::Delete { expected } => self.store.delete(&w.key, *expected),
+                Op::Quarantine => self
+                    .store
+                    .quarantine(&w.key)
+                    .map(|place| moved.push((w.key.clone(), place))),
             };
             match result {
                 Ok(()) => {}
@@ -320,7 +351,7 @@ impl IdentityManager {
             }
         }
         self.compact_if_due(floor, seq);
-        Ok(out)
+        Ok((out, moved))
     }
 
     /// A writer's share of compaction: once the log holds

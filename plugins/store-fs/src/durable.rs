@@ -49,6 +49,28 @@ fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
     Err(last.unwrap_or_else(|| io::Error::other("no free temp file name")))
 }
 
+/// Moves the file at `from` into the folder `into` (created 0700 if
+/// missing) as `name`, atomically, and makes both folders' entries durable.
+/// `into` must be on the same filesystem.
+pub(crate) fn move_into(from: &Path, into: &Path, name: &str) -> io::Result<PathBuf> {
+    match DirBuilder::new().mode(DIR_MODE).create(into) {
+        Ok(()) => {
+            if let Some(parent) = into.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let to = into.join(name);
+    fs::rename(from, &to)?;
+    sync_dir(into)?;
+    if let Some(parent) = from.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(to)
+}
+
 /// Creates each missing folder of `rel` under `root` (mode 0700), fsyncing
 /// the parent of each one it creates so the new folder is durable too.
 pub(crate) fn create_dirs(root: &Path, rel: &Path) -> io::Result<()> {

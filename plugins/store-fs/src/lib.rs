@@ -16,6 +16,7 @@
 //! <root>/            0700
 //!   .lock            the store-wide write lock (flock)
 //!   .keycheck        a sealed constant: tells a wrong key at open
+//!   .quarantine/     record files moved aside (`quarantine`), as found
 //!   .kdf             Argon2id salt and parameters (passphrase stores only)
 //!   devices/         one folder level per key segment, 0700
 //!     ab%2Ecd.rec    the record of key "devices/ab.cd", 0600
@@ -73,7 +74,9 @@
 //! returned as data and never overwritten: `get`, `put` (even with
 //! `expected = None`) and `delete` of that key all refuse, and the file is
 //! left as it is for inspection. To give up on it, restore it from a
-//! backup or remove the file by hand; the key is then absent.
+//! backup, or move it aside with `keygate state check --quarantine` (the
+//! store's `quarantine` renames the file, whatever it holds, into
+//! `.quarantine/`); the key is then absent.
 //!
 //! # What the disk shows without the key
 //! Values are sealed; **file names are not**: they are the record keys,
@@ -143,6 +146,9 @@ fn io_error(what: &str, key: &str, path: &Path, e: &io::Error) -> PluginError {
 fn damaged(key: &str, path: &Path, e: &OpenError) -> PluginError {
     PluginError::internal(format!("record {key:?}: {e}; file {}", path.display()))
 }
+
+/// The folder, under the root, that quarantined record files are moved to.
+pub const QUARANTINE_DIR: &str = ".quarantine";
 
 /// The first version of a new record: random, below 2^62, never zero, so
 /// `+1` per update cannot overflow in practice and a re-created key does
@@ -307,6 +313,33 @@ impl SecretStore for FsStore {
                 durable::remove(&path).map_err(|e| io_error("delete", key, &path, &e))
             }
         }
+    }
+
+    /// Renames the record's file, whatever it holds, into
+    /// `<root>/.quarantine/` (a dot-folder, so never taken for records) as
+    /// `<unix ms>-<random>-<file name>`, under the store lock.
+    fn quarantine(&self, key: &str) -> Result<String, PluginError> {
+        let path = self.record_file(key)?;
+        let _guard = self.lock.lock()?;
+        if !path.exists() {
+            return Err(PluginError::not_found(format!("key {key:?}")));
+        }
+        // Encoded names are ASCII: any cut is on a character boundary.
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(path::RECORD_SUFFIX);
+        let tail = &file_name[file_name.len().saturating_sub(120)..];
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let tag = random_u64()
+            .map_err(|e| PluginError::internal(format!("cannot name the quarantined file: {e}")))?;
+        let name = format!("{stamp}-{:08x}-{tail}", tag as u32);
+        let dir = self.root.join(QUARANTINE_DIR);
+        durable::move_into(&path, &dir, &name)
+            .map(|to| to.display().to_string())
+            .map_err(|e| io_error("move aside", key, &path, &e))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, PluginError> {

@@ -194,3 +194,36 @@ fn a_damaged_record_is_still_readable_after_restoring_it() {
     assert_eq!(store.get(KEY).unwrap(), None);
     store.put(KEY, b"fresh", None).unwrap();
 }
+
+#[test]
+fn quarantine_moves_a_damaged_file_aside_as_found_and_frees_its_key() {
+    let (dir, store, _) = store_with_record();
+    let file = record(&store, KEY);
+    rewrite(&file, |b| {
+        let last = b.len() - 1;
+        b[last] ^= 1;
+    });
+    let damaged = std::fs::read(&file).unwrap();
+    assert_eq!(store.get(KEY).unwrap_err().kind(), ErrorKind::Internal);
+
+    let place = store
+        .quarantine(KEY)
+        .expect("a damaged record can be moved aside");
+    let moved = Path::new(&place);
+    assert!(
+        moved.starts_with(dir.path().join("store/.quarantine")) && moved.exists(),
+        "{place}"
+    );
+    assert_eq!(std::fs::read(moved).unwrap(), damaged, "moved as found");
+    assert!(!file.exists());
+    assert_eq!(store.get(KEY).unwrap(), None);
+    assert_eq!(store.list("devices/").unwrap(), ["devices/y"]);
+    assert_eq!(store.get("devices/y").unwrap().unwrap().value, b"bystander");
+    store
+        .put(KEY, b"fresh", None)
+        .expect("the key is free again");
+    assert_eq!(
+        store.quarantine("devices/none").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}

@@ -20,6 +20,8 @@ use keygate_sdk::{
 pub struct MemoryStore {
     records: RwLock<BTreeMap<String, (Vec<u8>, Version)>>,
     next_version: AtomicU64,
+    /// Records moved aside by `quarantine`, kept for the life of the store.
+    quarantined: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
 }
 
 impl MemoryStore {
@@ -102,6 +104,20 @@ impl SecretStore for MemoryStore {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, _)| k.clone())
             .collect())
+    }
+
+    fn quarantine(&self, key: &str) -> Result<String, PluginError> {
+        validate_key(key)?;
+        let (value, _) = self
+            .records_write()
+            .remove(key)
+            .ok_or_else(|| PluginError::not_found(format!("key {key:?}")))?;
+        let mut aside = self.quarantined.lock().unwrap_or_else(|p| p.into_inner());
+        aside.push((key.to_owned(), value));
+        Ok(format!(
+            "kept in this process's memory as quarantined record {} (the memory store has no disk)",
+            aside.len()
+        ))
     }
 }
 

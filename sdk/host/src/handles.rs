@@ -45,6 +45,11 @@ impl SecretStore for StoreHandle {
         let keys: RVec<_> = from_abi(self.0.list(prefix.into()))?;
         Ok(keys.into_iter().map(|k| k.into_string()).collect())
     }
+
+    fn quarantine(&self, key: &str) -> Result<String, PluginError> {
+        let place: abi_stable::std_types::RString = from_abi(self.0.quarantine(key.into()))?;
+        Ok(place.into_string())
+    }
 }
 
 /// A policy obtained through the ABI.

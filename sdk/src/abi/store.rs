@@ -48,8 +48,10 @@ pub trait AbiSecretStore: Send + Sync {
     /// See [`SecretStore::delete`].
     fn delete(&self, key: RStr<'_>, expected: u64) -> AbiResult<()>;
     /// See [`SecretStore::list`].
-    #[sabi(last_prefix_field)]
     fn list(&self, prefix: RStr<'_>) -> AbiResult<RVec<RString>>;
+    /// See [`SecretStore::quarantine`].
+    #[sabi(last_prefix_field)]
+    fn quarantine(&self, key: RStr<'_>) -> AbiResult<RString>;
 }
 
 /// An owned store object as it crosses the boundary.
@@ -83,6 +85,12 @@ impl<S: SecretStore> AbiSecretStore for StoreAdapter<S> {
                 .into_iter()
                 .map(RString::from)
                 .collect())
+        })
+    }
+
+    fn quarantine(&self, key: RStr<'_>) -> AbiResult<RString> {
+        guarded("quarantine", || {
+            self.0.quarantine(key.as_str()).map(RString::from)
         })
     }
 }

@@ -79,6 +79,7 @@ macro_rules! secret_store_conformance {
             odd_keys_work,
             invalid_keys_are_refused_and_nothing_is_written,
             eight_threads_of_cas_increments_lose_no_update,
+            quarantine_removes_the_key_or_is_unsupported,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -249,3 +249,33 @@ pub fn eight_threads_of_cas_increments_lose_no_update(store: &dyn SecretStore) {
         THREADS * EACH
     );
 }
+
+/// `quarantine` (optional) either answers `Unsupported` and changes
+/// nothing, or moves the record out: the key is then absent, not listed,
+/// and can be created again; a missing key is `NotFound`.
+pub fn quarantine_removes_the_key_or_is_unsupported(store: &dyn SecretStore) {
+    store.put("q/bad", b"x", None).expect("create");
+    store.put("q/good", b"y", None).expect("create");
+    match store.quarantine("q/bad") {
+        Err(e) if e.kind() == ErrorKind::Unsupported => {
+            assert_eq!(value_of(store, "q/bad").map(|v| v.0), Some(b"x".to_vec()));
+            return;
+        }
+        Err(e) => panic!("quarantine: {e}"),
+        Ok(place) => assert!(!place.is_empty(), "quarantine says where the record went"),
+    }
+    assert_eq!(
+        value_of(store, "q/bad"),
+        None,
+        "a quarantined key is absent"
+    );
+    assert_eq!(store.list("q/").expect("list"), ["q/good"]);
+    store
+        .put("q/bad", b"new", None)
+        .expect("re-create after quarantine");
+    expect_kind(
+        store.quarantine("q/missing"),
+        ErrorKind::NotFound,
+        "quarantine of a missing key",
+    );
+}
