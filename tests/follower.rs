@@ -916,3 +916,84 @@ fn a_store_that_cannot_quarantine_says_so_and_nothing_moves() {
     );
     assert!(store.0.get("identity/devices/stray").unwrap().is_some());
 }
+
+/// A store in which another writer, one the state lock does not exclude
+/// (another host), takes the next change entry just before this process
+/// writes it, or in which writing that entry fails outright.
+struct Contested {
+    inner: FaultyStore,
+    /// `Some(true)`: the next change entry is taken by the other writer;
+    /// `Some(false)`: writing it fails as an unreachable store does.
+    next: std::sync::Mutex<Option<bool>>,
+}
+
+impl SecretStore for Contested {
+    fn get(&self, k: &str) -> Result<Option<keygate_sdk::Versioned>, keygate_sdk::PluginError> {
+        self.inner.get(k)
+    }
+    fn put(
+        &self,
+        k: &str,
+        v: &[u8],
+        e: Option<keygate_sdk::Version>,
+    ) -> Result<keygate_sdk::Version, keygate_sdk::PluginError> {
+        if k.starts_with("identity/changes/0") {
+            match self.next.lock().unwrap().take() {
+                Some(true) => {
+                    self.inner.put(k, br#"{"other":"host"}"#, None)?;
+                }
+                Some(false) => {
+                    return Err(keygate_sdk::PluginError::unavailable("database went away"));
+                }
+                None => {}
+            }
+        }
+        self.inner.put(k, v, e)
+    }
+    fn delete(&self, k: &str, e: keygate_sdk::Version) -> Result<(), keygate_sdk::PluginError> {
+        self.inner.delete(k, e)
+    }
+    fn list(&self, p: &str) -> Result<Vec<String>, keygate_sdk::PluginError> {
+        self.inner.list(p)
+    }
+}
+
+#[test]
+fn a_writer_that_loses_its_change_entry_or_cannot_write_it_writes_nothing_else() {
+    use keygate_core::state::IdentityError;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Contested {
+        inner: FaultyStore::new(),
+        next: std::sync::Mutex::new(None),
+    });
+    let now = SystemTime::now();
+    let m = IdentityManager::open(store.clone(), dir.path(), Default::default(), now).unwrap();
+    let device = key(1).public_key();
+
+    *store.next.lock().unwrap() = Some(true);
+    let err = m.enroll(&device, "d", &[], now).unwrap_err();
+    match &err {
+        IdentityError::Raced { key } => assert_eq!(*key, change_key(1)),
+        other => panic!("expected a lost race, got {other}"),
+    }
+    assert_eq!(
+        store.inner.list("identity/devices/").unwrap(),
+        Vec::<String>::new()
+    );
+
+    *store.next.lock().unwrap() = Some(false);
+    let err = m.enroll(&device, "d", &[], now).unwrap_err();
+    assert!(
+        matches!(err, IdentityError::Store(_)) && err.to_string().contains("database went away"),
+        "{err}"
+    );
+    assert_eq!(
+        store.inner.list("identity/devices/").unwrap(),
+        Vec::<String>::new()
+    );
+
+    // With the way clear, the next mutation appends after the other's entry.
+    let enrolled = m.enroll(&device, "d", &[], now).unwrap();
+    assert!(store.inner.get(&change_key(2)).unwrap().is_some());
+    assert_eq!(enrolled.device.device_id, key(1).device_id());
+}
