@@ -23,7 +23,7 @@
 //! An entry that exists but cannot be read (tampered, or a foreign file at
 //! that sequence) still counts as present: writers append after it, and a
 //! reader that meets it cannot know which keys it announced, so it reloads
-//! every record instead (see [`super::follower`]).
+//! every record instead (see the `follower` module).
 
 use keygate_sdk::{ErrorKind, SecretStore};
 use serde::{Deserialize, Serialize};

@@ -566,7 +566,7 @@ impl IdentityManager {
 
     /// Brings the index up to date with the change log (loading it in full,
     /// from the snapshot if there is one, the first time) and returns what
-    /// it newly refuses: all or nothing, see [`super::follower`]. `now`
+    /// it newly refuses: all or nothing, see the `follower` module. `now`
     /// decides which certificates have expired. Takes the shared state
     /// lock.
     pub fn refresh_at(&self, now: SystemTime) -> Result<Vec<RevocationEvent>, IdentityError> {
