@@ -367,11 +367,12 @@ impl Follower {
         let mut seq = self.cursor;
         let mut observed = Vec::new();
         loop {
-            match read_entry(cx.store, seq + 1)? {
+            let next = seq + 1;
+            match read_entry(cx.store, next)? {
                 Read::Absent => break,
                 Read::Found(entry, _) if entry.reload => {
                     return Ok(Batch::Rescan {
-                        seq: seq + 1,
+                        seq: next,
                         reason: None,
                     });
                 }
@@ -379,11 +380,11 @@ impl Follower {
                     for key in &entry.keys {
                         observed.push(observe(cx.store, key)?);
                     }
-                    seq += 1;
+                    seq = next;
                 }
                 Read::Unreadable(reason) => {
                     return Ok(Batch::Rescan {
-                        seq: seq + 1,
+                        seq: next,
                         reason: Some(reason),
                     });
                 }
