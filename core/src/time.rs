@@ -20,14 +20,20 @@ pub fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The instant `secs` unix seconds name.
+/// The last instant Keygate represents: 9999-12-31T23:59:59.999Z, the end
+/// of the calendar RFC 3339 can write. Every platform's `SystemTime` holds
+/// it, so turning a number read from a record into a time never overflows.
+pub const LATEST_UNIX_MS: u64 = 253_402_300_799_999;
+
+/// The instant `secs` unix seconds name, clamped to [`LATEST_UNIX_MS`]
+/// (a number past year 9999 in a record is garbage, not a panic).
 pub fn from_unix_secs(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
+    from_unix_ms(secs.saturating_mul(1000))
 }
 
-/// The instant `ms` unix milliseconds name.
+/// The instant `ms` unix milliseconds name, clamped to [`LATEST_UNIX_MS`].
 pub fn from_unix_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+    UNIX_EPOCH + Duration::from_millis(ms.min(LATEST_UNIX_MS))
 }
 
 /// Unix seconds as RFC 3339 UTC (`2026-11-22T08:00:00Z`); a number the
@@ -76,6 +82,15 @@ pub fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_past_the_calendar_clamp_to_its_last_instant() {
+        for ms in [LATEST_UNIX_MS + 1, 1_795_334_334_400_000, u64::MAX] {
+            assert_eq!(rfc3339_ms(from_unix_ms(ms)), "9999-12-31T23:59:59.999Z");
+        }
+        assert_eq!(rfc3339(from_unix_secs(u64::MAX)), "9999-12-31T23:59:59Z");
+        assert_eq!(unix_ms(from_unix_ms(LATEST_UNIX_MS)), LATEST_UNIX_MS);
+    }
 
     #[test]
     fn known_instants_format_in_utc() {
