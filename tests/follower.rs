@@ -677,6 +677,32 @@ fn a_snapshot_is_used_until_the_floor_passes_it_and_never_after() {
 }
 
 #[test]
+fn an_index_built_from_every_record_is_saved_so_the_next_start_reads_none_of_them() {
+    // Far fewer changes than the snapshot interval: only the full scan
+    // makes a snapshot due.
+    let s = Setup::new(IdentitySettings::default());
+    let devices: Vec<Enrolled> = (0..10).map(|n| s.enroll(n)).collect();
+    assert!(s.store.get(SNAPSHOT_KEY).unwrap().is_none());
+    s.reader.refresh().unwrap();
+    assert!(
+        s.store.get(SNAPSHOT_KEY).unwrap().is_some(),
+        "the first load read every record and saved nothing"
+    );
+
+    let next = s.open();
+    s.store.fail_read(0);
+    next.refresh().unwrap();
+    assert!(
+        s.store.reads() < devices.len(),
+        "the next start read the records again ({} reads)",
+        s.store.reads()
+    );
+    for e in &devices {
+        assert_eq!(status(&next, e), CertStatus::Valid(e.device.device_id));
+    }
+}
+
+#[test]
 fn a_reload_keeps_naming_records_still_unreadable_and_forgets_mended_ones() {
     let s = Setup::new(small(4, 2));
     let (x, y) = (s.enroll(1), s.enroll(2));

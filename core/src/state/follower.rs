@@ -66,8 +66,10 @@ pub(super) struct Context<'a> {
 pub(super) struct Follower {
     /// The last change sequence applied to the index.
     cursor: u64,
-    /// The sequence of the last snapshot this process wrote or loaded.
-    snapshot_seq: u64,
+    /// The sequence of the last snapshot this process wrote or loaded;
+    /// `None` after an index built by reading every record, which the next
+    /// refresh saves as a snapshot so no later start repeats the scan.
+    snapshot_seq: Option<u64>,
     /// Whether the index was loaded at all.
     loaded: bool,
     /// Device and certificate keys met unreadable, read again every
@@ -99,7 +101,7 @@ struct Observed {
 struct Loaded {
     index: RevocationIndex,
     cursor: u64,
-    snapshot_seq: u64,
+    snapshot_seq: Option<u64>,
     observed: Vec<Observed>,
 }
 
@@ -435,7 +437,7 @@ impl Follower {
         Ok(Loaded {
             index,
             cursor: head,
-            snapshot_seq: 0,
+            snapshot_seq: None,
             observed,
         })
     }
@@ -467,7 +469,7 @@ impl Follower {
         Ok(Some(Loaded {
             index: RevocationIndex::from_snapshot(&snapshot),
             cursor: snapshot.seq,
-            snapshot_seq: snapshot.seq,
+            snapshot_seq: Some(snapshot.seq),
             observed,
         }))
     }
@@ -583,7 +585,9 @@ impl Follower {
         if pruned > 0 {
             tracing::debug!(pruned, "expired certificates left the revocation index");
         }
-        if self.cursor >= self.snapshot_seq + cx.settings.snapshot_interval
+        if self
+            .snapshot_seq
+            .is_none_or(|seq| self.cursor >= seq + cx.settings.snapshot_interval)
             && let Err(error) = self.snapshot_and_compact(cx, index)
         {
             tracing::warn!(%error, "writing the index snapshot failed; trying again later");
@@ -645,13 +649,15 @@ impl Follower {
                     "no snapshot is written until it is moved aside",
                     cx.settings.recheck_interval,
                 );
+                // Try again after another interval, not at every refresh.
+                self.snapshot_seq = Some(self.cursor);
                 return Ok(());
             }
         };
         // A conflict (another reader wrote one meanwhile) is tried again at
         // the next refresh, like any other failure.
         cx.store.put(SNAPSHOT_KEY, &bytes, version)?;
-        self.snapshot_seq = self.cursor;
+        self.snapshot_seq = Some(self.cursor);
         let through = self.cursor.saturating_sub(cx.settings.change_retention);
         let deleted = changelog::compact(cx.store, through, self.cursor)?;
         tracing::debug!(
