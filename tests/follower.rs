@@ -489,30 +489,23 @@ fn stray_and_mismatched_records_are_named_and_fail_closed() {
         .put("identity/devices/not-a-device-id", b"{}", None)
         .unwrap();
     s.store.put("identity/certs/zz", b"{}", None).unwrap();
+    // Overwrites the record under `to` with the one under `from`.
+    let copy_over = |from: &str, to: &str| {
+        let record = s.store.get(from).unwrap().unwrap();
+        let version = s.store.get(to).unwrap().unwrap().version;
+        s.store.put(to, &record.value, Some(version)).unwrap();
+    };
     // A's key now holds B's record (a record under the wrong name).
-    let b_record = s
-        .store
-        .get(&device_key(&b.device.device_id))
-        .unwrap()
-        .unwrap();
-    let a_key = device_key(&a.device.device_id);
-    let a_version = s.store.get(&a_key).unwrap().unwrap().version;
-    s.store
-        .put(&a_key, &b_record.value, Some(a_version))
-        .unwrap();
-
+    copy_over(
+        &device_key(&b.device.device_id),
+        &device_key(&a.device.device_id),
+    );
     // And B's certificate key holds C's certificate record.
     let c = s.enroll(3);
-    let c_cert = s
-        .store
-        .get(&cert_key(&c.certificate.fingerprint))
-        .unwrap()
-        .unwrap();
-    let b_cert_key = cert_key(&b.certificate.fingerprint);
-    let b_version = s.store.get(&b_cert_key).unwrap().unwrap().version;
-    s.store
-        .put(&b_cert_key, &c_cert.value, Some(b_version))
-        .unwrap();
+    copy_over(
+        &cert_key(&c.certificate.fingerprint),
+        &cert_key(&b.certificate.fingerprint),
+    );
 
     assert_eq!(s.reader.refresh().unwrap(), []);
     assert_eq!(
