@@ -496,16 +496,12 @@ fn stray_and_mismatched_records_are_named_and_fail_closed() {
         s.store.put(to, &record.value, Some(version)).unwrap();
     };
     // A's key now holds B's record (a record under the wrong name).
-    copy_over(
-        &device_key(&b.device.device_id),
-        &device_key(&a.device.device_id),
-    );
+    let a_key = device_key(&a.device.device_id);
+    copy_over(&device_key(&b.device.device_id), &a_key);
     // And B's certificate key holds C's certificate record.
     let c = s.enroll(3);
-    copy_over(
-        &cert_key(&c.certificate.fingerprint),
-        &cert_key(&b.certificate.fingerprint),
-    );
+    let b_cert_key = cert_key(&b.certificate.fingerprint);
+    copy_over(&cert_key(&c.certificate.fingerprint), &b_cert_key);
 
     assert_eq!(s.reader.refresh().unwrap(), []);
     assert_eq!(
