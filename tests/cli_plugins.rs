@@ -127,6 +127,39 @@ fn plugins_list_shows_builtins_and_configured_libraries() {
 }
 
 #[test]
+fn the_builtin_pin_qr_policy_fills_the_approval_slot_and_checks_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[plugins.store]\nuse = \"memory\"\n[plugins.approval]\nuse = \"pin-qr\"\n[plugins.approval.config]\nauto_approve = true\n",
+    );
+    let out = run(keygate(&cfg).args(["plugins", "list", "--json"]));
+    assert!(out.ok, "{}", out.stderr);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).expect("json");
+    let pin_qr = rows
+        .iter()
+        .find(|r| r["name"] == "pin-qr")
+        .unwrap_or_else(|| panic!("pin-qr missing: {rows:?}"));
+    assert_eq!(pin_qr["kind"], "approval");
+    assert_eq!(pin_qr["slot"], "approval");
+    assert!(pin_qr["source"].as_str().unwrap().starts_with("built-in"));
+
+    let bad = write_config(
+        dir.path(),
+        "[plugins.store]\nuse = \"memory\"\n[plugins.approval]\nuse = \"pin-qr\"\n[plugins.approval.config]\nauto_approve = \"yes\"\n",
+    );
+    // Starting builds every configured plugin from its table.
+    let out = run(keygate(&bad).args(["gateway", "run"]));
+    assert!(!out.ok, "a string auto_approve was accepted");
+    assert!(
+        out.stderr.contains("approval(pin-qr): could not start")
+            && out.stderr.contains("auto_approve"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn bad_config_is_refused_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [

@@ -4,6 +4,7 @@ mod cli;
 
 // Built-in plugins are linked here, and only here: the library knows them
 // through the SDK registry alone.
+use keygate_approval_pin_qr as _;
 use keygate_store_fs as _;
 use keygate_store_memory as _;
 
