@@ -381,42 +381,53 @@ impl IdentityManager {
         capabilities: &[String],
         now: SystemTime,
     ) -> Result<Enrolled, IdentityError> {
-        let device_id = public_key.device_id();
         self.mutate("enroll device", |m| {
-            let dkey = device_key(&device_id);
-            let existing: Option<(DeviceRecord, Version)> = m.get_record(&dkey)?;
             let mut writes = Vec::with_capacity(2);
-            let device = match existing {
-                Some((record, _)) => {
-                    if let Some(r) = &record.revoked {
-                        return Err(IdentityError::DeviceRevoked {
-                            device_id,
-                            reason: r.reason.clone(),
-                        });
-                    }
-                    record
-                }
-                None => {
-                    let record = DeviceRecord {
+            let enrolled = m.plan_enroll(public_key, name, capabilities, now, &mut writes)?;
+            Ok((writes, enrolled))
+        })
+    }
+
+    /// Inside a mutation: the writes that enroll a device (unless it is
+    /// already enrolled) and issue it a certificate. Refuses a revoked
+    /// device.
+    pub(super) fn plan_enroll(
+        &self,
+        public_key: &DevicePublicKey,
+        name: &str,
+        capabilities: &[String],
+        now: SystemTime,
+        writes: &mut Vec<Write>,
+    ) -> Result<Enrolled, IdentityError> {
+        let device_id = public_key.device_id();
+        let dkey = device_key(&device_id);
+        let device = match self.get_record::<DeviceRecord>(&dkey)? {
+            Some((record, _)) => {
+                if let Some(r) = &record.revoked {
+                    return Err(IdentityError::DeviceRevoked {
                         device_id,
-                        public_key: *public_key,
-                        name: name.to_owned(),
-                        capabilities: capabilities.to_vec(),
-                        enrolled_at: unix_secs(now),
-                        revoked: None,
-                    };
-                    writes.push(Write::put(dkey.clone(), encode(&dkey, &record)?, None));
-                    record
+                        reason: r.reason.clone(),
+                    });
                 }
-            };
-            let certificate = m.issue_for(&device, now, &mut writes)?;
-            Ok((
-                writes,
-                Enrolled {
-                    device,
-                    certificate,
-                },
-            ))
+                record
+            }
+            None => {
+                let record = DeviceRecord {
+                    device_id,
+                    public_key: *public_key,
+                    name: name.to_owned(),
+                    capabilities: capabilities.to_vec(),
+                    enrolled_at: unix_secs(now),
+                    revoked: None,
+                };
+                writes.push(Write::put(dkey.clone(), encode(&dkey, &record)?, None));
+                record
+            }
+        };
+        let certificate = self.issue_for(&device, now, writes)?;
+        Ok(Enrolled {
+            device,
+            certificate,
         })
     }
 

@@ -15,12 +15,13 @@
 
 use std::time::{Duration, SystemTime};
 
+use keygate_sdk::Version;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::IdentityError;
 use super::manager::{IdentityManager, Listing, Write};
-use crate::identity::{DeviceId, DevicePublicKey};
+use crate::identity::{CertFingerprint, DeviceId, DevicePublicKey};
 use crate::time::unix_secs;
 
 /// Prefix of pairing sessions.
@@ -132,6 +133,57 @@ pub enum ApprovalState {
     },
 }
 
+/// Where a request stands, as listings show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestStatus {
+    /// Waiting for the policy or an operator, and not expired.
+    Pending,
+    /// Approved: its certificate is issued.
+    Approved,
+    /// Rejected, with a reason.
+    Rejected,
+    /// Still undecided when its lifetime ended: it can no longer be
+    /// approved; the device must pair again with a new code.
+    Expired,
+}
+
+impl RequestStatus {
+    /// `pending`, `approved`, `rejected` or `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl std::fmt::Display for RequestStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The certificate an approved request was issued, kept with the request
+/// so a device that lost its connection gets the same one again (a
+/// certificate is public: it holds no secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestCertificate {
+    /// SHA-256 of the DER.
+    pub fingerprint: CertFingerprint,
+    /// The certificate, PEM.
+    pub pem: String,
+}
+
+/// A record that never expires, for records written before requests had
+/// a lifetime.
+fn never() -> u64 {
+    u64::MAX
+}
+
 /// A device's request for a certificate after proving a code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,8 +204,31 @@ pub struct ApprovalRecord {
     pub capabilities: Vec<String>,
     /// Unix seconds.
     pub requested_at: u64,
+    /// Unix seconds; undecided from then on, the request is expired.
+    #[serde(default = "never")]
+    pub expires_at: u64,
+    /// The short code both sides derived from the pairing transcript: the
+    /// device shows it while it waits, so the operator approves the
+    /// request in front of them and not a look-alike.
+    #[serde(default)]
+    pub check_code: String,
     /// The decision so far.
     pub decision: ApprovalState,
+    /// The certificate issued when it was approved.
+    #[serde(default)]
+    pub certificate: Option<RequestCertificate>,
+}
+
+impl ApprovalRecord {
+    /// Its status at `now`.
+    pub fn status(&self, now: SystemTime) -> RequestStatus {
+        match self.decision {
+            ApprovalState::Approved { .. } => RequestStatus::Approved,
+            ApprovalState::Rejected { .. } => RequestStatus::Rejected,
+            ApprovalState::Pending if unix_secs(now) >= self.expires_at => RequestStatus::Expired,
+            ApprovalState::Pending => RequestStatus::Pending,
+        }
+    }
 }
 
 /// Everything an approval request carries, before it has an id.
@@ -169,6 +244,18 @@ pub struct NewApproval {
     pub remote_addr: String,
     /// Capabilities it asks for.
     pub capabilities: Vec<String>,
+    /// The check code derived from its pairing transcript.
+    pub check_code: String,
+    /// How long it may wait for a decision.
+    pub ttl: Duration,
+}
+
+/// Why [`IdentityManager::pending_request`] found no pending request.
+enum RequestDecided {
+    /// It was decided already.
+    Already(Box<ApprovalRecord>),
+    /// It cannot be decided at all.
+    Refused(RequestRefusal),
 }
 
 fn random_id() -> String {
@@ -202,6 +289,38 @@ pub enum SessionRefusal {
     /// Every attempt it allows is taken (by attempts still in progress).
     #[error("pairing code {0} has no attempts left")]
     NoAttemptsLeft(String),
+}
+
+/// Why a request cannot be decided as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestRefusal {
+    /// No such request.
+    #[error("there is no pairing request {0}")]
+    Unknown(String),
+    /// Its lifetime ended undecided.
+    #[error("pairing request {0} has expired: the device must pair again with a new code")]
+    Expired(String),
+    /// Decided the other way already; a decision is final.
+    #[error("pairing request {id} is already {status}: a decision is final")]
+    AlreadyDecided {
+        /// The request.
+        id: String,
+        /// What it was decided.
+        status: RequestStatus,
+    },
+    /// Its device was revoked meanwhile: the request is rejected.
+    #[error(
+        "pairing request {id} is for device {device_id}, which is revoked ({reason}): rejected"
+    )]
+    DeviceRevoked {
+        /// The request.
+        id: String,
+        /// The device.
+        device_id: DeviceId,
+        /// Why it was revoked.
+        reason: String,
+    },
 }
 
 impl IdentityManager {
@@ -349,7 +468,10 @@ impl IdentityManager {
             remote_addr: request.remote_addr,
             capabilities: request.capabilities,
             requested_at: unix_secs(now),
+            expires_at: unix_secs(now + request.ttl),
+            check_code: request.check_code,
             decision: ApprovalState::Pending,
+            certificate: None,
         };
         self.mutate("approval request", |m| {
             if let Some(r) = m.device(&record.device_id)?.and_then(|d| d.revoked) {
@@ -367,26 +489,130 @@ impl IdentityManager {
         Ok(record)
     }
 
-    /// Decides a pending approval (`Approved` or `Rejected`); a decided one
-    /// keeps its first decision and is returned unchanged.
-    pub fn decide_approval(
+    /// Approves a pending request: enrols its device (unless enrolled
+    /// already), issues the certificate for the device's own key and
+    /// records it with the request, all in one mutation. Approving an
+    /// approved request returns it unchanged: nothing is issued twice for
+    /// one request. `by` names who decided (`operator:NAME`,
+    /// `policy(NAME)`).
+    pub fn approve_request(
         &self,
         id: &str,
-        decision: ApprovalState,
-    ) -> Result<ApprovalRecord, IdentityError> {
-        self.mutate("approval decide", |m| {
+        by: &str,
+        now: SystemTime,
+    ) -> Result<Result<ApprovalRecord, RequestRefusal>, IdentityError> {
+        self.mutate("pairing approve", |m| {
+            let (mut record, version) = match m.pending_request(id, now)? {
+                Err(RequestDecided::Already(record)) => {
+                    let outcome = match record.decision {
+                        ApprovalState::Approved { .. } => Ok(*record),
+                        _ => Err(RequestRefusal::AlreadyDecided {
+                            id: id.to_owned(),
+                            status: RequestStatus::Rejected,
+                        }),
+                    };
+                    return Ok((Vec::new(), outcome));
+                }
+                Err(RequestDecided::Refused(refusal)) => return Ok((Vec::new(), Err(refusal))),
+                Ok(found) => found,
+            };
             let key = approval_key(id);
-            let (mut record, version) = m
-                .get_record::<ApprovalRecord>(&key)?
-                .ok_or_else(|| IdentityError::corrupt(&key, format!("no approval request {id}")))?;
-            if record.decision != ApprovalState::Pending || decision == ApprovalState::Pending {
-                return Ok((Vec::new(), record));
+            let mut writes = Vec::with_capacity(3);
+            match m.plan_enroll(
+                &record.public_key,
+                &record.device_name,
+                &record.capabilities,
+                now,
+                &mut writes,
+            ) {
+                Ok(enrolled) => {
+                    record.decision = ApprovalState::Approved {
+                        at: unix_secs(now),
+                        by: by.to_owned(),
+                    };
+                    record.certificate = Some(RequestCertificate {
+                        fingerprint: enrolled.certificate.fingerprint,
+                        pem: enrolled.certificate.pem,
+                    });
+                    writes.push(Write::put(key.clone(), json(&key, &record)?, Some(version)));
+                    Ok((writes, Ok(record)))
+                }
+                Err(IdentityError::DeviceRevoked { device_id, reason }) => {
+                    record.decision = ApprovalState::Rejected {
+                        at: unix_secs(now),
+                        by: by.to_owned(),
+                        reason: format!("the device is revoked ({reason})"),
+                    };
+                    let value = json(&key, &record)?;
+                    Ok((
+                        vec![Write::put(key, value, Some(version))],
+                        Err(RequestRefusal::DeviceRevoked {
+                            id: id.to_owned(),
+                            device_id,
+                            reason,
+                        }),
+                    ))
+                }
+                Err(e) => Err(e),
             }
-            record.decision = decision;
-            Ok((
-                vec![Write::put(key.clone(), json(&key, &record)?, Some(version))],
-                record,
-            ))
+        })
+    }
+
+    /// Rejects a pending request with `reason`, which the device is told.
+    /// Rejecting a rejected request returns it unchanged.
+    pub fn reject_request(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<Result<ApprovalRecord, RequestRefusal>, IdentityError> {
+        self.mutate("pairing reject", |m| {
+            let (mut record, version) = match m.pending_request(id, now)? {
+                Err(RequestDecided::Already(record)) => {
+                    let outcome = match record.decision {
+                        ApprovalState::Rejected { .. } => Ok(*record),
+                        _ => Err(RequestRefusal::AlreadyDecided {
+                            id: id.to_owned(),
+                            status: RequestStatus::Approved,
+                        }),
+                    };
+                    return Ok((Vec::new(), outcome));
+                }
+                Err(RequestDecided::Refused(refusal)) => return Ok((Vec::new(), Err(refusal))),
+                Ok(found) => found,
+            };
+            record.decision = ApprovalState::Rejected {
+                at: unix_secs(now),
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+            };
+            let key = approval_key(id);
+            let value = json(&key, &record)?;
+            Ok((vec![Write::put(key, value, Some(version))], Ok(record)))
+        })
+    }
+
+    /// Inside a mutation: the request `id` if it is pending and live.
+    fn pending_request(
+        &self,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<Result<(ApprovalRecord, Version), RequestDecided>, IdentityError> {
+        let key = approval_key(id);
+        let Some((record, version)) = self.get_record::<ApprovalRecord>(&key)? else {
+            return Ok(Err(RequestDecided::Refused(RequestRefusal::Unknown(
+                id.to_owned(),
+            ))));
+        };
+        Ok(match record.status(now) {
+            RequestStatus::Pending => Ok((record, version)),
+            RequestStatus::Expired => Err(RequestDecided::Refused(RequestRefusal::Expired(
+                id.to_owned(),
+            ))),
+            RequestStatus::Approved | RequestStatus::Rejected => {
+                Err(RequestDecided::Already(Box::new(record)))
+            }
         })
     }
 
@@ -609,41 +835,175 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_approval_keeps_its_first_decision() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = manager(dir.path());
-        let key = crate::identity::DeviceKey::from_seed(&[9; 32]);
+    fn file(m: &IdentityManager, seed: u8, now: SystemTime) -> ApprovalRecord {
+        let key = crate::identity::DeviceKey::from_seed(&[seed; 32]);
         let request = NewApproval {
             public_key: key.public_key(),
             device_name: "kitchen-pi".into(),
             method: Method::Pin,
             remote_addr: "127.0.0.1:5000".into(),
             capabilities: vec!["shell".into()],
+            check_code: "7KQ2XM".into(),
+            ttl: 10 * MINUTE,
         };
-        let a = m.create_approval(request, SystemTime::now()).unwrap();
-        assert_eq!(a.device_id, key.device_id());
-        assert_eq!(a.decision, ApprovalState::Pending);
-        let approved = ApprovalState::Approved {
-            at: 1,
-            by: "operator".into(),
-        };
-        assert_eq!(
-            m.decide_approval(&a.id, approved.clone()).unwrap().decision,
-            approved
+        m.create_approval(request, now).unwrap()
+    }
+
+    fn certificates_of(m: &IdentityManager, device: &DeviceId) -> usize {
+        let all = m.certificates().unwrap().records;
+        all.iter().filter(|c| c.device_id == *device).count()
+    }
+
+    #[test]
+    fn approving_enrols_the_device_and_issues_its_certificate_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let a = file(&m, 9, now);
+        assert_eq!(a.status(now), RequestStatus::Pending);
+        assert_eq!(a.check_code, "7KQ2XM");
+        assert!(
+            m.device(&a.device_id).unwrap().is_none(),
+            "not enrolled yet"
         );
-        let rejected = ApprovalState::Rejected {
-            at: 2,
-            by: "operator".into(),
-            reason: "late".into(),
-        };
+
+        let approved = m
+            .approve_request(&a.id, "operator:alice", now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(approved.status(now), RequestStatus::Approved);
+        let cert = approved.certificate.clone().expect("a certificate");
+        let record = m
+            .certificate(&cert.fingerprint)
+            .unwrap()
+            .expect("cert record");
+        assert_eq!(record.device_id, a.device_id);
+        let device = m.device(&a.device_id).unwrap().expect("enrolled");
+        assert_eq!(device.public_key, a.public_key);
+        assert_eq!(device.capabilities, vec!["shell".to_owned()]);
+        let der = pem::parse(&cert.pem).unwrap().into_contents();
+        assert_eq!(CertFingerprint::of_der(&der), cert.fingerprint);
+
+        // A retry (a device that lost its connection, a second click) gets
+        // the same certificate; nothing new is issued.
+        let again = m
+            .approve_request(&a.id, "operator:bob", now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again, approved);
+        assert_eq!(certificates_of(&m, &a.device_id), 1);
+        assert_eq!(m.approval(&a.id).unwrap().unwrap(), approved);
+    }
+
+    #[test]
+    fn a_decision_is_final_and_a_rejection_keeps_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let a = file(&m, 1, now);
+        let rejected = m
+            .reject_request(&a.id, "operator:alice", "not ours", now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(rejected.status(now), RequestStatus::Rejected);
+        assert!(matches!(
+            &rejected.decision,
+            ApprovalState::Rejected { reason, by, .. } if reason == "not ours" && by == "operator:alice"
+        ));
         assert_eq!(
-            m.decide_approval(&a.id, rejected).unwrap().decision,
-            approved,
-            "first decision stands"
+            m.approve_request(&a.id, "operator:bob", now)
+                .unwrap()
+                .unwrap_err(),
+            RequestRefusal::AlreadyDecided {
+                id: a.id.clone(),
+                status: RequestStatus::Rejected
+            }
         );
-        assert_eq!(m.approvals().unwrap().records.len(), 1);
-        assert_eq!(m.approval(&a.id).unwrap().unwrap().decision, approved);
+        assert!(
+            m.device(&a.device_id).unwrap().is_none(),
+            "nothing enrolled"
+        );
+        assert_eq!(certificates_of(&m, &a.device_id), 0);
+        assert_eq!(
+            m.reject_request(&a.id, "x", "again", now).unwrap().unwrap(),
+            rejected,
+            "rejecting again changes nothing"
+        );
+
+        let b = file(&m, 2, now);
+        m.approve_request(&b.id, "policy(pin-qr)", now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            m.reject_request(&b.id, "operator:alice", "late", now)
+                .unwrap()
+                .unwrap_err(),
+            RequestRefusal::AlreadyDecided {
+                id: b.id.clone(),
+                status: RequestStatus::Approved
+            }
+        );
+        assert_eq!(m.approvals().unwrap().records.len(), 2);
+    }
+
+    #[test]
+    fn an_expired_or_unknown_request_cannot_be_decided() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let a = file(&m, 3, now);
+        let later = now + 10 * MINUTE;
+        assert_eq!(
+            a.status(later - Duration::from_secs(1)),
+            RequestStatus::Pending
+        );
+        assert_eq!(a.status(later), RequestStatus::Expired);
+        assert_eq!(
+            m.approve_request(&a.id, "operator:alice", later)
+                .unwrap()
+                .unwrap_err(),
+            RequestRefusal::Expired(a.id.clone())
+        );
+        assert_eq!(
+            m.reject_request(&a.id, "operator:alice", "x", later)
+                .unwrap()
+                .unwrap_err(),
+            RequestRefusal::Expired(a.id.clone())
+        );
+        assert!(m.device(&a.device_id).unwrap().is_none());
+        let unknown = "0".repeat(32);
+        assert_eq!(
+            m.approve_request(&unknown, "operator:alice", now)
+                .unwrap()
+                .unwrap_err(),
+            RequestRefusal::Unknown(unknown)
+        );
+    }
+
+    #[test]
+    fn approving_a_request_of_a_device_revoked_meanwhile_rejects_it_and_issues_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let a = file(&m, 4, now);
+        // The device was enrolled before and is revoked after filing.
+        let key = crate::identity::DeviceKey::from_seed(&[4; 32]);
+        m.enroll(&key.public_key(), "old", &[], now).unwrap();
+        m.revoke_device(&a.device_id, "stolen", now).unwrap();
+        let before = certificates_of(&m, &a.device_id);
+
+        let refusal = m
+            .approve_request(&a.id, "operator:alice", now)
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(&refusal, RequestRefusal::DeviceRevoked { reason, .. } if reason == "stolen"),
+            "{refusal}"
+        );
+        assert_eq!(certificates_of(&m, &a.device_id), before, "nothing issued");
+        let record = m.approval(&a.id).unwrap().unwrap();
+        assert_eq!(record.status(now), RequestStatus::Rejected);
+        assert!(record.certificate.is_none());
     }
 
     #[test]
@@ -660,6 +1020,8 @@ mod tests {
             method: Method::Qr,
             remote_addr: "127.0.0.1:1".into(),
             capabilities: vec![],
+            check_code: "AAAAAA".into(),
+            ttl: MINUTE,
         };
         let err = m.create_approval(request, now).unwrap_err();
         assert!(matches!(err, IdentityError::DeviceRevoked { .. }), "{err}");
