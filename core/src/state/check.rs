@@ -36,6 +36,7 @@ use super::fault::{Read, UnreadableRecord, read_with};
 use super::index::{IndexSnapshot, SNAPSHOT_KEY};
 use super::manager::{IdentityManager, Write};
 use super::pairing::{APPROVALS_PREFIX, ApprovalRecord, PAIRING_PREFIX, PairingSession};
+use super::ratelimit::{self, RATE_LIMIT_PREFIX};
 use super::records::{
     CA_KEY, CERTS_PREFIX, CaRecord, CertRecord, DEVICES_PREFIX, DeviceRecord, SCHEMA_KEY,
     SCHEMA_VERSION,
@@ -120,6 +121,12 @@ pub fn check_record(key: &str, bytes: &[u8]) -> Result<(), String> {
     if let Some(id) = key.strip_prefix(APPROVALS_PREFIX) {
         let record: ApprovalRecord = json(bytes)?;
         return names("approval request", record.id == id);
+    }
+    if let Some(source) = key.strip_prefix(RATE_LIMIT_PREFIX) {
+        return names(
+            "pairing failure count",
+            ratelimit::names_source(bytes, source)?,
+        );
     }
     Err(format!(
         "no record of identity schema {SCHEMA_VERSION} is stored under this name"

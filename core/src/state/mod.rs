@@ -10,6 +10,7 @@ pub mod index;
 pub mod lock;
 pub mod manager;
 pub mod pairing;
+pub mod ratelimit;
 pub mod records;
 pub mod watch;
 
