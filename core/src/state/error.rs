@@ -52,6 +52,16 @@ pub enum IdentityError {
         /// The recorded reason.
         reason: String,
     },
+    /// Minting one more code would pass the limit of codes live at once.
+    #[error(
+        "{live} {method} codes are live, the most there may be at once: wait for one to be used or expire"
+    )]
+    TooManyLiveCodes {
+        /// `PIN` or `QR`.
+        method: &'static str,
+        /// How many are live.
+        live: usize,
+    },
     /// Another process changed the state in a way this mutation cannot
     /// reconcile (a writer that bypassed the state lock).
     #[error("concurrent change to {key:?} outside the state lock")]

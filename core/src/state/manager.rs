@@ -273,6 +273,11 @@ impl IdentityManager {
         &self.settings
     }
 
+    /// The keys under `prefix`, as the store lists them.
+    pub(super) fn store_list(&self, prefix: &str) -> Result<Vec<String>, IdentityError> {
+        Ok(self.store.list(prefix)?)
+    }
+
     pub(super) fn get_record<T: DeserializeOwned>(
         &self,
         key: &str,

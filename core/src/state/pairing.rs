@@ -29,6 +29,12 @@ pub const PAIRING_PREFIX: &str = "identity/pairing/";
 /// Prefix of approval records.
 pub const APPROVALS_PREFIX: &str = "identity/approvals/";
 
+/// The most PIN codes live at once. A device cannot say which PIN it
+/// typed without giving the PIN away, so the gateway answers it with one
+/// PAKE message per live PIN code (each a guess at that code): this bounds
+/// that work and matches the protocol's candidate limit.
+pub const MAX_LIVE_PIN_CODES: usize = 32;
+
 /// How a code is proved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -258,6 +264,23 @@ enum RequestDecided {
     Refused(RequestRefusal),
 }
 
+fn new_record(request: NewApproval, method: Method, now: SystemTime) -> ApprovalRecord {
+    ApprovalRecord {
+        id: random_id(),
+        device_id: request.public_key.device_id(),
+        public_key: request.public_key,
+        device_name: request.device_name,
+        method,
+        remote_addr: request.remote_addr,
+        capabilities: request.capabilities,
+        requested_at: unix_secs(now),
+        expires_at: unix_secs(now + request.ttl),
+        check_code: request.check_code,
+        decision: ApprovalState::Pending,
+        certificate: None,
+    }
+}
+
 fn random_id() -> String {
     let mut bytes = [0u8; 16];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
@@ -343,7 +366,16 @@ impl IdentityManager {
             attempts_left: max_attempts.max(1),
             in_flight: 0,
         };
-        self.mutate("pairing mint", |_| {
+        self.mutate("pairing mint", |m| {
+            if method == Method::Pin {
+                let live = m.live_sessions(Method::Pin, now)?.len();
+                if live >= MAX_LIVE_PIN_CODES {
+                    return Err(IdentityError::TooManyLiveCodes {
+                        method: "PIN",
+                        live,
+                    });
+                }
+            }
             let key = session_key(&session.id);
             Ok((
                 vec![Write::put(key.clone(), json(&key, &session)?, None)],
@@ -406,6 +438,40 @@ impl IdentityManager {
         })
     }
 
+    /// Takes one attempt at every live PIN code, in one mutation: a device
+    /// proves "a PIN", and the gateway checks its proof against each live
+    /// code (see [`MAX_LIVE_PIN_CODES`]). Expired codes met on the way are
+    /// removed; codes with no attempt left are skipped. Empty when no PIN
+    /// code can be tried.
+    pub fn begin_pin_attempts(&self, now: SystemTime) -> Result<Vec<Attempt>, IdentityError> {
+        self.mutate("pairing attempt", |m| {
+            let mut writes = Vec::new();
+            let mut attempts = Vec::new();
+            for (mut session, version) in m.sessions_with_versions()? {
+                let key = session_key(&session.id);
+                if session.method != Method::Pin {
+                    continue;
+                }
+                if unix_secs(now) >= session.expires_at {
+                    writes.push(Write::delete(key, version));
+                    continue;
+                }
+                if session.attempts_left == 0 {
+                    continue;
+                }
+                session.attempts_left -= 1;
+                session.in_flight = session.in_flight.saturating_add(1);
+                writes.push(Write::put(
+                    key.clone(),
+                    json(&key, &session)?,
+                    Some(version),
+                ));
+                attempts.push(Attempt { session });
+            }
+            Ok((writes, attempts))
+        })
+    }
+
     /// Reports that an attempt's proof failed. The attempt was counted when
     /// it began; once no attempt is left and none is still in flight (one
     /// of those could yet succeed), the code is deleted (burned).
@@ -426,6 +492,37 @@ impl IdentityManager {
             Ok((
                 vec![Write::put(key, value, Some(version))],
                 AttemptOutcome::Remaining(left),
+            ))
+        })
+    }
+
+    /// Completes a pairing whose proof held: uses the attempt's code (it is
+    /// deleted: single use) and files the device's request, in one
+    /// mutation, so no code is both used and usable and no request exists
+    /// without its code being used. Refused when another attempt used the
+    /// code first; an error (and nothing written) when the device is
+    /// revoked.
+    pub fn complete_pairing(
+        &self,
+        attempt: &Attempt,
+        request: NewApproval,
+        now: SystemTime,
+    ) -> Result<Result<ApprovalRecord, SessionRefusal>, IdentityError> {
+        let record = new_record(request, attempt.session.method, now);
+        self.mutate("pairing complete", |m| {
+            let id = &attempt.session.id;
+            let key = session_key(id);
+            let Some((_, version)) = m.get_record::<PairingSession>(&key)? else {
+                return Ok((Vec::new(), Err(SessionRefusal::Unknown(id.clone()))));
+            };
+            m.refuse_revoked(&record.device_id)?;
+            let akey = approval_key(&record.id);
+            Ok((
+                vec![
+                    Write::delete(key, version),
+                    Write::put(akey.clone(), json(&akey, &record)?, None),
+                ],
+                Ok(record.clone()),
             ))
         })
     }
@@ -459,27 +556,10 @@ impl IdentityManager {
         request: NewApproval,
         now: SystemTime,
     ) -> Result<ApprovalRecord, IdentityError> {
-        let record = ApprovalRecord {
-            id: random_id(),
-            device_id: request.public_key.device_id(),
-            public_key: request.public_key,
-            device_name: request.device_name,
-            method: request.method,
-            remote_addr: request.remote_addr,
-            capabilities: request.capabilities,
-            requested_at: unix_secs(now),
-            expires_at: unix_secs(now + request.ttl),
-            check_code: request.check_code,
-            decision: ApprovalState::Pending,
-            certificate: None,
-        };
+        let method = request.method;
+        let record = new_record(request, method, now);
         self.mutate("approval request", |m| {
-            if let Some(r) = m.device(&record.device_id)?.and_then(|d| d.revoked) {
-                return Err(IdentityError::DeviceRevoked {
-                    device_id: record.device_id,
-                    reason: r.reason,
-                });
-            }
+            m.refuse_revoked(&record.device_id)?;
             let key = approval_key(&record.id);
             Ok((
                 vec![Write::put(key.clone(), json(&key, &record)?, None)],
@@ -487,6 +567,43 @@ impl IdentityManager {
             ))
         })?;
         Ok(record)
+    }
+
+    /// Inside a mutation: an error if `device_id` is revoked.
+    fn refuse_revoked(&self, device_id: &DeviceId) -> Result<(), IdentityError> {
+        match self.device(device_id)?.and_then(|d| d.revoked) {
+            Some(r) => Err(IdentityError::DeviceRevoked {
+                device_id: *device_id,
+                reason: r.reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Every pairing session with its version (unreadable ones are left
+    /// out: `keygate state check` names them).
+    fn sessions_with_versions(&self) -> Result<Vec<(PairingSession, Version)>, IdentityError> {
+        let mut found = Vec::new();
+        for key in self.store_list(PAIRING_PREFIX)? {
+            if let Ok(Some(entry)) = self.get_record::<PairingSession>(&key) {
+                found.push(entry);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The live sessions of `method` (not expired, attempts left).
+    fn live_sessions(
+        &self,
+        method: Method,
+        now: SystemTime,
+    ) -> Result<Vec<PairingSession>, IdentityError> {
+        Ok(self
+            .sessions_with_versions()?
+            .into_iter()
+            .map(|(s, _)| s)
+            .filter(|s| s.method == method && unix_secs(now) < s.expires_at && s.attempts_left > 0)
+            .collect())
     }
 
     /// Approves a pending request: enrols its device (unless enrolled
@@ -1004,6 +1121,149 @@ mod tests {
         let record = m.approval(&a.id).unwrap().unwrap();
         assert_eq!(record.status(now), RequestStatus::Rejected);
         assert!(record.certificate.is_none());
+    }
+
+    fn new_request(seed: u8) -> NewApproval {
+        NewApproval {
+            public_key: crate::identity::DeviceKey::from_seed(&[seed; 32]).public_key(),
+            device_name: "sensor".into(),
+            method: Method::Pin,
+            remote_addr: "127.0.0.1:9".into(),
+            capabilities: vec![],
+            check_code: "ABCDEF".into(),
+            ttl: 10 * MINUTE,
+        }
+    }
+
+    #[test]
+    fn a_pin_attempt_is_taken_on_every_live_pin_code_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let a = mint(&m, 5, now);
+        let b = mint(&m, 1, now);
+        let qr = m
+            .create_pairing_session(Method::Qr, Zeroizing::new("00".repeat(16)), MINUTE, 5, now)
+            .unwrap();
+        let short = m
+            .create_pairing_session(Method::Pin, Zeroizing::new("11".into()), MINUTE, 5, now)
+            .unwrap();
+
+        let mut ids: Vec<String> = m
+            .begin_pin_attempts(now)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.session.id)
+            .collect();
+        ids.sort();
+        let mut expected = vec![a.id.clone(), b.id.clone(), short.id.clone()];
+        expected.sort();
+        assert_eq!(ids, expected, "every live PIN code, no QR code");
+        let left = |id: &str| m.pairing_session(id, now).unwrap().unwrap().attempts_left;
+        assert_eq!((left(&a.id), left(&b.id), left(&qr.id)), (4, 0, 5));
+
+        // Two minutes on: `short` expired (and is removed), `b` has no
+        // attempt left (one still in flight), `a` is tried again.
+        let later = now + 2 * MINUTE;
+        let ids: Vec<String> = m
+            .begin_pin_attempts(later)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.session.id)
+            .collect();
+        assert_eq!(ids, vec![a.id.clone()]);
+        assert_eq!(
+            m.pairing_session(&short.id, now).unwrap().unwrap_err(),
+            SessionRefusal::Unknown(short.id.clone())
+        );
+    }
+
+    #[test]
+    fn no_more_pin_codes_are_minted_than_one_attempt_can_try() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        for _ in 0..MAX_LIVE_PIN_CODES {
+            mint(&m, 5, now);
+        }
+        let err = m
+            .create_pairing_session(Method::Pin, Zeroizing::new("1".into()), MINUTE, 5, now)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                IdentityError::TooManyLiveCodes {
+                    live: MAX_LIVE_PIN_CODES,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // QR codes are looked up by id: no such limit.
+        m.create_pairing_session(Method::Qr, Zeroizing::new("1".into()), MINUTE, 5, now)
+            .unwrap();
+        // Once the PIN codes expire, minting works again.
+        m.create_pairing_session(
+            Method::Pin,
+            Zeroizing::new("1".into()),
+            MINUTE,
+            5,
+            now + 11 * MINUTE,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn completing_uses_the_code_and_files_the_request_together_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        mint(&m, 5, now);
+        let attempts = m.begin_pin_attempts(now).unwrap();
+        let first = &attempts[0];
+        // Two attempts that both proved the code (two connections racing):
+        // only the first completes.
+        let record = m
+            .complete_pairing(first, new_request(1), now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status(now), RequestStatus::Pending);
+        assert_eq!(record.method, Method::Pin);
+        assert_eq!(
+            m.pairing_session(&first.session.id, now)
+                .unwrap()
+                .unwrap_err(),
+            SessionRefusal::Unknown(first.session.id.clone()),
+            "the code is used"
+        );
+        assert_eq!(
+            m.complete_pairing(first, new_request(2), now)
+                .unwrap()
+                .unwrap_err(),
+            SessionRefusal::Unknown(first.session.id.clone())
+        );
+        assert_eq!(m.approvals().unwrap().records, vec![record]);
+    }
+
+    #[test]
+    fn a_revoked_device_that_proved_a_code_files_nothing_and_uses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let key = crate::identity::DeviceKey::from_seed(&[3; 32]);
+        m.enroll(&key.public_key(), "old", &[], now).unwrap();
+        m.revoke_device(&key.device_id(), "stolen", now).unwrap();
+        let s = mint(&m, 5, now);
+        let attempts = m.begin_pin_attempts(now).unwrap();
+        let err = m
+            .complete_pairing(&attempts[0], new_request(3), now)
+            .unwrap_err();
+        assert!(matches!(err, IdentityError::DeviceRevoked { .. }), "{err}");
+        assert!(m.approvals().unwrap().records.is_empty());
+        assert!(
+            m.pairing_session(&s.id, now).unwrap().is_ok(),
+            "code not used"
+        );
     }
 
     #[test]
