@@ -7,6 +7,7 @@
 
 pub mod ca;
 pub mod config;
+pub mod device;
 pub mod identity;
 pub mod plugin_host;
 pub mod state;

@@ -1,0 +1,12 @@
+//! The device side: what a node keeps about itself (its key, the pairing
+//! it waits on, the certificate it was issued) and how it reads a pairing
+//! code from its operator.
+//!
+//! A node keeps all of it in its own SecretStore under its own state dir,
+//! never in the gateway's: the private key never leaves the device.
+
+pub mod code_input;
+pub mod identity;
+
+pub use code_input::{CodeInputError, read_code};
+pub use identity::{Credentials, DeviceIdentity, DeviceIdentityError, PendingPairing};
