@@ -472,6 +472,33 @@ impl IdentityManager {
         })
     }
 
+    /// Gives attempts back whose proof was never checked (the device went
+    /// away, or its hello was refused before any guess was tested): each
+    /// code that still exists regains the attempt. An attempt whose proof
+    /// was checked must be reported with [`fail_attempt`](Self::fail_attempt)
+    /// or completed instead.
+    pub fn release_attempts(&self, attempts: &[Attempt]) -> Result<(), IdentityError> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        self.mutate("pairing attempt released", |m| {
+            let mut writes = Vec::new();
+            for attempt in attempts {
+                let key = session_key(&attempt.session.id);
+                let Some((mut s, version)) = m.get_record::<PairingSession>(&key)? else {
+                    continue;
+                };
+                if s.in_flight == 0 {
+                    continue;
+                }
+                s.in_flight -= 1;
+                s.attempts_left = s.attempts_left.saturating_add(1);
+                writes.push(Write::put(key.clone(), json(&key, &s)?, Some(version)));
+            }
+            Ok((writes, ()))
+        })
+    }
+
     /// Reports that an attempt's proof failed. The attempt was counted when
     /// it began; once no attempt is left and none is still in flight (one
     /// of those could yet succeed), the code is deleted (burned).
@@ -1175,6 +1202,40 @@ mod tests {
         assert_eq!(
             m.pairing_session(&short.id, now).unwrap().unwrap_err(),
             SessionRefusal::Unknown(short.id.clone())
+        );
+    }
+
+    #[test]
+    fn an_attempt_whose_proof_was_never_checked_is_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        let s = mint(&m, 1, now);
+        let taken = m.begin_pin_attempts(now).unwrap();
+        assert_eq!(taken.len(), 1);
+        assert!(
+            m.begin_pin_attempts(now).unwrap().is_empty(),
+            "its only attempt is taken"
+        );
+        m.release_attempts(&taken).unwrap();
+        let back = m.pairing_session(&s.id, now).unwrap().unwrap();
+        assert_eq!((back.attempts_left, back.in_flight), (1, 0));
+        // Releasing twice gives nothing more back.
+        m.release_attempts(&taken).unwrap();
+        assert_eq!(
+            m.pairing_session(&s.id, now)
+                .unwrap()
+                .unwrap()
+                .attempts_left,
+            1
+        );
+        // A failed attempt is not given back.
+        let again = m.begin_pin_attempts(now).unwrap();
+        assert_eq!(m.fail_attempt(&again[0]).unwrap(), AttemptOutcome::Burned);
+        m.release_attempts(&again).unwrap();
+        assert!(
+            m.pairing_session(&s.id, now).unwrap().is_err(),
+            "burned stays burned"
         );
     }
 
