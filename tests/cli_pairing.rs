@@ -1,0 +1,1 @@
+//! `keygate pairing mint` as an operator runs it.
