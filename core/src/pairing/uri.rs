@@ -320,8 +320,8 @@ impl PairingUri {
     /// [`UriError`] naming the first problem found.
     pub fn parse(text: &str) -> Result<PairingUri, UriError> {
         let text = text.trim();
-        let (scheme, rest) = match text.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case(SCHEME) => (scheme, rest),
+        let rest = match text.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case(SCHEME) => rest,
             Some((scheme, _)) => {
                 return Err(UriError::WrongScheme {
                     found: shorten(scheme),
@@ -333,7 +333,6 @@ impl PairingUri {
                 });
             }
         };
-        let _ = scheme;
         let (target, query) = rest.split_once('?').unwrap_or((rest, ""));
         if target != TARGET {
             return Err(UriError::WrongTarget {
