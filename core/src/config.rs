@@ -11,6 +11,15 @@
 //! library = "plugins/libmy_policy.so"   # ... or an external library
 //! name = "allowlist"                    # only when the library holds several
 //! sha256 = "9f86d0…"                    # optional pin: refused unless the file matches
+//!
+//! [gateway]
+//! listen = "0.0.0.0:7443"          # IP:PORT the gateway listens on
+//! advertise = ["gw.example.net", "192.0.2.7", "[2001:db8::7]:8443"]   # what QR codes carry
+//!
+//! [pairing]
+//! pin_digits = 8                   # 6..=12
+//! code_ttl = "10m"                 # 30s..=24h
+//! max_attempts = 5                 # 1..=20
 //! ```
 //!
 //! Unknown keys, wrong types and unknown plugin names are refused with the
@@ -19,10 +28,12 @@
 //! with the same file and line.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use keygate_sdk::PluginKind;
 
+use crate::pairing::{GatewayAddr, PairingSettings};
 use crate::state::IdentitySettings;
 use serde::Deserialize;
 use toml::Spanned;
@@ -95,6 +106,41 @@ pub struct Config {
     pub plugins: PluginSlots,
     /// `[identity]`: the CA and certificates.
     pub identity: IdentitySettings,
+    /// `[gateway]`: where the gateway listens and how devices reach it.
+    pub gateway: GatewaySettings,
+    /// `[pairing]`: how pairing codes are minted.
+    pub pairing: PairingSettings,
+}
+
+/// The default `gateway.listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
+/// The default `gateway.advertise`.
+pub const DEFAULT_ADVERTISE: &[&str] = &["localhost", "127.0.0.1"];
+
+/// `[gateway]`: where the gateway listens and the addresses devices reach
+/// it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// `listen`: the local address (IP and port) the gateway binds.
+    pub listen: SocketAddr,
+    /// `advertise`: the DNS names and IP addresses devices reach the
+    /// gateway at, each with its port (the `listen` port unless the entry
+    /// gives its own), in order of preference; never empty. QR codes carry
+    /// them.
+    pub advertise: Vec<GatewayAddr>,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        let listen: SocketAddr = DEFAULT_LISTEN.parse().expect("valid default");
+        let advertise = DEFAULT_ADVERTISE
+            .iter()
+            .map(|a| {
+                GatewayAddr::parse_with_default_port(a, Some(listen.port())).expect("valid default")
+            })
+            .collect();
+        Self { listen, advertise }
+    }
 }
 
 /// The configured plugin for each slot.
@@ -154,6 +200,23 @@ struct RawConfig {
     #[serde(default)]
     plugins: RawPlugins,
     identity: Option<Spanned<RawIdentity>>,
+    gateway: Option<RawGateway>,
+    pairing: Option<RawPairing>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    listen: Option<Spanned<String>>,
+    advertise: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPairing {
+    pin_digits: Option<Spanned<i64>>,
+    code_ttl: Option<Spanned<String>>,
+    max_attempts: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -250,6 +313,15 @@ impl Config {
             None => IdentitySettings::default(),
         };
 
+        let gateway = match raw.gateway {
+            Some(table) => ctx.gateway(table)?,
+            None => GatewaySettings::default(),
+        };
+        let pairing = match raw.pairing {
+            Some(table) => ctx.pairing(table)?,
+            None => PairingSettings::default(),
+        };
+
         Ok(Config {
             path: path.to_owned(),
             dir,
@@ -260,6 +332,8 @@ impl Config {
                 transport,
             },
             identity,
+            gateway,
+            pairing,
         })
     }
 }
@@ -348,6 +422,108 @@ impl Ctx<'_> {
         if let Some(secs) = raw.recheck_interval_secs {
             let secs = positive(&secs, "identity.recheck_interval_secs", 86_400)?;
             settings.recheck_interval = std::time::Duration::from_secs(secs);
+        }
+        Ok(settings)
+    }
+
+    fn gateway(&self, raw: RawGateway) -> Result<GatewaySettings, ConfigError> {
+        let mut settings = GatewaySettings::default();
+        if let Some(listen) = raw.listen {
+            let addr: SocketAddr = listen.get_ref().trim().parse().map_err(|_| {
+                self.invalid(
+                    listen.span().start,
+                    "gateway.listen",
+                    format!(
+                        "{:?} is not IP:PORT (e.g. \"0.0.0.0:7443\" or \"[::]:7443\")",
+                        listen.get_ref()
+                    ),
+                )
+            })?;
+            if addr.port() == 0 {
+                return Err(self.invalid(
+                    listen.span().start,
+                    "gateway.listen",
+                    "needs a fixed port, not 0 (devices are told the port)",
+                ));
+            }
+            settings.listen = addr;
+        }
+        let port = settings.listen.port();
+        match raw.advertise {
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(self.invalid(
+                        list.span().start,
+                        "gateway.advertise",
+                        "must name at least one address devices reach the gateway at",
+                    ));
+                }
+                let mut advertise: Vec<GatewayAddr> = Vec::new();
+                for entry in list.into_inner() {
+                    let addr =
+                        GatewayAddr::parse_with_default_port(entry.get_ref().trim(), Some(port))
+                            .map_err(|e| {
+                                self.invalid(entry.span().start, "gateway.advertise", e)
+                            })?;
+                    if advertise.contains(&addr) {
+                        return Err(self.invalid(
+                            entry.span().start,
+                            "gateway.advertise",
+                            format!("{addr} is listed twice"),
+                        ));
+                    }
+                    advertise.push(addr);
+                }
+                settings.advertise = advertise;
+            }
+            None => {
+                // The defaults, with the configured listen port.
+                for addr in &mut settings.advertise {
+                    addr.port = port;
+                }
+            }
+        }
+        Ok(settings)
+    }
+
+    fn pairing(&self, raw: RawPairing) -> Result<PairingSettings, ConfigError> {
+        use crate::pairing::{MAX_ATTEMPTS, MAX_PIN_DIGITS, MIN_PIN_DIGITS};
+        let mut settings = PairingSettings::default();
+        let bounded = |v: &Spanned<i64>, key: &str, min: i64, max: i64| {
+            let n = *v.get_ref();
+            if (min..=max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(self.invalid(
+                    v.span().start,
+                    key,
+                    format!("must be between {min} and {max}, not {n}"),
+                ))
+            }
+        };
+        if let Some(digits) = raw.pin_digits {
+            let n = bounded(
+                &digits,
+                "pairing.pin_digits",
+                MIN_PIN_DIGITS as i64,
+                MAX_PIN_DIGITS as i64,
+            )?;
+            settings.pin_digits = usize::try_from(n).unwrap_or(MIN_PIN_DIGITS);
+        }
+        if let Some(ttl) = raw.code_ttl {
+            let d = crate::time::parse_duration(ttl.get_ref())
+                .and_then(crate::pairing::check_code_ttl)
+                .map_err(|m| self.invalid(ttl.span().start, "pairing.code_ttl", m))?;
+            settings.code_ttl = d;
+        }
+        if let Some(attempts) = raw.max_attempts {
+            let n = bounded(
+                &attempts,
+                "pairing.max_attempts",
+                1,
+                i64::from(MAX_ATTEMPTS),
+            )?;
+            settings.max_attempts = u32::try_from(n).unwrap_or(1);
         }
         Ok(settings)
     }
@@ -594,6 +770,125 @@ mod tests {
             .to_string();
             assert_eq!(err, format!("/etc/keygate/config.toml:4: {message}"));
         }
+    }
+
+    #[test]
+    fn gateway_and_pairing_defaults() {
+        let c = parse("[plugins.store]\nuse = \"memory\"\n").unwrap();
+        assert_eq!(c.gateway.listen.to_string(), "127.0.0.1:7443");
+        let advertised: Vec<String> = c.gateway.advertise.iter().map(|a| a.to_string()).collect();
+        assert_eq!(advertised, ["localhost:7443", "127.0.0.1:7443"]);
+        assert_eq!(c.pairing, PairingSettings::default());
+        assert_eq!(c.pairing.pin_digits, 8);
+        assert_eq!(c.pairing.code_ttl, std::time::Duration::from_secs(600));
+        assert_eq!(c.pairing.max_attempts, 5);
+    }
+
+    #[test]
+    fn gateway_and_pairing_settings_are_read() {
+        let c = parse(
+            "[plugins.store]\nuse = \"memory\"\n[gateway]\nlisten = \"[::]:9000\"\nadvertise = [\"gw.example.net\", \"192.0.2.7:9443\", \"2001:db8::7\", \"[2001:db8::8]:1\"]\n[pairing]\npin_digits = 6\ncode_ttl = \"90s\"\nmax_attempts = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.gateway.listen.to_string(), "[::]:9000");
+        let advertised: Vec<String> = c.gateway.advertise.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            advertised,
+            [
+                "gw.example.net:9000",
+                "192.0.2.7:9443",
+                "[2001:db8::7]:9000",
+                "[2001:db8::8]:1"
+            ]
+        );
+        assert_eq!(c.pairing.pin_digits, 6);
+        assert_eq!(c.pairing.code_ttl, std::time::Duration::from_secs(90));
+        assert_eq!(c.pairing.max_attempts, 3);
+        // Default advertise entries take the configured listen port.
+        let c = parse("[plugins.store]\nuse = \"memory\"\n[gateway]\nlisten = \"0.0.0.0:8000\"\n")
+            .unwrap();
+        let advertised: Vec<String> = c.gateway.advertise.iter().map(|a| a.to_string()).collect();
+        assert_eq!(advertised, ["localhost:8000", "127.0.0.1:8000"]);
+    }
+
+    #[test]
+    fn bad_gateway_and_pairing_settings_name_file_line_and_field() {
+        for (table, line, message) in [
+            (
+                "gateway",
+                "listen = \"localhost:7443\"",
+                "gateway.listen: \"localhost:7443\" is not IP:PORT",
+            ),
+            (
+                "gateway",
+                "listen = \"127.0.0.1:0\"",
+                "gateway.listen: needs a fixed port",
+            ),
+            (
+                "gateway",
+                "advertise = []",
+                "gateway.advertise: must name at least one address",
+            ),
+            (
+                "gateway",
+                "advertise = [\"bad host\"]",
+                "gateway.advertise: \"bad host\" is not a gateway address",
+            ),
+            (
+                "gateway",
+                "advertise = [\"a\", \"a:7443\"]",
+                "gateway.advertise: a:7443 is listed twice",
+            ),
+            (
+                "pairing",
+                "pin_digits = 5",
+                "pairing.pin_digits: must be between 6 and 12, not 5",
+            ),
+            (
+                "pairing",
+                "pin_digits = 13",
+                "pairing.pin_digits: must be between 6 and 12, not 13",
+            ),
+            (
+                "pairing",
+                "code_ttl = \"10\"",
+                "pairing.code_ttl: \"10\" is not a duration",
+            ),
+            (
+                "pairing",
+                "code_ttl = \"29s\"",
+                "pairing.code_ttl: must be between 30s and 24h, not 29s",
+            ),
+            (
+                "pairing",
+                "code_ttl = \"25h\"",
+                "pairing.code_ttl: must be between 30s and 24h",
+            ),
+            (
+                "pairing",
+                "max_attempts = 0",
+                "pairing.max_attempts: must be between 1 and 20, not 0",
+            ),
+            (
+                "pairing",
+                "max_attempts = 21",
+                "pairing.max_attempts: must be between 1 and 20, not 21",
+            ),
+        ] {
+            let err = parse(&format!(
+                "[plugins.store]\nuse = \"memory\"\n[{table}]\n{line}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with(&format!("/etc/keygate/config.toml:4: {message}")),
+                "{err}"
+            );
+        }
+        let err = parse("[plugins.store]\nuse = \"memory\"\n[pairing]\npin_digit = 6\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4") && err.contains("pin_digit"), "{err}");
     }
 
     #[test]

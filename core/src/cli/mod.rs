@@ -16,6 +16,7 @@ mod devices;
 mod format;
 mod gateway;
 mod identity;
+mod pairing;
 mod plugins;
 mod state;
 
@@ -61,6 +62,9 @@ enum Command {
     /// Client certificates: list, revoke.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Pairing codes: mint a PIN or a QR code.
+    #[command(subcommand)]
+    Pairing(pairing::PairingCommand),
     /// The identity state as a whole: check it for unreadable records.
     #[command(subcommand)]
     State(state::StateCommand),
@@ -80,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Ca(cmd) => ca::run(cmd, &cli.config),
         Command::Devices(cmd) => devices::run(cmd, &cli.config),
         Command::Certs(cmd) => certs::run(cmd, &cli.config),
+        Command::Pairing(cmd) => pairing::run(cmd, &cli.config),
         Command::State(cmd) => state::run(cmd, &cli.config),
     };
     match result {
