@@ -18,6 +18,7 @@ mod gateway;
 mod identity;
 mod pairing;
 mod plugins;
+mod requests;
 mod state;
 
 use std::path::PathBuf;

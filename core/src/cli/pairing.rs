@@ -26,6 +26,33 @@ pub enum PairingCommand {
     /// Mint a one-time pairing code: a PIN to type on the device, or a QR
     /// code (a `keygate://` URI) to scan.
     Mint(MintArgs),
+    /// List pairing requests (never codes): pending ones with the check
+    /// code the device shows, and the decided ones.
+    List {
+        /// Print JSON: an array of requests.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending request: the device is enrolled and issued its
+    /// certificate. Compare the check code with the device's first.
+    Approve {
+        /// The request id (from `pairing list`).
+        request_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a pending request; the device is told the reason.
+    Reject {
+        /// The request id (from `pairing list`).
+        request_id: String,
+        /// Why, shown to the device.
+        #[arg(long, default_value = "rejected by the operator")]
+        reason: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `pairing mint`'s options.
@@ -64,6 +91,22 @@ enum MintedView<'a> {
 pub fn run(cmd: PairingCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
         PairingCommand::Mint(args) => mint(args, config_path),
+        PairingCommand::List { json } => {
+            let opened = super::identity::open(config_path)?;
+            super::requests::list(&opened.manager, json)
+        }
+        PairingCommand::Approve { request_id, json } => {
+            let opened = super::identity::open(config_path)?;
+            super::requests::approve(&opened.manager, &request_id, json)
+        }
+        PairingCommand::Reject {
+            request_id,
+            reason,
+            json,
+        } => {
+            let opened = super::identity::open(config_path)?;
+            super::requests::reject(&opened.manager, &request_id, &reason, json)
+        }
     }
 }
 

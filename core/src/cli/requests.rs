@@ -1,0 +1,148 @@
+//! `keygate pairing list|approve|reject`: the requests devices filed after
+//! proving a code, and the operator's decisions on them.
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use keygate_core::state::IdentityManager;
+use keygate_core::state::pairing::{ApprovalRecord, ApprovalState, RequestRefusal};
+use serde::Serialize;
+
+use super::format::{print_json, rfc3339, warn_unreadable};
+
+/// One request as `pairing list` shows it. Codes are never shown: a
+/// request does not hold one.
+#[derive(Serialize)]
+struct RequestView {
+    id: String,
+    device_id: String,
+    name: String,
+    method: &'static str,
+    status: &'static str,
+    check_code: String,
+    remote_addr: String,
+    capabilities: Vec<String>,
+    requested_at: String,
+    expires_at: Option<String>,
+    decided_at: Option<String>,
+    decided_by: Option<String>,
+    reason: Option<String>,
+    certificate_fingerprint: Option<String>,
+}
+
+impl RequestView {
+    fn new(r: &ApprovalRecord, now: SystemTime) -> Self {
+        let (decided_at, decided_by, reason) = match &r.decision {
+            ApprovalState::Pending => (None, None, None),
+            ApprovalState::Approved { at, by } => (Some(rfc3339(*at)), Some(by.clone()), None),
+            ApprovalState::Rejected { at, by, reason } => {
+                (Some(rfc3339(*at)), Some(by.clone()), Some(reason.clone()))
+            }
+        };
+        Self {
+            id: r.id.clone(),
+            device_id: r.device_id.to_string(),
+            name: r.device_name.clone(),
+            method: keygate_sdk::PairingMethod::from(r.method).as_str(),
+            status: r.status(now).as_str(),
+            check_code: r.check_code.clone(),
+            remote_addr: r.remote_addr.clone(),
+            capabilities: r.capabilities.clone(),
+            requested_at: rfc3339(r.requested_at),
+            expires_at: (r.expires_at != u64::MAX).then(|| rfc3339(r.expires_at)),
+            decided_at,
+            decided_by,
+            reason,
+            certificate_fingerprint: r.certificate.as_ref().map(|c| c.fingerprint.to_string()),
+        }
+    }
+}
+
+/// Who decides from this CLI: `operator:<login name>`.
+fn operator() -> String {
+    let name = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("operator:{name}")
+}
+
+/// `pairing list`: newest first; pending ones with their check code.
+pub fn list(manager: &IdentityManager, json: bool) -> anyhow::Result<ExitCode> {
+    let now = SystemTime::now();
+    let listing = manager.approvals()?;
+    warn_unreadable(&listing.unreadable);
+    let mut records = listing.records;
+    records.sort_by(|a, b| b.requested_at.cmp(&a.requested_at).then(a.id.cmp(&b.id)));
+    let rows: Vec<RequestView> = records.iter().map(|r| RequestView::new(r, now)).collect();
+    if json {
+        print_json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!(
+        "{:<32}  {:<8}  {:<6}  {:<5}  {:<16}  {:<42}  FROM",
+        "REQUEST",
+        "STATUS",
+        "CHECK",
+        "HOW",
+        "NAME",
+        "DEVICE ID"
+    );
+    for r in &rows {
+        outln!(
+            "{:<32}  {:<8}  {:<6}  {:<5}  {:<16}  {:<42}  {}",
+            r.id,
+            r.status,
+            r.check_code,
+            r.method,
+            r.name.escape_debug(),
+            r.device_id,
+            r.remote_addr
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a decided request, or fails with why it could not be decided.
+fn report(
+    outcome: Result<ApprovalRecord, RequestRefusal>,
+    verb: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let record = outcome.map_err(anyhow::Error::new)?;
+    if json {
+        print_json(&RequestView::new(&record, SystemTime::now()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!(
+        "{verb} request {} of device {} ({})",
+        record.id,
+        record.device_id,
+        record.device_name.escape_debug()
+    );
+    if let Some(cert) = &record.certificate {
+        outln!("certificate  {}", cert.fingerprint);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pairing approve ID`: enrols the device and issues its certificate.
+pub fn approve(manager: &IdentityManager, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let outcome = manager
+        .approve_request(id.trim(), &operator(), SystemTime::now())
+        .with_context(|| format!("approving request {id}"))?;
+    report(outcome, "approved", json)
+}
+
+/// `pairing reject ID --reason TEXT`: the device is told the reason.
+pub fn reject(
+    manager: &IdentityManager,
+    id: &str,
+    reason: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let outcome = manager
+        .reject_request(id.trim(), &operator(), reason, SystemTime::now())
+        .with_context(|| format!("rejecting request {id}"))?;
+    report(outcome, "rejected", json)
+}
