@@ -212,14 +212,14 @@ fn each_changed_hello_field_fails_with_a_named_error() {
             "capabilities",
             hello(|h| h.capabilities.push("admin".into())),
         ),
-        ("device_public_key", {
-            let r = tampered(&run, Stage::Hello, move |m| {
+        (
+            "device_public_key",
+            tampered(&run, Stage::Hello, move |m| {
                 if let Message::PinHello(h) = m {
                     h.device_public_key = other_key
                 }
-            });
-            r
-        }),
+            }),
+        ),
         ("spake_a", hello(|h| h.spake_a[5] ^= 1)),
     ];
     for (field, out) in cases {

@@ -62,7 +62,10 @@ pub enum Stage {
 #[derive(Debug)]
 pub enum Outcome {
     /// Both sides finished.
-    Paired { device: Paired, gateway: Verified },
+    Paired {
+        device: Paired,
+        gateway: Box<Verified>,
+    },
     /// A message did not decode after tampering.
     Decode(Stage, keygate_proto::DecodeError),
     /// The device refused at a step (before sending or on an answer).
@@ -76,7 +79,7 @@ pub enum Outcome {
 impl Outcome {
     pub fn paired(self) -> (Paired, Verified) {
         match self {
-            Outcome::Paired { device, gateway } => (device, gateway),
+            Outcome::Paired { device, gateway } => (device, *gateway),
             other => panic!("expected a pairing, got {other:?}"),
         }
     }
@@ -180,7 +183,7 @@ impl<'a> PinRun<'a> {
             .map_err(|e| Outcome::Device(Stage::Accepted, e))?;
         Ok(Outcome::Paired {
             device: paired,
-            gateway: verified,
+            gateway: Box::new(verified),
         })
     }
 }
@@ -260,7 +263,7 @@ impl QrRun {
             .map_err(|e| Outcome::Device(Stage::Accepted, e))?;
         Ok(Outcome::Paired {
             device: paired,
-            gateway: verified,
+            gateway: Box::new(verified),
         })
     }
 }
