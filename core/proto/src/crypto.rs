@@ -233,6 +233,21 @@ mod tests {
     }
 
     #[test]
+    fn check_code_is_the_first_30_bits_in_crockford_base32() {
+        for t in [[0u8; 32], [0xa5; 32], [0xff; 32]] {
+            let d = hash(LABEL_CHECK_CODE, &[&t]);
+            let bits: String = d.iter().map(|b| format!("{b:08b}")).collect();
+            let expected: String = (0..6)
+                .map(|i| {
+                    let v = usize::from_str_radix(&bits[5 * i..5 * i + 5], 2).unwrap();
+                    char::from(CROCKFORD_ALPHABET[v])
+                })
+                .collect();
+            assert_eq!(check_code(&t), expected);
+        }
+    }
+
+    #[test]
     fn hash_parts_are_length_prefixed() {
         assert_ne!(hash(b"l", &[b"ab", b"c"]), hash(b"l", &[b"a", b"bc"]));
         assert_ne!(hash(b"l", &[b"ab"]), hash(b"la", &[b"b"]));
@@ -251,6 +266,73 @@ mod tests {
         c.fill_bytes(&mut z);
         assert_eq!(x, y);
         assert_ne!(x, z);
+    }
+
+    #[test]
+    fn seed_rng_is_sha256_in_counter_mode() {
+        use rand_core_06::RngCore;
+        let block = |i: u64| {
+            let mut h = Sha256::new();
+            h.update(b"keygate spake2 seed");
+            h.update([7u8; 32]);
+            h.update(i.to_be_bytes());
+            <[u8; 32]>::from(h.finalize())
+        };
+        let mut expected = block(0).to_vec();
+        expected.extend_from_slice(&block(1));
+        let mut got = [0u8; 64];
+        SeedRng::new(&[7; 32]).fill_bytes(&mut got);
+        assert_eq!(got.to_vec(), expected);
+        let mut r = SeedRng::new(&[7; 32]);
+        assert_eq!(
+            r.next_u32(),
+            u32::from_le_bytes(expected[..4].try_into().unwrap())
+        );
+        assert_eq!(
+            r.next_u64(),
+            u64::from_le_bytes(expected[4..12].try_into().unwrap())
+        );
+        let mut b = [0u8; 2];
+        r.try_fill_bytes(&mut b).unwrap();
+        assert_eq!(b, expected[12..14]);
+    }
+
+    /// Counts up: byte n of its stream is n (from 1).
+    struct Counter(u8);
+
+    impl rand_core::TryRng for Counter {
+        type Error = std::convert::Infallible;
+        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+            self.0 += 1;
+            Ok(u32::from(self.0))
+        }
+        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+            self.0 += 1;
+            Ok(u64::from(self.0) << 32)
+        }
+        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+            for b in dst {
+                self.0 += 1;
+                *b = self.0;
+            }
+            Ok(())
+        }
+    }
+
+    impl rand_core::TryCryptoRng for Counter {}
+
+    #[test]
+    fn rng06_passes_every_call_through() {
+        use rand_core_06::RngCore;
+        let mut c = Counter(0);
+        let mut r = Rng06(&mut c);
+        assert_eq!(r.next_u32(), 1);
+        assert_eq!(r.next_u64(), 2 << 32);
+        let mut b = [0u8; 2];
+        r.fill_bytes(&mut b);
+        assert_eq!(b, [3, 4]);
+        r.try_fill_bytes(&mut b).unwrap();
+        assert_eq!(b, [5, 6]);
     }
 
     #[test]

@@ -148,8 +148,23 @@ fn recorded_runs_give_no_offline_test_of_any_pin() {
             };
             a
         });
+        let Message::PinHello(recorded_hello) = Message::decode(&rec.hello).unwrap() else {
+            panic!("not a hello");
+        };
+        let Message::PinChallenge(recorded_challenge) = Message::decode(&rec.challenge).unwrap()
+        else {
+            panic!("not a challenge");
+        };
         for (i, guess) in guesses.iter().enumerate() {
             let seed = 100 + i as u64;
+            // Neither side's SPAKE2 message is reproducible from a guess:
+            // each hides its PIN behind a fresh secret scalar.
+            let (_, my_hello) =
+                DevicePin::start(&mut rng(seed), &device_key(), info(), guess, binding()).unwrap();
+            let Message::PinHello(my_hello) = my_hello else {
+                panic!("not a hello");
+            };
+            assert_ne!(my_hello.spake_a, recorded_hello.spake_a, "guess {guess}");
             // As a device: a fresh hello for the guess, answered by the
             // recorded challenge.
             let (dev, _) =
@@ -177,6 +192,10 @@ fn recorded_runs_give_no_offline_test_of_any_pin() {
             let Message::PinChallenge(my_challenge) = my_challenge else {
                 panic!("not a challenge");
             };
+            assert_ne!(
+                my_challenge.candidates[0].spake_b, recorded_challenge.candidates[0].spake_b,
+                "guess {guess}"
+            );
             let mut forged = recorded_confirm.clone();
             if let Message::PinConfirm(c) = &mut forged {
                 // Present the recorded MAC under this run's tag.
@@ -460,6 +479,17 @@ fn bad_inputs_are_refused_before_anything_is_sent() {
             }
         );
     }
+    // 32 digits is the longest PIN.
+    assert!(
+        DevicePin::start(
+            &mut rng(1),
+            &device_key(),
+            info(),
+            &"7".repeat(32),
+            binding()
+        )
+        .is_ok()
+    );
     let mut bad = info();
     bad.name = "line\nbreak".into();
     assert!(matches!(
@@ -531,4 +561,96 @@ fn a_confirm_of_the_wrong_kind_counts_no_guess() {
         }
     );
     assert!(f.failed_candidates.is_empty());
+}
+
+#[test]
+fn a_signature_from_another_run_is_refused() {
+    // The same device, PIN and code, on another connection: the device's
+    // signature there is valid, but over another transcript.
+    let mut other = PinRun::new("48151623", &["48151623"]);
+    other.device_binding.channel_binding = [0x22; 32];
+    other.gateway_binding.channel_binding = [0x22; 32];
+    let (_, other_rec) = other.run_with(&mut |_, b| b);
+    let Message::PinConfirm(other_confirm) = Message::decode(&other_rec.confirm).unwrap() else {
+        panic!("not a confirm");
+    };
+    let f = tampered(
+        &PinRun::new("48151623", &["48151623"]),
+        Stage::Confirm,
+        move |m| {
+            if let Message::PinConfirm(c) = m {
+                c.signature = other_confirm.signature
+            }
+        },
+    )
+    .confirm_failure();
+    assert_eq!(f.error, PairingError::BadSignature);
+}
+
+#[test]
+fn debug_output_names_each_state_and_shows_no_pin() {
+    let pin = "48151623";
+    let (dev, hello) =
+        DevicePin::start(&mut rng(1), &device_key(), info(), pin, binding()).unwrap();
+    let cands = candidates(&[pin]);
+    assert!(format!("{:?}", cands[0]).starts_with("PinCandidate"));
+    assert!(!format!("{:?}", cands[0]).contains(pin));
+    let (gw, challenge) = GatewayPin::on_hello(&mut rng(2), hello, &cands, binding()).unwrap();
+    let shown = [format!("{dev:?}"), format!("{gw:?}")];
+    let (dev, confirm) = dev.on_challenge(challenge).unwrap();
+    let shown2 = format!("{dev:?}");
+    // The device knows the check code before the gateway answers (to show
+    // it while waiting); it is the gateway's.
+    assert_eq!(dev.check_code(), gw.on_confirm(confirm).unwrap().check_code);
+    for (text, name) in [
+        (&shown[0], "DevicePinSent"),
+        (&shown[1], "GatewayPinChallenged"),
+        (&shown2, "DevicePinConfirmed"),
+    ] {
+        assert!(text.starts_with(name), "{text}");
+        assert!(!text.contains(pin), "{text}");
+    }
+    assert!(shown[1].contains("code-0"));
+}
+
+#[test]
+fn the_device_answers_one_to_thirty_two_distinct_candidates() {
+    let pins: Vec<String> = (0..32).map(|i| format!("{i:08}")).collect();
+    let refs: Vec<&str> = pins.iter().map(String::as_str).collect();
+    let start =
+        || DevicePin::start(&mut rng(1), &device_key(), info(), "00000005", binding()).unwrap();
+    let (_, hello) = start();
+    let (_, challenge) =
+        GatewayPin::on_hello(&mut rng(2), hello, &candidates(&refs), binding()).unwrap();
+    let Message::PinChallenge(full) = challenge else {
+        panic!()
+    };
+    let (dev, _) = start();
+    assert!(
+        dev.on_challenge(Message::PinChallenge(full.clone()))
+            .is_ok()
+    );
+
+    let mut over = full.clone();
+    let mut extra = over.candidates[0].clone();
+    extra.tag = [0xee; 8];
+    over.candidates.push(extra);
+    let mut dup = full.clone();
+    dup.candidates[1].tag = dup.candidates[0].tag;
+    let mut empty = full;
+    empty.candidates.clear();
+    for (case, challenge, field) in [
+        ("33", over, "PinChallenge.candidates"),
+        ("none", empty, "PinChallenge.candidates"),
+        ("duplicate", dup, "PinChallenge.candidates.tag"),
+    ] {
+        let (dev, _) = start();
+        let err = dev
+            .on_challenge(Message::PinChallenge(challenge))
+            .unwrap_err();
+        assert!(
+            matches!(err, PairingError::InvalidInput { field: f, .. } if f == field),
+            "{case}: {err:?}"
+        );
+    }
 }

@@ -252,3 +252,46 @@ fn bad_session_ids_are_refused_before_sending() {
         );
     }
 }
+
+#[test]
+fn a_signature_from_another_run_is_refused() {
+    let mut other = QrRun::new();
+    other.device_binding.channel_binding = [0x22; 32];
+    other.gateway_binding.channel_binding = [0x22; 32];
+    let (_, other_rec) = other.run_with(&mut |_, b| b);
+    let Message::QrConfirm(other_confirm) = Message::decode(&other_rec.confirm).unwrap() else {
+        panic!("not a confirm");
+    };
+    let f = tampered(&QrRun::new(), Stage::Confirm, move |m| {
+        if let Message::QrConfirm(c) = m {
+            c.signature = other_confirm.signature
+        }
+    })
+    .confirm_failure();
+    assert_eq!(f.error, PairingError::BadSignature);
+}
+
+#[test]
+fn debug_output_names_each_state() {
+    let (dev, hello) = DeviceQr::start(
+        &mut rng(1),
+        &device_key(),
+        info(),
+        SESSION,
+        common::TOKEN,
+        CA,
+        binding(),
+    )
+    .unwrap();
+    let Message::QrHello(hello) = hello else {
+        panic!()
+    };
+    let (gw, challenge) =
+        GatewayQr::challenge(&mut rng(2), &hello, &common::TOKEN, binding()).unwrap();
+    assert!(format!("{dev:?}").starts_with("DeviceQrSent"));
+    let gw_shown = format!("{gw:?}");
+    assert!(gw_shown.starts_with("GatewayQrChallenged") && gw_shown.contains(SESSION));
+    let (dev, confirm) = dev.on_challenge(challenge).unwrap();
+    assert!(format!("{dev:?}").starts_with("DeviceQrConfirmed"));
+    assert_eq!(dev.check_code(), gw.on_confirm(confirm).unwrap().check_code);
+}
