@@ -20,6 +20,7 @@
 //! pin_digits = 8                   # 6..=12
 //! code_ttl = "10m"                 # 30s..=24h
 //! max_attempts = 5                 # 1..=20
+//! request_ttl = "30m"              # 1m..=7d: how long a request waits for a decision
 //! ```
 //!
 //! Unknown keys, wrong types and unknown plugin names are refused with the
@@ -217,6 +218,7 @@ struct RawPairing {
     pin_digits: Option<Spanned<i64>>,
     code_ttl: Option<Spanned<String>>,
     max_attempts: Option<Spanned<i64>>,
+    request_ttl: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -525,6 +527,12 @@ impl Ctx<'_> {
             )?;
             settings.max_attempts = u32::try_from(n).unwrap_or(1);
         }
+        if let Some(ttl) = raw.request_ttl {
+            let d = crate::time::parse_duration(ttl.get_ref())
+                .and_then(crate::pairing::check_request_ttl)
+                .map_err(|m| self.invalid(ttl.span().start, "pairing.request_ttl", m))?;
+            settings.request_ttl = d;
+        }
         Ok(settings)
     }
 
@@ -787,7 +795,7 @@ mod tests {
     #[test]
     fn gateway_and_pairing_settings_are_read() {
         let c = parse(
-            "[plugins.store]\nuse = \"memory\"\n[gateway]\nlisten = \"[::]:9000\"\nadvertise = [\"gw.example.net\", \"192.0.2.7:9443\", \"2001:db8::7\", \"[2001:db8::8]:1\"]\n[pairing]\npin_digits = 6\ncode_ttl = \"90s\"\nmax_attempts = 3\n",
+            "[plugins.store]\nuse = \"memory\"\n[gateway]\nlisten = \"[::]:9000\"\nadvertise = [\"gw.example.net\", \"192.0.2.7:9443\", \"2001:db8::7\", \"[2001:db8::8]:1\"]\n[pairing]\npin_digits = 6\ncode_ttl = \"90s\"\nmax_attempts = 3\nrequest_ttl = \"2h\"\n",
         )
         .unwrap();
         assert_eq!(c.gateway.listen.to_string(), "[::]:9000");
@@ -804,6 +812,7 @@ mod tests {
         assert_eq!(c.pairing.pin_digits, 6);
         assert_eq!(c.pairing.code_ttl, std::time::Duration::from_secs(90));
         assert_eq!(c.pairing.max_attempts, 3);
+        assert_eq!(c.pairing.request_ttl, std::time::Duration::from_secs(7200));
         // Default advertise entries take the configured listen port.
         let c = parse("[plugins.store]\nuse = \"memory\"\n[gateway]\nlisten = \"0.0.0.0:8000\"\n")
             .unwrap();
@@ -863,6 +872,11 @@ mod tests {
                 "pairing",
                 "code_ttl = \"25h\"",
                 "pairing.code_ttl: must be between 30s and 24h",
+            ),
+            (
+                "pairing",
+                "request_ttl = \"30s\"",
+                "pairing.request_ttl: must be between 1m and 7d, not 30s",
             ),
             (
                 "pairing",

@@ -7,6 +7,7 @@
 
 pub mod code_input;
 pub mod identity;
+pub mod pairing;
 
 pub use code_input::{CodeInputError, read_code};
 pub use identity::{Credentials, DeviceIdentity, DeviceIdentityError, PendingPairing};

@@ -45,6 +45,11 @@ impl DeviceKey {
         Self { signing, public }
     }
 
+    /// The Ed25519 signing key, for the pairing protocol's device side.
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
     /// The 32-byte seed (the RFC 8032 private key), for storing the key.
     pub fn seed(&self) -> Zeroizing<[u8; KEY_LEN]> {
         Zeroizing::new(self.signing.to_bytes())

@@ -12,6 +12,7 @@
 //! The settings of the `[pairing]` config table are [`PairingSettings`];
 //! see `docs/pairing.md` for the operator's view.
 
+pub mod gateway;
 pub mod pin;
 pub mod render;
 pub mod uri;
@@ -32,6 +33,12 @@ pub const DEFAULT_CODE_TTL: Duration = Duration::from_secs(10 * 60);
 pub const MAX_ATTEMPTS: u32 = 20;
 /// Failed attempts a code allows unless the config says otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// The shortest time a request may wait for a decision.
+pub const MIN_REQUEST_TTL: Duration = Duration::from_secs(60);
+/// The longest time a request may wait for a decision.
+pub const MAX_REQUEST_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a request waits for a decision unless the config says otherwise.
+pub const DEFAULT_REQUEST_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// `[pairing]`: how codes are minted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +49,9 @@ pub struct PairingSettings {
     pub code_ttl: Duration,
     /// Failed attempts before a code is burned, `1..=`[`MAX_ATTEMPTS`].
     pub max_attempts: u32,
+    /// How long a device's request waits for a decision,
+    /// [`MIN_REQUEST_TTL`]`..=`[`MAX_REQUEST_TTL`].
+    pub request_ttl: Duration,
 }
 
 impl Default for PairingSettings {
@@ -50,6 +60,7 @@ impl Default for PairingSettings {
             pin_digits: DEFAULT_PIN_DIGITS,
             code_ttl: DEFAULT_CODE_TTL,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            request_ttl: DEFAULT_REQUEST_TTL,
         }
     }
 }
@@ -64,6 +75,22 @@ pub fn check_code_ttl(ttl: Duration) -> Result<Duration, String> {
     } else {
         Err(format!(
             "must be between 30s and 24h, not {}",
+            crate::time::human_duration(ttl)
+        ))
+    }
+}
+
+/// Checks a request's life against
+/// [`MIN_REQUEST_TTL`]`..=`[`MAX_REQUEST_TTL`].
+///
+/// # Errors
+/// A message saying the bounds.
+pub fn check_request_ttl(ttl: Duration) -> Result<Duration, String> {
+    if (MIN_REQUEST_TTL..=MAX_REQUEST_TTL).contains(&ttl) {
+        Ok(ttl)
+    } else {
+        Err(format!(
+            "must be between 1m and 7d, not {}",
             crate::time::human_duration(ttl)
         ))
     }
