@@ -8,27 +8,8 @@ use std::time::{Duration, Instant};
 
 use keygate_core::identity::DeviceKey;
 use keygate_core::state::lock::StateLock;
-use keygate_tests::{GatewayProcess, Ran, keygate, run, write_config};
+use keygate_tests::{GatewayProcess, json, keygate, ok, run, setup};
 use serde_json::Value;
-
-fn setup(extra: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!("state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n{extra}"),
-    );
-    (dir, config)
-}
-
-fn ok(config: &Path, args: &[&str]) -> Ran {
-    let out = run(keygate(config).args(args));
-    assert!(out.ok, "keygate {args:?} failed:\n{}", out.stderr);
-    out
-}
-
-fn json(config: &Path, args: &[&str]) -> Value {
-    serde_json::from_str(&ok(config, args).stdout).expect("JSON output")
-}
 
 /// The object in JSON array `rows` whose `field` is `value`.
 fn row<'a>(rows: &'a Value, field: &str, value: &str) -> &'a Value {

@@ -2,33 +2,13 @@
 //! encrypted filesystem store, and a standard QR reader (rqrr) to read back
 //! every rendering.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use keygate_core::pairing::PairingUri;
 use keygate_core::state::pairing::{Method, PAIRING_PREFIX, PairingSession};
-use keygate_tests::{Ran, keygate, open_identity, run, write_config};
+use keygate_tests::{json, keygate, ok, open_identity, run, setup};
 use serde_json::Value;
-
-fn setup(extra: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!("state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n{extra}"),
-    );
-    (dir, config)
-}
-
-fn ok(config: &Path, args: &[&str]) -> Ran {
-    let out = run(keygate(config).args(args));
-    assert!(out.ok, "keygate {args:?} failed:\n{}", out.stderr);
-    out
-}
-
-fn json(config: &Path, args: &[&str]) -> Value {
-    let out = ok(config, args);
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
-}
 
 /// The keys of a JSON object, sorted.
 fn keys(v: &Value) -> Vec<&str> {

@@ -180,6 +180,27 @@ fn converse(
     panic!("the conversation ended without an answer")
 }
 
+/// Starts a pairing with `code` (a device named `d`, no capabilities) on
+/// a connection that showed it CA `ca` and exporter value `[cb; 32]`.
+fn start<'a>(
+    dev: &'a DeviceIdentity,
+    code: &str,
+    ca: [u8; 32],
+    cb: u8,
+) -> (DevicePairing<'a>, Vec<u8>) {
+    let code = PairingCode::parse(code).unwrap();
+    DevicePairing::start(
+        &mut rand::rng(),
+        dev,
+        &code,
+        "d",
+        &[],
+        vec![],
+        binding(ca, cb),
+    )
+    .unwrap()
+}
+
 /// Starts and runs a pairing with `code` from `from`.
 fn pair(gw: &Gateway, dev: &DeviceIdentity, code: &str, from: SocketAddr, cb: u8) -> End {
     let code = PairingCode::parse(code).unwrap();
@@ -348,17 +369,7 @@ fn twenty_concurrent_attempts_on_one_code_test_no_more_guesses_than_it_allows() 
             let challenged = &challenged;
             s.spawn(move || {
                 let dev = device();
-                let code = PairingCode::parse("19384756").unwrap();
-                let (mut pairing, hello) = DevicePairing::start(
-                    &mut rand::rng(),
-                    &dev,
-                    &code,
-                    "d",
-                    &[],
-                    vec![],
-                    binding(gw.ca(), n),
-                )
-                .unwrap();
+                let (mut pairing, hello) = start(&dev, "19384756", gw.ca(), n);
                 let mut conv = gw.service.conversation(peer(n), [n; 32]);
                 let replies = conv.on_message(&mut rand::rng(), &hello, SystemTime::now());
                 if let Ok(Progress::Send(confirm)) = pairing.on_message(&replies[0]) {
@@ -436,19 +447,9 @@ fn a_relay_between_two_connections_fails_confirmation() {
     let gw = Gateway::new(None);
     let pin = gw.mint_pin(5);
     let dev = device();
-    let code = PairingCode::parse(&pin).unwrap();
     // The device's TLS session has exporter value 1, the gateway's 2: a
     // relay in between forwards the messages but cannot make them equal.
-    let (mut pairing, hello) = DevicePairing::start(
-        &mut rand::rng(),
-        &dev,
-        &code,
-        "d",
-        &[],
-        vec![],
-        binding(gw.ca(), 1),
-    )
-    .unwrap();
+    let (mut pairing, hello) = start(&dev, &pin, gw.ca(), 1);
     match converse(&gw, peer(1), [2; 32], &mut pairing, hello) {
         End::Refused(RefusalCode::ConfirmationFailed, _) => {}
         other => panic!("{other:?}"),
@@ -457,16 +458,7 @@ fn a_relay_between_two_connections_fails_confirmation() {
 
     // A gateway with another CA (a man in the middle terminating TLS with
     // its own certificate) fails the same way for a PIN...
-    let (mut pairing, hello) = DevicePairing::start(
-        &mut rand::rng(),
-        &dev,
-        &code,
-        "d",
-        &[],
-        vec![],
-        binding([7; 32], 3),
-    )
-    .unwrap();
+    let (mut pairing, hello) = start(&dev, &pin, [7; 32], 3);
     assert!(matches!(
         converse(&gw, peer(3), [3; 32], &mut pairing, hello),
         End::Refused(RefusalCode::ConfirmationFailed, _)
@@ -624,17 +616,7 @@ fn a_device_that_goes_away_after_the_challenge_gives_its_attempts_back() {
     let gw = Gateway::new(None);
     gw.mint_pin(1);
     let dev = device();
-    let code = PairingCode::parse("19384756").unwrap();
-    let (_pairing, hello) = DevicePairing::start(
-        &mut rand::rng(),
-        &dev,
-        &code,
-        "d",
-        &[],
-        vec![],
-        binding(gw.ca(), 1),
-    )
-    .unwrap();
+    let (_pairing, hello) = start(&dev, "19384756", gw.ca(), 1);
     {
         let mut conv = gw.service.conversation(peer(1), [1; 32]);
         let replies = conv.on_message(&mut rand::rng(), &hello, SystemTime::now());

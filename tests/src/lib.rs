@@ -129,6 +129,31 @@ pub fn toml_path(path: &Path) -> String {
     serde_json::to_string(&path.to_string_lossy()).expect("json string")
 }
 
+/// A temporary folder with a `config.toml` using the `filesystem` store
+/// with state in `state/`, plus `extra` config lines.
+pub fn setup(extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(
+        dir.path(),
+        &format!("state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n{extra}"),
+    );
+    (dir, config)
+}
+
+/// Runs `keygate ARGS` on `config` and asserts it succeeded.
+pub fn ok(config: &Path, args: &[&str]) -> Ran {
+    let out = run(keygate(config).args(args));
+    assert!(out.ok, "keygate {args:?} failed:\n{}", out.stderr);
+    out
+}
+
+/// Runs `keygate ARGS` on `config`, asserts it succeeded and parses its
+/// output as JSON.
+pub fn json(config: &Path, args: &[&str]) -> serde_json::Value {
+    let out = ok(config, args);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
 /// Writes a config using the `filesystem` store with state in
 /// `dir/state` (and a generous lock timeout: tests run many writers).
 pub fn fs_config(dir: &Path) -> PathBuf {
