@@ -16,9 +16,11 @@ use keygate_core::pairing::gateway::{PairingService, PolicySlot, ServiceSettings
 use keygate_core::pairing::{GatewayAddr, PairingUri};
 use keygate_core::plugin_host::PluginHost;
 use keygate_core::state::IdentityManager;
-use keygate_core::state::pairing::{Method, RequestStatus};
+use keygate_core::state::pairing::{MAX_LIVE_PIN_CODES, Method, RequestStatus};
 use keygate_core::state::ratelimit::RateLimitSettings;
-use keygate_proto::{Binding, DeviceInfo, DevicePin, Message, RefusalCode};
+use keygate_proto::{
+    Binding, DeviceInfo, DevicePin, GatewayPin, Message, PinCandidate, RefusalCode,
+};
 use keygate_tests::{cdylib, open_identity, toml_path, write_config};
 use zeroize::Zeroizing;
 
@@ -476,6 +478,39 @@ fn a_relay_between_two_connections_fails_confirmation() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("CA"), "{err}");
+}
+
+#[test]
+fn a_device_confirms_no_more_pin_candidates_than_a_gateway_may_have() {
+    // A rogue gateway answers with one SPAKE2 message per PIN it wants to
+    // test: the device refuses more than a real gateway can have live.
+    let dev = device();
+    let ca = [9; 32];
+    let guesses = |n: usize| -> Vec<PinCandidate> {
+        (0..n)
+            .map(|i| PinCandidate {
+                id: format!("guess-{i}"),
+                pin: Zeroizing::new(format!("{:08}", 10_000_000 + i)),
+            })
+            .collect()
+    };
+    for (offered, refused) in [(MAX_LIVE_PIN_CODES, false), (MAX_LIVE_PIN_CODES + 1, true)] {
+        let (mut pairing, hello) = start(&dev, "48203917", ca, 1);
+        let (_, challenge) = GatewayPin::on_hello(
+            &mut rand::rng(),
+            Message::decode(&hello).unwrap(),
+            &guesses(offered),
+            binding(ca, 1),
+        )
+        .unwrap();
+        match pairing.on_message(&challenge.encode()) {
+            Err(DevicePairingError::TooManyCandidates { offered: o, .. }) if refused => {
+                assert_eq!(o, offered)
+            }
+            Ok(Progress::Send(_)) if !refused => {}
+            other => panic!("{offered} candidates: {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 use super::identity::{Credentials, DeviceIdentity, DeviceIdentityError, PendingPairing};
 use crate::identity::{CertFingerprint, DeviceKey};
 use crate::pairing::{PairingUri, UriError};
+use crate::state::pairing::MAX_LIVE_PIN_CODES;
 
 /// A code as the device's operator gives it.
 #[derive(Debug)]
@@ -78,6 +79,17 @@ pub enum DevicePairingError {
     /// The device's own state failed.
     #[error(transparent)]
     Identity(#[from] DeviceIdentityError),
+    /// The gateway offered more PIN candidates than a gateway may have
+    /// live codes: a rogue gateway testing several PINs at once.
+    #[error(
+        "the gateway offered {offered} PIN candidates, more than the {limit} a gateway may have: refusing to confirm any (is this the real gateway?)"
+    )]
+    TooManyCandidates {
+        /// How many it offered.
+        offered: usize,
+        /// The most a gateway has.
+        limit: usize,
+    },
     /// There is no pending pairing to ask about.
     #[error("this device waits on no pairing request")]
     NothingPending,
@@ -240,6 +252,16 @@ impl<'a> DevicePairing<'a> {
         }
         match std::mem::replace(&mut self.state, State::Done) {
             State::PinSent(sent) => {
+                if let Message::PinChallenge(c) = &msg
+                    && c.candidates.len() > MAX_LIVE_PIN_CODES
+                {
+                    // Each candidate the device confirms is one PIN the
+                    // other side can test: a real gateway never offers more.
+                    return Err(DevicePairingError::TooManyCandidates {
+                        offered: c.candidates.len(),
+                        limit: MAX_LIVE_PIN_CODES,
+                    });
+                }
                 let (confirmed, reply) = sent.on_challenge(msg)?;
                 self.check_code = Some(confirmed.check_code());
                 self.state = State::PinConfirmed(confirmed);

@@ -31,9 +31,12 @@ pub const APPROVALS_PREFIX: &str = "identity/approvals/";
 
 /// The most PIN codes live at once. A device cannot say which PIN it
 /// typed without giving the PIN away, so the gateway answers it with one
-/// PAKE message per live PIN code (each a guess at that code): this bounds
-/// that work and matches the protocol's candidate limit.
-pub const MAX_LIVE_PIN_CODES: usize = 32;
+/// PAKE message per live PIN code (each a guess at that code). The same
+/// number bounds what a device accepts: a rogue gateway offering more
+/// candidates would test that many PINs per attempt of the device, so a
+/// device refuses a challenge with more than this many (see
+/// `device::pairing`).
+pub const MAX_LIVE_PIN_CODES: usize = 8;
 
 /// How a code is proved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
