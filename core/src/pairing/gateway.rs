@@ -102,6 +102,11 @@ impl PairingService {
         }
     }
 
+    /// The identity state it pairs into.
+    pub fn identity(&self) -> &IdentityManager {
+        &self.identity
+    }
+
     /// A conversation with the device at `peer` on a connection whose TLS
     /// exporter value is `channel_binding`.
     pub fn conversation(&self, peer: SocketAddr, channel_binding: [u8; 32]) -> Conversation<'_> {
