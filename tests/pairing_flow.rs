@@ -693,3 +693,199 @@ fn an_allowlist_policy_loaded_as_a_cdylib_decides() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Where the crash child keeps its state (set only in the child).
+const CRASH_CHILD_DIR: &str = "KEYGATE_TEST_PAIRING_LOOP_DIR";
+/// After how many store writes the crash child kills itself.
+const CRASH_CHILD_WRITES: &str = "KEYGATE_TEST_PAIRING_LOOP_WRITES";
+
+/// The child's store: after the `left`-th write (put or delete) has
+/// returned, the process sends itself SIGKILL, so the kill lands exactly on
+/// a boundary between two writes of some mutation.
+struct KillAfterWrites {
+    inner: Arc<dyn keygate_sdk::SecretStore>,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl KillAfterWrites {
+    fn wrote(&self) {
+        if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            let pid = std::process::id().to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+impl keygate_sdk::SecretStore for KillAfterWrites {
+    fn get(&self, key: &str) -> Result<Option<keygate_sdk::Versioned>, keygate_sdk::PluginError> {
+        self.inner.get(key)
+    }
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected: Option<keygate_sdk::Version>,
+    ) -> Result<keygate_sdk::Version, keygate_sdk::PluginError> {
+        let out = self.inner.put(key, value, expected);
+        self.wrote();
+        out
+    }
+    fn delete(
+        &self,
+        key: &str,
+        expected: keygate_sdk::Version,
+    ) -> Result<(), keygate_sdk::PluginError> {
+        let out = self.inner.delete(key, expected);
+        self.wrote();
+        out
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, keygate_sdk::PluginError> {
+        self.inner.list(prefix)
+    }
+}
+
+/// Not a test of its own: the child process of
+/// `a_pairing_loop_killed_at_random_moments_leaves_nothing_half_paired`,
+/// which pairs devices in a loop until it is killed.
+#[test]
+fn pairing_loop_child() {
+    let Some(dir) = std::env::var_os(CRASH_CHILD_DIR) else {
+        return;
+    };
+    let writes: usize = std::env::var(CRASH_CHILD_WRITES).unwrap().parse().unwrap();
+    let config_path = std::path::Path::new(&dir).join("config.toml");
+    let config = keygate_core::config::Config::load(&config_path).unwrap();
+    let host = PluginHost::load(&config).unwrap();
+    let store = Arc::new(KillAfterWrites {
+        inner: host.store.clone(),
+        left: std::sync::atomic::AtomicUsize::new(writes),
+    });
+    let manager = Arc::new(
+        IdentityManager::open(
+            store,
+            &config.state_dir,
+            config.identity.clone(),
+            SystemTime::now(),
+        )
+        .unwrap(),
+    );
+    let policy = PolicySlot {
+        name: "pin-qr".into(),
+        policy: Arc::new(keygate_approval_pin_qr::PinQrPolicy::new(
+            keygate_approval_pin_qr::PinQrConfig { auto_approve: true },
+        )),
+    };
+    let gw = Gateway {
+        _dir: tempfile::tempdir().unwrap(),
+        service: PairingService::new(manager.clone(), Some(policy), ServiceSettings::default()),
+        host,
+        manager,
+    };
+    for n in 0u64.. {
+        let uri = gw.mint_qr();
+        let cb = (n % 250) as u8;
+        match pair(&gw, &device(), &uri.to_uri(), peer(cb), cb) {
+            End::Paired => {}
+            other => panic!("child: pairing {n}: {other:?}"),
+        }
+        println!("PAIRED {n}");
+    }
+}
+
+#[test]
+fn a_pairing_loop_killed_at_random_moments_leaves_nothing_half_paired() {
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n[identity]\nlock_timeout_secs = 30\n",
+    );
+    let mut paired = 0;
+    for _ in 0..30 {
+        // A pairing is about a dozen writes; die after 1 to 40 of them.
+        let writes: usize = rand::RngExt::random_range(&mut rand::rng(), 1..=40);
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "pairing_loop_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CRASH_CHILD_DIR, dir.path())
+            .env(CRASH_CHILD_WRITES, writes.to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(9),
+            "the child was not killed: {:?}",
+            out.status
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        paired += stdout.lines().filter(|l| l.starts_with("PAIRED")).count();
+    }
+    assert!(paired > 0, "the child never paired a device");
+
+    let (host, m) = open_identity(&config);
+    let now = SystemTime::now();
+    // Nothing torn: every record reads.
+    let report = m.check().unwrap();
+    assert!(report.unreadable.is_empty(), "{:?}", report.unreadable);
+    // No certificate without its device.
+    let certs = m.certificates().unwrap().records;
+    assert!(!certs.is_empty());
+    for c in &certs {
+        assert!(
+            m.device(&c.device_id).unwrap().is_some(),
+            "certificate {} has no device record",
+            c.fingerprint
+        );
+    }
+    // No approved request without its certificate.
+    let requests = m.approvals().unwrap().records;
+    for r in &requests {
+        if r.status(now) == RequestStatus::Approved {
+            let cert = r
+                .certificate
+                .as_ref()
+                .expect("approved without a certificate");
+            let record = m.certificate(&cert.fingerprint).unwrap();
+            assert_eq!(record.map(|c| c.device_id), Some(r.device_id));
+        }
+    }
+    // No code both used (a request filed from it) and usable.
+    let live: Vec<String> = host
+        .store
+        .list("identity/pairing/")
+        .unwrap()
+        .into_iter()
+        .map(|k| k.trim_start_matches("identity/pairing/").to_owned())
+        .collect();
+    for r in &requests {
+        let session = r.session_id.as_ref().expect("filed from a code");
+        assert!(
+            !live.contains(session),
+            "code {session} was used and is still usable"
+        );
+    }
+    // And the state still pairs.
+    let gw = Gateway {
+        _dir: tempfile::tempdir().unwrap(),
+        service: PairingService::new(m.clone(), None, ServiceSettings::default()),
+        host,
+        manager: m,
+    };
+    let uri = gw.mint_qr();
+    assert!(matches!(
+        pair(&gw, &device(), &uri.to_uri(), peer(1), 1),
+        End::Waiting { .. }
+    ));
+}

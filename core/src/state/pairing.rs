@@ -226,6 +226,10 @@ pub struct ApprovalRecord {
     /// The certificate issued when it was approved.
     #[serde(default)]
     pub certificate: Option<RequestCertificate>,
+    /// The pairing code (session) the device proved, which filing the
+    /// request used up.
+    #[serde(default)]
+    pub session_id: Option<String>,
 }
 
 impl ApprovalRecord {
@@ -281,6 +285,7 @@ fn new_record(request: NewApproval, method: Method, now: SystemTime) -> Approval
         check_code: request.check_code,
         decision: ApprovalState::Pending,
         certificate: None,
+        session_id: None,
     }
 }
 
@@ -538,7 +543,10 @@ impl IdentityManager {
         request: NewApproval,
         now: SystemTime,
     ) -> Result<Result<ApprovalRecord, SessionRefusal>, IdentityError> {
-        let record = new_record(request, attempt.session.method, now);
+        let record = ApprovalRecord {
+            session_id: Some(attempt.session.id.clone()),
+            ..new_record(request, attempt.session.method, now)
+        };
         self.mutate("pairing complete", |m| {
             let id = &attempt.session.id;
             let key = session_key(id);
