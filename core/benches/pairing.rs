@@ -7,7 +7,8 @@
 //! hello, the gateway's attempt, challenge, confirmation, request filed,
 //! `pin-qr` policy with `auto_approve = true`, certificate issued, answer,
 //! and the device checking and keeping its credentials. Codes are minted
-//! before the clock starts (that is the operator's work).
+//! and device keys made before the clock starts (operator's and device's
+//! setup).
 //!
 //! 1. CPU: pairings on the in-memory store, against the sum of their
 //!    primitives (the protocol run alone, which holds the PAKE or X25519,
@@ -93,9 +94,15 @@ fn mint(manager: &IdentityManager, n: usize) -> Vec<Zeroizing<String>> {
         .collect()
 }
 
-/// One complete pairing with `uri`; panics unless the device ends paired.
-fn pair(service: &PairingService, ca: [u8; 32], uri: &str, n: u64) {
+/// A device with its key made (a device's setup, not part of pairing).
+fn device() -> DeviceIdentity {
     let dev = DeviceIdentity::new(memory_store());
+    dev.key().unwrap();
+    dev
+}
+
+/// One complete pairing of `dev` with `uri`; panics unless it ends paired.
+fn pair(service: &PairingService, ca: [u8; 32], uri: &str, n: u64, dev: &DeviceIdentity) {
     let cb = [(n % 251) as u8; 32];
     let binding = Binding {
         ca_fingerprint: ca,
@@ -103,7 +110,7 @@ fn pair(service: &PairingService, ca: [u8; 32], uri: &str, n: u64) {
     };
     let code = PairingCode::parse(uri).unwrap();
     let (mut pairing, hello) =
-        DevicePairing::start(&mut rand::rng(), &dev, &code, "bench", &[], vec![], binding).unwrap();
+        DevicePairing::start(&mut rand::rng(), dev, &code, "bench", &[], vec![], binding).unwrap();
     let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40_000 + (n % 20_000) as u16));
     let mut conv = service.conversation(peer, cb);
     let mut next = Some(hello);
@@ -186,13 +193,20 @@ fn main() {
     let key = DeviceKey::generate(&mut rand::rng());
     let mem_ca = ca_of(&mem);
     // One pairing first, so lazily made state is not in the first round.
-    pair(&mem, mem_ca, &mint(mem.identity(), 1)[0], 0);
+    pair(&mem, mem_ca, &mint(mem.identity(), 1)[0], 0, &device());
     let (rounds, per_round) = (15, 40);
     let (mut pairing_t, mut protocol_t, mut issue_t) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let uris = mint(mem.identity(), per_round);
+        let devices: Vec<DeviceIdentity> = (0..per_round).map(|_| device()).collect();
         pairing_t.push(per_op(per_round, |i| {
-            pair(&mem, mem_ca, &uris[i], (round * per_round + i) as u64)
+            pair(
+                &mem,
+                mem_ca,
+                &uris[i],
+                (round * per_round + i) as u64,
+                &devices[i],
+            )
         }));
         protocol_t.push(per_op(per_round, |_| protocol_only(&key, ca)));
         issue_t.push(per_op(per_round, |_| {
@@ -229,22 +243,24 @@ fn main() {
     });
     let n1 = 100;
     let uris = mint(durable.identity(), n1);
+    let devices: Vec<DeviceIdentity> = (0..n1).map(|_| device()).collect();
     let start = Instant::now();
     for (i, uri) in uris.iter().enumerate() {
-        pair(&durable, dca, uri, i as u64);
+        pair(&durable, dca, uri, i as u64, &devices[i]);
     }
     let one = start.elapsed().as_secs_f64() / n1 as f64;
 
     let (flights, each) = (64, 8);
     let uris = mint(durable.identity(), flights * each);
+    let devices: Vec<DeviceIdentity> = (0..flights * each).map(|_| device()).collect();
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..flights {
-            let (durable, uris) = (&durable, &uris);
+            let (durable, uris, devices) = (&durable, &uris, &devices);
             s.spawn(move || {
                 for i in 0..each {
                     let n = t * each + i;
-                    pair(durable, dca, &uris[n], n as u64);
+                    pair(durable, dca, &uris[n], n as u64, &devices[n]);
                 }
             });
         }

@@ -252,8 +252,18 @@ impl DeviceIdentity {
         credentials: &Credentials,
         expected_ca: &CertFingerprint,
     ) -> Result<(), DeviceIdentityError> {
-        let key = self.key()?;
-        credentials.verify(&key, expected_ca)?;
+        self.store_credentials_for(&self.key()?, credentials, expected_ca)
+    }
+
+    /// [`store_credentials`](Self::store_credentials) with this device's
+    /// key already at hand (from [`key`](Self::key)).
+    pub(crate) fn store_credentials_for(
+        &self,
+        key: &DeviceKey,
+        credentials: &Credentials,
+        expected_ca: &CertFingerprint,
+    ) -> Result<(), DeviceIdentityError> {
+        credentials.verify(key, expected_ca)?;
         self.put(CREDENTIALS_RECORD, credentials)?;
         self.clear_pending()
     }

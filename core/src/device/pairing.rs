@@ -140,6 +140,7 @@ enum State {
 /// One connection's pairing, device side.
 pub struct DevicePairing<'a> {
     identity: &'a DeviceIdentity,
+    key: DeviceKey,
     gateways: Vec<String>,
     ca_fingerprint: CertFingerprint,
     check_code: Option<String>,
@@ -201,6 +202,7 @@ impl<'a> DevicePairing<'a> {
         };
         let pairing = DevicePairing {
             identity,
+            key,
             gateways,
             ca_fingerprint: CertFingerprint::from_bytes(binding.ca_fingerprint),
             check_code: None,
@@ -222,6 +224,7 @@ impl<'a> DevicePairing<'a> {
         let resume = Resume::sign(key.signing_key(), &pending.request_id, channel_binding)?;
         let pairing = DevicePairing {
             identity,
+            key,
             gateways: pending.gateways,
             ca_fingerprint: pending.ca_fingerprint,
             check_code: Some(pending.check_code),
@@ -312,7 +315,6 @@ impl<'a> DevicePairing<'a> {
                 })
             }
             Message::Approved(a) => {
-                let key = self.identity.key()?;
                 let mut certs = a.certificates.into_iter();
                 let (Some(leaf), Some(ca)) = (certs.next(), certs.last()) else {
                     return Err(DevicePairingError::Unexpected {
@@ -321,13 +323,16 @@ impl<'a> DevicePairing<'a> {
                     });
                 };
                 let credentials = Credentials {
-                    device_id: key.device_id(),
+                    device_id: self.key.device_id(),
                     certificate_der: leaf,
                     ca_der: ca,
                     gateways: self.gateways.clone(),
                 };
-                self.identity
-                    .store_credentials(&credentials, &self.ca_fingerprint)?;
+                self.identity.store_credentials_for(
+                    &self.key,
+                    &credentials,
+                    &self.ca_fingerprint,
+                )?;
                 Ok(Progress::Paired(credentials))
             }
             Message::Rejected(r) => {
