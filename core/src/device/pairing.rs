@@ -40,7 +40,10 @@ impl PairingCode {
     /// dashes between them are ignored, as people type `4820-3917`).
     pub fn parse(text: &str) -> Result<PairingCode, DevicePairingError> {
         let text = text.trim();
-        if text.len() >= 10 && text[..10].eq_ignore_ascii_case("keygate://") {
+        if text
+            .get(..10)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("keygate://"))
+        {
             return Ok(PairingCode::Qr(PairingUri::parse(text)?));
         }
         let digits: Zeroizing<String> =
@@ -355,5 +358,33 @@ impl<'a> DevicePairing<'a> {
                 got: other.name(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_digits_or_a_pairing_uri_and_anything_else_is_refused() {
+        assert!(
+            matches!(PairingCode::parse(" 4820-3917 "), Ok(PairingCode::Pin(p)) if *p == "48203917")
+        );
+        for bad in [
+            "",
+            "  ",
+            "12a4",
+            "ééééééééééé",
+            "keygate:",
+            "ü23456789012",
+            "--",
+        ] {
+            assert!(
+                matches!(PairingCode::parse(bad), Err(DevicePairingError::NotACode)),
+                "{bad:?}"
+            );
+        }
+        let err = PairingCode::parse("KEYGATE://pair?v=9").unwrap_err();
+        assert!(matches!(err, DevicePairingError::Uri(_)), "{err}");
     }
 }

@@ -295,6 +295,16 @@ fn random_id() -> String {
     hex::encode(bytes)
 }
 
+/// Whether `id` has the shape of the ids this module makes (32 lower-case
+/// hex digits). Ids from a device or the command line are checked before
+/// they name a store key, so garbage is "unknown", never a store error.
+fn is_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 fn session_key(id: &str) -> String {
     format!("{PAIRING_PREFIX}{id}")
 }
@@ -400,6 +410,9 @@ impl IdentityManager {
         id: &str,
         now: SystemTime,
     ) -> Result<Result<PairingSession, SessionRefusal>, IdentityError> {
+        if !is_id(id) {
+            return Ok(Err(SessionRefusal::Unknown(id.to_owned())));
+        }
         self.mutate("pairing lookup", |m| {
             let key = session_key(id);
             match m.get_record::<PairingSession>(&key)? {
@@ -421,6 +434,9 @@ impl IdentityManager {
         id: &str,
         now: SystemTime,
     ) -> Result<Result<Attempt, SessionRefusal>, IdentityError> {
+        if !is_id(id) {
+            return Ok(Err(SessionRefusal::Unknown(id.to_owned())));
+        }
         self.mutate("pairing attempt", |m| {
             let key = session_key(id);
             let refuse = |refusal| Ok((Vec::new(), Err(refusal)));
@@ -572,6 +588,9 @@ impl IdentityManager {
         id: &str,
         now: SystemTime,
     ) -> Result<Result<PairingSession, SessionRefusal>, IdentityError> {
+        if !is_id(id) {
+            return Ok(Err(SessionRefusal::Unknown(id.to_owned())));
+        }
         self.mutate("pairing consume", |m| {
             let key = session_key(id);
             match m.get_record::<PairingSession>(&key)? {
@@ -754,6 +773,11 @@ impl IdentityManager {
         id: &str,
         now: SystemTime,
     ) -> Result<Result<(ApprovalRecord, Version), RequestDecided>, IdentityError> {
+        if !is_id(id) {
+            return Ok(Err(RequestDecided::Refused(RequestRefusal::Unknown(
+                id.to_owned(),
+            ))));
+        }
         let key = approval_key(id);
         let Some((record, version)) = self.get_record::<ApprovalRecord>(&key)? else {
             return Ok(Err(RequestDecided::Refused(RequestRefusal::Unknown(
@@ -773,6 +797,9 @@ impl IdentityManager {
 
     /// One approval record.
     pub fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, IdentityError> {
+        if !is_id(id) {
+            return Ok(None);
+        }
         Ok(self
             .get_record::<ApprovalRecord>(&approval_key(id))?
             .map(|(r, _)| r))
@@ -1214,6 +1241,43 @@ mod tests {
             m.pairing_session(&short.id, now).unwrap().unwrap_err(),
             SessionRefusal::Unknown(short.id.clone())
         );
+    }
+
+    #[test]
+    fn ids_that_are_not_ours_are_unknown_and_touch_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        file(&m, 1, now);
+        let before = m.approvals().unwrap().records;
+        for bad in [
+            "",
+            "../identity/ca",
+            "ü".repeat(16).as_str(),
+            &"A".repeat(32),
+            "x/y",
+        ] {
+            assert_eq!(
+                m.begin_attempt(bad, now).unwrap().unwrap_err(),
+                SessionRefusal::Unknown(bad.to_owned())
+            );
+            assert!(m.pairing_session(bad, now).unwrap().is_err());
+            assert!(m.consume_pairing_session(bad, now).unwrap().is_err());
+            assert_eq!(m.approval(bad).unwrap(), None);
+            assert_eq!(
+                m.approve_request(bad, "operator:x", now)
+                    .unwrap()
+                    .unwrap_err(),
+                RequestRefusal::Unknown(bad.to_owned())
+            );
+            assert_eq!(
+                m.reject_request(bad, "operator:x", "r", now)
+                    .unwrap()
+                    .unwrap_err(),
+                RequestRefusal::Unknown(bad.to_owned())
+            );
+        }
+        assert_eq!(m.approvals().unwrap().records, before, "nothing written");
     }
 
     #[test]
