@@ -67,6 +67,7 @@
 #[doc(hidden)]
 pub mod abi;
 mod approval;
+mod batch;
 pub mod config;
 mod context;
 pub mod device_id;
@@ -78,6 +79,7 @@ mod store;
 mod transport;
 
 pub use approval::{ApprovalPolicy, ApprovalRequest, Decision, PairingMethod};
+pub use batch::{BatchOp, BatchStore};
 pub use context::{LogLevel, Logger, PluginContext};
 pub use device_id::{DEVICE_ID_HRP, DEVICE_ID_LEN, DeviceId, DeviceIdError, Ed25519PublicKey};
 pub use error::{ErrorKind, PluginError};
