@@ -21,6 +21,10 @@
 //! code_ttl = "10m"                 # 30s..=24h
 //! max_attempts = 5                 # 1..=20
 //! request_ttl = "30m"              # 1m..=7d: how long a request waits for a decision
+//! free_failures = 3                # 0..=1000 failed attempts per source before delays
+//! failure_delay = "2s"             # 1s..=10m: the first delay, doubled for each failure after
+//! max_failure_delay = "60s"        # failure_delay..=1h: the longest delay asked for
+//! failure_window = "15m"           # 1m..=24h: how long a source's failures are remembered
 //! ```
 //!
 //! Unknown keys, wrong types and unknown plugin names are refused with the
@@ -31,6 +35,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use keygate_sdk::PluginKind;
 
@@ -219,6 +224,10 @@ struct RawPairing {
     code_ttl: Option<Spanned<String>>,
     max_attempts: Option<Spanned<i64>>,
     request_ttl: Option<Spanned<String>>,
+    free_failures: Option<Spanned<i64>>,
+    failure_delay: Option<Spanned<String>>,
+    max_failure_delay: Option<Spanned<String>>,
+    failure_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -533,6 +542,47 @@ impl Ctx<'_> {
                 .map_err(|m| self.invalid(ttl.span().start, "pairing.request_ttl", m))?;
             settings.request_ttl = d;
         }
+        let limit = &mut settings.rate_limit;
+        if let Some(free) = raw.free_failures {
+            let n = bounded(&free, "pairing.free_failures", 0, 1000)?;
+            limit.free_failures = u32::try_from(n).unwrap_or(0);
+        }
+        let duration = |v: &Spanned<String>, key: &str, min: Duration, max: Duration| {
+            crate::time::parse_duration(v.get_ref())
+                .and_then(|d| {
+                    if (min..=max).contains(&d) {
+                        Ok(d)
+                    } else {
+                        Err(format!(
+                            "must be between {} and {}, not {}",
+                            crate::time::human_duration(min),
+                            crate::time::human_duration(max),
+                            crate::time::human_duration(d)
+                        ))
+                    }
+                })
+                .map_err(|m| self.invalid(v.span().start, key, m))
+        };
+        const SECOND: Duration = Duration::from_secs(1);
+        const MINUTE: Duration = Duration::from_secs(60);
+        if let Some(d) = raw.failure_delay {
+            limit.base_delay = duration(&d, "pairing.failure_delay", SECOND, 10 * MINUTE)?;
+        }
+        match raw.max_failure_delay {
+            Some(d) => {
+                limit.max_delay = duration(
+                    &d,
+                    "pairing.max_failure_delay",
+                    limit.base_delay,
+                    60 * MINUTE,
+                )?
+            }
+            // The default cap stays above a configured first delay.
+            None => limit.max_delay = limit.max_delay.max(limit.base_delay),
+        }
+        if let Some(d) = raw.failure_window {
+            limit.window = duration(&d, "pairing.failure_window", MINUTE, 24 * 60 * MINUTE)?;
+        }
         Ok(settings)
     }
 
@@ -813,6 +863,28 @@ mod tests {
         assert_eq!(c.pairing.code_ttl, std::time::Duration::from_secs(90));
         assert_eq!(c.pairing.max_attempts, 3);
         assert_eq!(c.pairing.request_ttl, std::time::Duration::from_secs(7200));
+        assert_eq!(
+            c.pairing.rate_limit,
+            crate::state::ratelimit::RateLimitSettings::default()
+        );
+        let c = parse(
+            "[plugins.store]\nuse = \"memory\"\n[pairing]\nfree_failures = 0\nfailure_delay = \"5s\"\nmax_failure_delay = \"2m\"\nfailure_window = \"1h\"\n",
+        )
+        .unwrap();
+        let limit = c.pairing.rate_limit;
+        assert_eq!(limit.free_failures, 0);
+        assert_eq!(limit.base_delay, std::time::Duration::from_secs(5));
+        assert_eq!(limit.max_delay, std::time::Duration::from_secs(120));
+        assert_eq!(limit.window, std::time::Duration::from_secs(3600));
+        let gateway = crate::pairing::gateway::ServiceSettings::from(&c.pairing);
+        assert_eq!(gateway.rate_limit, limit);
+        // A first delay past the default cap raises the cap with it.
+        let c = parse("[plugins.store]\nuse = \"memory\"\n[pairing]\nfailure_delay = \"5m\"\n")
+            .unwrap();
+        assert_eq!(
+            c.pairing.rate_limit.max_delay,
+            std::time::Duration::from_secs(300)
+        );
         // Default advertise entries take the configured listen port.
         let c = parse("[plugins.store]\nuse = \"memory\"\n[gateway]\nlisten = \"0.0.0.0:8000\"\n")
             .unwrap();
@@ -887,6 +959,31 @@ mod tests {
                 "pairing",
                 "max_attempts = 21",
                 "pairing.max_attempts: must be between 1 and 20, not 21",
+            ),
+            (
+                "pairing",
+                "free_failures = -1",
+                "pairing.free_failures: must be between 0 and 1000, not -1",
+            ),
+            (
+                "pairing",
+                "failure_delay = \"0s\"",
+                "pairing.failure_delay: must be between 1s and 600s, not 0ms",
+            ),
+            (
+                "pairing",
+                "failure_delay = \"5\"",
+                "pairing.failure_delay: \"5\" is not a duration",
+            ),
+            (
+                "pairing",
+                "max_failure_delay = \"5s\"\nfailure_delay = \"10s\"",
+                "pairing.max_failure_delay: must be between 10s and 3600s, not 5s",
+            ),
+            (
+                "pairing",
+                "failure_window = \"25h\"",
+                "pairing.failure_window: must be between 60s and 86400s, not 90000s",
             ),
         ] {
             let err = parse(&format!(

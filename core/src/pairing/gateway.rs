@@ -60,6 +60,15 @@ impl Default for ServiceSettings {
     }
 }
 
+impl From<&super::PairingSettings> for ServiceSettings {
+    fn from(settings: &super::PairingSettings) -> Self {
+        Self {
+            request_ttl: settings.request_ttl,
+            rate_limit: settings.rate_limit,
+        }
+    }
+}
+
 /// The configured approval policy and the name decisions are recorded
 /// under (`policy(<name>)`).
 #[derive(Clone)]

@@ -52,6 +52,8 @@ pub struct PairingSettings {
     /// How long a device's request waits for a decision,
     /// [`MIN_REQUEST_TTL`]`..=`[`MAX_REQUEST_TTL`].
     pub request_ttl: Duration,
+    /// How failed attempts are limited per source address.
+    pub rate_limit: crate::state::ratelimit::RateLimitSettings,
 }
 
 impl Default for PairingSettings {
@@ -61,6 +63,7 @@ impl Default for PairingSettings {
             code_ttl: DEFAULT_CODE_TTL,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             request_ttl: DEFAULT_REQUEST_TTL,
+            rate_limit: Default::default(),
         }
     }
 }

@@ -179,7 +179,7 @@ impl IdentityManager {
                     ));
                     continue;
                 }
-                let reason = match read_with(&*m.store, key, |bytes| check_record(key, bytes))? {
+                let reason = match read_with(m.store(), key, |bytes| check_record(key, bytes))? {
                     Read::Absent => {
                         report.left.push(left("no such record"));
                         continue;

@@ -80,6 +80,22 @@ impl From<CaError> for IdentityError {
 }
 
 impl IdentityError {
+    /// The same error for another member of a commit group (see the `group`
+    /// module): every member of a group that failed to commit gets it.
+    pub(crate) fn for_another_member(&self) -> IdentityError {
+        match self {
+            Self::Store(e) => Self::Store(e.clone()),
+            Self::Corrupt { key, reason } => Self::corrupt(key, reason),
+            Self::Raced { key } => Self::Raced { key: key.clone() },
+            Self::Schema { found, expected } => Self::Schema {
+                found: found.clone(),
+                expected,
+            },
+            // A lock or CA error: the words are what matters to the caller.
+            other => Self::Store(PluginError::unavailable(other.to_string())),
+        }
+    }
+
     pub(crate) fn corrupt(key: &str, reason: impl std::fmt::Display) -> Self {
         Self::Corrupt {
             key: key.to_owned(),

@@ -15,17 +15,20 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use keygate_sdk::{ErrorKind, SecretStore, Version};
+use keygate_sdk::{BatchOp, BatchStore, ErrorKind, PluginError, SecretStore, Version};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use super::IdentityError;
 use super::changelog;
-use super::fault::{Faults, Read, UnreadableRecord, read_record};
+use super::fault::{Faults, UnreadableRecord};
 use super::follower::{Context, Follower};
+use super::group::{Groups, Turn};
 use super::index::{CertStatus, RevocationIndex};
 use super::lock::StateLock;
+use super::overlay::{NetWrite, Overlay};
+use super::plan::{Planner, all_in, get_record_in};
 use super::records::*;
 use crate::ca::{
     CertificateAuthority, DEFAULT_CA_VALIDITY, DEFAULT_CLIENT_VALIDITY, IssuedCertificate,
@@ -112,10 +115,10 @@ pub struct Enrolled {
 /// One record a mutation writes.
 pub(super) struct Write {
     pub(super) key: String,
-    op: Op,
+    pub(super) op: Op,
 }
 
-enum Op {
+pub(super) enum Op {
     Put {
         value: Vec<u8>,
         expected: Option<Version>,
@@ -153,9 +156,63 @@ impl Write {
     }
 }
 
+/// The store identity state is kept in, with the capabilities it offers.
+#[derive(Clone)]
+pub struct StateStore {
+    records: Arc<dyn SecretStore>,
+    batch: Option<Arc<dyn BatchStore>>,
+}
+
+impl StateStore {
+    /// A store without the batch capability: a commit writes its records
+    /// one by one, announced first in the change log.
+    pub fn plain(store: Arc<dyn SecretStore>) -> Self {
+        Self {
+            records: store,
+            batch: None,
+        }
+    }
+
+    /// A store with the batch capability: a commit is one
+    /// [`BatchStore::apply_batch`].
+    pub fn batched(store: Arc<dyn BatchStore>) -> Self {
+        Self {
+            records: store.clone(),
+            batch: Some(store),
+        }
+    }
+
+    /// Whether commits are batches.
+    pub fn has_batch(&self) -> bool {
+        self.batch.is_some()
+    }
+}
+
+impl From<Arc<dyn SecretStore>> for StateStore {
+    fn from(store: Arc<dyn SecretStore>) -> Self {
+        Self::plain(store)
+    }
+}
+
+impl<S: SecretStore> From<Arc<S>> for StateStore {
+    fn from(store: Arc<S>) -> Self {
+        Self::plain(store)
+    }
+}
+
+impl From<Arc<dyn BatchStore>> for StateStore {
+    fn from(store: Arc<dyn BatchStore>) -> Self {
+        Self::batched(store)
+    }
+}
+
 /// The identity core of one state directory.
 pub struct IdentityManager {
     pub(super) store: Arc<dyn SecretStore>,
+    /// The same store's batch capability, when it has one.
+    batch: Option<Arc<dyn BatchStore>>,
+    /// Mutations waiting to commit together.
+    groups: Groups,
     pub(super) lock: StateLock,
     pub(super) settings: IdentitySettings,
     pub(super) ca: CertificateAuthority,
@@ -177,7 +234,7 @@ impl std::fmt::Debug for IdentityManager {
     }
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, IdentityError> {
+pub(super) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, IdentityError> {
     serde_json::from_slice(bytes).map_err(|e| IdentityError::corrupt(key, e))
 }
 
@@ -189,11 +246,15 @@ impl IdentityManager {
     /// Opens the identity state of `state_dir` in `store`: checks the schema
     /// marker and loads the CA, creating both on first use (under the lock).
     pub fn open(
-        store: Arc<dyn SecretStore>,
+        store: impl Into<StateStore>,
         state_dir: &std::path::Path,
         settings: IdentitySettings,
         now: SystemTime,
     ) -> Result<Self, IdentityError> {
+        let StateStore {
+            records: store,
+            batch,
+        } = store.into();
         std::fs::create_dir_all(state_dir).map_err(|cause| {
             IdentityError::Lock(super::lock::LockError::Io {
                 path: state_dir.to_owned(),
@@ -229,6 +290,8 @@ impl IdentityManager {
         };
         Ok(Self {
             store,
+            batch,
+            groups: Groups::default(),
             lock,
             settings,
             ca,
@@ -273,28 +336,22 @@ impl IdentityManager {
         &self.settings
     }
 
-    /// The keys under `prefix`, as the store lists them.
-    pub(super) fn store_list(&self, prefix: &str) -> Result<Vec<String>, IdentityError> {
-        Ok(self.store.list(prefix)?)
-    }
-
     pub(super) fn get_record<T: DeserializeOwned>(
         &self,
         key: &str,
     ) -> Result<Option<(T, Version)>, IdentityError> {
-        match self.store.get(key)? {
-            None => Ok(None),
-            Some(v) => Ok(Some((decode(key, &v.value)?, v.version))),
-        }
+        get_record_in(&*self.store, key)
     }
 
     /// Runs one mutation: `plan` reads what it needs and returns the records
-    /// to write (with the versions it read) and its result. The change-log
-    /// entry goes first, then the records, all under the exclusive lock.
+    /// to write (with the versions it read) and its result. Mutations that
+    /// arrive together are planned in turn and committed as one group,
+    /// under the exclusive lock (see the `group` module); the result is
+    /// returned once the group committed.
     pub(super) fn mutate<T>(
         &self,
         purpose: &str,
-        plan: impl FnOnce(&Self) -> Result<(Vec<Write>, T), IdentityError>,
+        plan: impl FnOnce(&Planner<'_>) -> Result<(Vec<Write>, T), IdentityError>,
     ) -> Result<T, IdentityError> {
         self.mutate_moving(purpose, plan).map(|(out, _)| out)
     }
@@ -304,14 +361,78 @@ impl IdentityManager {
     pub(super) fn mutate_moving<T>(
         &self,
         purpose: &str,
-        plan: impl FnOnce(&Self) -> Result<(Vec<Write>, T), IdentityError>,
+        plan: impl FnOnce(&Planner<'_>) -> Result<(Vec<Write>, T), IdentityError>,
     ) -> Result<(T, Vec<(String, String)>), IdentityError> {
-        let _guard = self
-            .lock
-            .acquire_exclusive(purpose, self.settings.lock_timeout)?;
-        let (writes, out) = plan(self)?;
-        if writes.is_empty() {
-            return Ok((out, Vec::new()));
+        let mut member = self.groups.join();
+        let mut plan = Some(plan);
+        let mut mine: Option<Result<(T, Vec<String>), IdentityError>> = None;
+        let mut lead = None;
+        let mut panicked = None;
+        let moved = loop {
+            match member.next(&mut lead) {
+                Turn::Plan(mut st) => {
+                    let plan = plan.take().expect("a member plans once");
+                    let overlay = st.overlay();
+                    let planner = Planner {
+                        m: self,
+                        store: &*overlay,
+                    };
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan(&planner)))
+                    {
+                        Ok(Ok((writes, out))) => {
+                            mine = Some(match overlay.apply(&writes) {
+                                Ok(()) => Ok((out, writes.into_iter().map(|w| w.key).collect())),
+                                Err(mismatch) => Err(IdentityError::Raced { key: mismatch.key }),
+                            });
+                        }
+                        Ok(Err(e)) => mine = Some(Err(e)),
+                        // Keep the group going; the panic goes on once
+                        // this member is out of it.
+                        Err(payload) => panicked = Some(payload),
+                    }
+                    member.planned(st);
+                }
+                Turn::Lead => {
+                    let started = self
+                        .lock
+                        .acquire_exclusive(purpose, self.settings.lock_timeout)
+                        .map(|guard| {
+                            lead = Some(guard);
+                            Overlay::new(self.store.clone())
+                        })
+                        .map_err(IdentityError::from);
+                    member.start(started);
+                }
+                Turn::Commit(overlay, guard) => {
+                    let result = self.commit(overlay);
+                    drop(guard);
+                    member.finish(result);
+                }
+                Turn::Done(result) => break result,
+            }
+        };
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
+        let moved = moved?;
+        let (out, keys) = mine.expect("every member of a group plans before it commits")?;
+        let moved = moved
+            .into_iter()
+            .filter(|(k, _)| keys.contains(k))
+            .collect();
+        Ok((out, moved))
+    }
+
+    /// Commits what a group wrote: one change-log entry naming every key,
+    /// and the records. With a batch-capable store, records and entry are
+    /// one batch (the entry last), all or nothing. Without, the entry goes
+    /// first and the records after it, so a writer that dies half-way
+    /// leaves an entry whose keys did not all change (readers re-read them
+    /// harmlessly), never a changed record that no entry announces. Runs
+    /// under the exclusive lock.
+    fn commit(&self, overlay: Overlay) -> Result<Vec<(String, String)>, IdentityError> {
+        if overlay.is_empty() {
+            return Ok(Vec::new());
         }
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
         let floor = changelog::floor_or_zero(&*self.store)?;
@@ -329,34 +450,55 @@ impl IdentityManager {
             ));
         }
         let seq = current + 1;
-        let at_ms = unix_ms(SystemTime::now());
-        changelog::append(
-            &*self.store,
+        let entry = changelog::ChangeEntry {
             seq,
-            writes.iter().map(|w| w.key.clone()).collect(),
-            at_ms,
-        )?;
-        *head = Some(seq);
+            at_unix_ms: unix_ms(SystemTime::now()),
+            keys: overlay.keys().to_vec(),
+            reload: false,
+        };
+        let writes = overlay.net_writes();
+        let quarantines = writes
+            .iter()
+            .any(|w| matches!(w, NetWrite::Quarantine { .. }));
         let mut moved = Vec::new();
-        for w in writes {
-            let result = match &w.op {
-                Op::Put { value, expected } => self.store.put(&w.key, value, *expected).map(drop),
-                Op::Delete { expected } => self.store.delete(&w.key, *expected),
-                Op::Quarantine => self
-                    .store
-                    .quarantine(&w.key)
-                    .map(|place| moved.push((w.key.clone(), place))),
-            };
-            match result {
-                Ok(()) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) => {
-                    return Err(IdentityError::Raced { key: w.key });
+        match &self.batch {
+            Some(batch) if !quarantines => {
+                let mut ops: Vec<BatchOp> = writes
+                    .into_iter()
+                    .filter_map(NetWrite::into_batch_op)
+                    .collect();
+                ops.push(BatchOp::Put {
+                    key: changelog::change_key(seq),
+                    value: entry.encode()?,
+                    expected: None,
+                });
+                batch
+                    .apply_batch(&ops)
+                    .map_err(|e| raced_or(e, ops.iter().map(BatchOp::key)))?;
+            }
+            _ => {
+                changelog::append(&*self.store, seq, entry.keys, entry.at_unix_ms)?;
+                for w in writes {
+                    let result = match &w {
+                        NetWrite::Put {
+                            key,
+                            value,
+                            expected,
+                        } => self.store.put(key, value, *expected).map(drop),
+                        NetWrite::Delete { key, expected } => self.store.delete(key, *expected),
+                        NetWrite::Quarantine { key } => self
+                            .store
+                            .quarantine(key)
+                            .map(|place| moved.push((key.clone(), place))),
+                    };
+                    result.map_err(|e| raced_or(e, [w.key()]))?;
                 }
-                Err(e) => return Err(e.into()),
             }
         }
+        *head = Some(seq);
+        drop(head);
         self.compact_if_due(floor, seq);
-        Ok((out, moved))
+        Ok(moved)
     }
 
     /// A writer's share of compaction: once the log holds
@@ -393,49 +535,6 @@ impl IdentityManager {
         })
     }
 
-    /// Inside a mutation: the writes that enroll a device (unless it is
-    /// already enrolled) and issue it a certificate. Refuses a revoked
-    /// device.
-    pub(super) fn plan_enroll(
-        &self,
-        public_key: &DevicePublicKey,
-        name: &str,
-        capabilities: &[String],
-        now: SystemTime,
-        writes: &mut Vec<Write>,
-    ) -> Result<Enrolled, IdentityError> {
-        let device_id = public_key.device_id();
-        let dkey = device_key(&device_id);
-        let device = match self.get_record::<DeviceRecord>(&dkey)? {
-            Some((record, _)) => {
-                if let Some(r) = &record.revoked {
-                    return Err(IdentityError::DeviceRevoked {
-                        device_id,
-                        reason: r.reason.clone(),
-                    });
-                }
-                record
-            }
-            None => {
-                let record = DeviceRecord {
-                    device_id,
-                    public_key: *public_key,
-                    name: name.to_owned(),
-                    capabilities: capabilities.to_vec(),
-                    enrolled_at: unix_secs(now),
-                    revoked: None,
-                };
-                writes.push(Write::put(dkey.clone(), encode(&dkey, &record)?, None));
-                record
-            }
-        };
-        let certificate = self.issue_for(&device, now, writes)?;
-        Ok(Enrolled {
-            device,
-            certificate,
-        })
-    }
-
     /// Issues a new client certificate to an enrolled, unrevoked device
     /// (renewal: same key, new certificate; older ones stay valid until they
     /// expire or are revoked).
@@ -458,31 +557,6 @@ impl IdentityManager {
             let cert = m.issue_for(&device, now, &mut writes)?;
             Ok((writes, cert))
         })
-    }
-
-    fn issue_for(
-        &self,
-        device: &DeviceRecord,
-        now: SystemTime,
-        writes: &mut Vec<Write>,
-    ) -> Result<IssuedCertificate, IdentityError> {
-        let cert = self.ca.issue_client(
-            &device.public_key,
-            &device.device_id,
-            self.settings.client_validity,
-            now,
-        )?;
-        let record = CertRecord {
-            fingerprint: cert.fingerprint,
-            device_id: device.device_id,
-            serial_hex: cert.serial_hex.clone(),
-            not_before: unix_secs(cert.not_before),
-            not_after: unix_secs(cert.not_after),
-            revoked: None,
-        };
-        let key = cert_key(&cert.fingerprint);
-        writes.push(Write::put(key.clone(), encode(&key, &record)?, None));
-        Ok(cert)
     }
 
     /// Revokes a device: it never pairs or connects again. One record and
@@ -610,35 +684,14 @@ impl IdentityManager {
         self.faults.met_count()
     }
 
-    /// Every record under `prefix` that reads, and the ones that do not.
-    /// `names` checks that a record is the one its key (without the
-    /// prefix) names. Only a transient store failure is an error.
+    /// Every record under `prefix` that reads, and the ones that do not;
+    /// see [`all_in`].
     pub(super) fn all<T: DeserializeOwned>(
         &self,
         prefix: &str,
         names: impl Fn(&str, &T) -> bool,
     ) -> Result<Listing<T>, IdentityError> {
-        let mut listing = Listing {
-            records: Vec::new(),
-            unreadable: Vec::new(),
-        };
-        for key in self.store.list(prefix)? {
-            let unreadable = |reason: String| UnreadableRecord {
-                key: key.clone(),
-                reason,
-            };
-            match read_record::<T>(&*self.store, &key)? {
-                Read::Absent => {}
-                Read::Found(record, _) if names(&key[prefix.len()..], &record) => {
-                    listing.records.push(record)
-                }
-                Read::Found(..) => listing.unreadable.push(unreadable(
-                    "it holds another record than its key names".into(),
-                )),
-                Read::Unreadable(reason) => listing.unreadable.push(unreadable(reason)),
-            }
-        }
-        Ok(listing)
+        all_in(&*self.store, prefix, names)
     }
 
     /// Every device, by id, and the device records that cannot be read.
@@ -654,6 +707,97 @@ impl IdentityManager {
         self.all(CERTS_PREFIX, |fp, r: &CertRecord| {
             CertFingerprint::parse(fp).is_ok_and(|fp| fp == r.fingerprint)
         })
+    }
+}
+
+impl Planner<'_> {
+    /// Inside a mutation: the writes that enroll a device (unless it is
+    /// already enrolled) and issue it a certificate. Refuses a revoked
+    /// device.
+    pub(super) fn plan_enroll(
+        &self,
+        public_key: &DevicePublicKey,
+        name: &str,
+        capabilities: &[String],
+        now: SystemTime,
+        writes: &mut Vec<Write>,
+    ) -> Result<Enrolled, IdentityError> {
+        let device_id = public_key.device_id();
+        let dkey = device_key(&device_id);
+        let device = match self.get_record::<DeviceRecord>(&dkey)? {
+            Some((record, _)) => {
+                if let Some(r) = &record.revoked {
+                    return Err(IdentityError::DeviceRevoked {
+                        device_id,
+                        reason: r.reason.clone(),
+                    });
+                }
+                record
+            }
+            None => {
+                let record = DeviceRecord {
+                    device_id,
+                    public_key: *public_key,
+                    name: name.to_owned(),
+                    capabilities: capabilities.to_vec(),
+                    enrolled_at: unix_secs(now),
+                    revoked: None,
+                };
+                writes.push(Write::put(dkey.clone(), encode(&dkey, &record)?, None));
+                record
+            }
+        };
+        let certificate = self.issue_for(&device, now, writes)?;
+        Ok(Enrolled {
+            device,
+            certificate,
+        })
+    }
+
+    pub(super) fn issue_for(
+        &self,
+        device: &DeviceRecord,
+        now: SystemTime,
+        writes: &mut Vec<Write>,
+    ) -> Result<IssuedCertificate, IdentityError> {
+        let cert = self.ca().issue_client(
+            &device.public_key,
+            &device.device_id,
+            self.settings().client_validity,
+            now,
+        )?;
+        let record = CertRecord {
+            fingerprint: cert.fingerprint,
+            device_id: device.device_id,
+            serial_hex: cert.serial_hex.clone(),
+            not_before: unix_secs(cert.not_before),
+            not_after: unix_secs(cert.not_after),
+            revoked: None,
+        };
+        let key = cert_key(&cert.fingerprint);
+        writes.push(Write::put(key.clone(), encode(&key, &record)?, None));
+        Ok(cert)
+    }
+}
+
+/// A store's refusal inside a commit: a conflict means someone wrote
+/// outside the state lock ([`IdentityError::Raced`], naming the key the
+/// store named, if it is one of `keys`); anything else stays itself.
+fn raced_or<'k>(e: PluginError, keys: impl IntoIterator<Item = &'k str>) -> IdentityError {
+    if !matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) {
+        return e.into();
+    }
+    let mut first = None;
+    for key in keys {
+        if e.message().contains(&format!("{key:?}")) {
+            return IdentityError::Raced {
+                key: key.to_owned(),
+            };
+        }
+        first.get_or_insert(key);
+    }
+    IdentityError::Raced {
+        key: first.unwrap_or_default().to_owned(),
     }
 }
 

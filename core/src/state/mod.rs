@@ -6,10 +6,13 @@ pub mod check;
 mod error;
 pub mod fault;
 mod follower;
+mod group;
 pub mod index;
 pub mod lock;
 pub mod manager;
+mod overlay;
 pub mod pairing;
+mod plan;
 pub mod ratelimit;
 pub mod records;
 pub mod watch;
@@ -19,5 +22,6 @@ pub use fault::UnreadableRecord;
 pub use index::{CertStatus, DeviceState, RevocationIndex};
 pub use manager::{
     Enrolled, IdentityManager, IdentitySettings, Listing, RevocationEvent, RevokeOutcome,
+    StateStore,
 };
 pub use watch::Watcher;

@@ -21,6 +21,8 @@ use zeroize::Zeroizing;
 
 use super::IdentityError;
 use super::manager::{IdentityManager, Listing, Write};
+use super::plan::Planner;
+use super::records::{DeviceRecord, device_key};
 use crate::identity::{CertFingerprint, DeviceId, DevicePublicKey};
 use crate::time::unix_secs;
 
@@ -263,7 +265,7 @@ pub struct NewApproval {
     pub ttl: Duration,
 }
 
-/// Why [`IdentityManager::pending_request`] found no pending request.
+/// Why `Planner::pending_request` found no pending request.
 enum RequestDecided {
     /// It was decided already.
     Already(Box<ApprovalRecord>),
@@ -626,43 +628,6 @@ impl IdentityManager {
         Ok(record)
     }
 
-    /// Inside a mutation: an error if `device_id` is revoked.
-    fn refuse_revoked(&self, device_id: &DeviceId) -> Result<(), IdentityError> {
-        match self.device(device_id)?.and_then(|d| d.revoked) {
-            Some(r) => Err(IdentityError::DeviceRevoked {
-                device_id: *device_id,
-                reason: r.reason,
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Every pairing session with its version (unreadable ones are left
-    /// out: `keygate state check` names them).
-    fn sessions_with_versions(&self) -> Result<Vec<(PairingSession, Version)>, IdentityError> {
-        let mut found = Vec::new();
-        for key in self.store_list(PAIRING_PREFIX)? {
-            if let Ok(Some(entry)) = self.get_record::<PairingSession>(&key) {
-                found.push(entry);
-            }
-        }
-        Ok(found)
-    }
-
-    /// The live sessions of `method` (not expired, attempts left).
-    fn live_sessions(
-        &self,
-        method: Method,
-        now: SystemTime,
-    ) -> Result<Vec<PairingSession>, IdentityError> {
-        Ok(self
-            .sessions_with_versions()?
-            .into_iter()
-            .map(|(s, _)| s)
-            .filter(|s| s.method == method && unix_secs(now) < s.expires_at && s.attempts_left > 0)
-            .collect())
-    }
-
     /// Approves a pending request: enrols its device (unless enrolled
     /// already), issues the certificate for the device's own key and
     /// records it with the request, all in one mutation. Approving an
@@ -767,6 +732,65 @@ impl IdentityManager {
         })
     }
 
+    /// One approval record.
+    pub fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, IdentityError> {
+        if !is_id(id) {
+            return Ok(None);
+        }
+        Ok(self
+            .get_record::<ApprovalRecord>(&approval_key(id))?
+            .map(|(r, _)| r))
+    }
+
+    /// Every approval record, and the ones that cannot be read.
+    pub fn approvals(&self) -> Result<Listing<ApprovalRecord>, IdentityError> {
+        self.all(APPROVALS_PREFIX, |id, r: &ApprovalRecord| id == r.id)
+    }
+}
+
+impl Planner<'_> {
+    /// Inside a mutation: an error if `device_id` is revoked.
+    fn refuse_revoked(&self, device_id: &DeviceId) -> Result<(), IdentityError> {
+        match self
+            .get_record::<DeviceRecord>(&device_key(device_id))?
+            .and_then(|(d, _)| d.revoked)
+        {
+            Some(r) => Err(IdentityError::DeviceRevoked {
+                device_id: *device_id,
+                reason: r.reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Every pairing session with its version (unreadable ones are left
+    /// out: `keygate state check` names them).
+    pub(super) fn sessions_with_versions(
+        &self,
+    ) -> Result<Vec<(PairingSession, Version)>, IdentityError> {
+        let mut found = Vec::new();
+        for key in self.store_list(PAIRING_PREFIX)? {
+            if let Ok(Some(entry)) = self.get_record::<PairingSession>(&key) {
+                found.push(entry);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The live sessions of `method` (not expired, attempts left).
+    fn live_sessions(
+        &self,
+        method: Method,
+        now: SystemTime,
+    ) -> Result<Vec<PairingSession>, IdentityError> {
+        Ok(self
+            .sessions_with_versions()?
+            .into_iter()
+            .map(|(s, _)| s)
+            .filter(|s| s.method == method && unix_secs(now) < s.expires_at && s.attempts_left > 0)
+            .collect())
+    }
+
     /// Inside a mutation: the request `id` if it is pending and live.
     fn pending_request(
         &self,
@@ -793,21 +817,6 @@ impl IdentityManager {
                 Err(RequestDecided::Already(Box::new(record)))
             }
         })
-    }
-
-    /// One approval record.
-    pub fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, IdentityError> {
-        if !is_id(id) {
-            return Ok(None);
-        }
-        Ok(self
-            .get_record::<ApprovalRecord>(&approval_key(id))?
-            .map(|(r, _)| r))
-    }
-
-    /// Every approval record, and the ones that cannot be read.
-    pub fn approvals(&self) -> Result<Listing<ApprovalRecord>, IdentityError> {
-        self.all(APPROVALS_PREFIX, |id, r: &ApprovalRecord| id == r.id)
     }
 }
 
