@@ -1,7 +1,8 @@
 //! Complete pairings per second at the state-machine level, and what one
 //! costs against its primitives timed bare in the same run.
 //!
-//! `cargo bench -p keygate-core --bench pairing`
+//! `cargo bench -p keygate-core --bench pairing` (`-- cpu` for the first
+//! part alone, e.g. under `perf record`)
 //!
 //! A pairing here is everything but the network: the device's QR or PIN
 //! hello, the gateway's attempt, challenge, confirmation, request filed,
@@ -230,6 +231,10 @@ fn main() {
         "  pairing / (protocol + issue)  {:8.2}",
         p / (proto + issue)
     );
+
+    if std::env::args().any(|a| a == "cpu") {
+        return;
+    }
 
     // 2. Durable: filesystem store.
     let dir = tempfile::tempdir_in(tmp).unwrap();

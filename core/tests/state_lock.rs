@@ -344,15 +344,40 @@ fn exclusive_holder_records_itself_and_clears_the_record_on_release() {
     assert_eq!(holder.mode, LockMode::Exclusive);
     assert!(holder.since >= before);
 
+    let size = std::fs::metadata(lock.lock_path()).unwrap().len();
+
+    // Released: blanked in place, the same size (no block is freed and
+    // allocated again on every mutation), and read as no holder.
+    let blank = |path: &std::path::Path| {
+        let content = std::fs::read(path).unwrap();
+        assert_eq!(content.len() as u64, size);
+        assert!(content.iter().all(|b| *b == b' '), "{content:?}");
+        assert!(Holder::parse(&content).is_none());
+    };
     guard.release().expect("release");
-    assert_eq!(std::fs::read(lock.lock_path()).unwrap(), b"");
+    blank(lock.lock_path());
 
     // Dropping releases too.
     let guard = lock
         .acquire_exclusive("again", Duration::from_secs(1))
         .unwrap();
     drop(guard);
-    assert_eq!(std::fs::read(lock.lock_path()).unwrap(), b"");
+    blank(lock.lock_path());
+
+    // Whatever longer content the file held (another writer's garbage) is
+    // covered whole by the record, and blanked whole.
+    std::fs::write(lock.lock_path(), "z".repeat(900)).unwrap();
+    let guard = lock
+        .acquire_exclusive("long", Duration::from_secs(1))
+        .unwrap();
+    let content = std::fs::read_to_string(lock.lock_path()).unwrap();
+    assert_eq!(content.len(), 900);
+    assert_eq!(content.lines().count(), 1, "{content:?}");
+    assert_eq!(Holder::parse(content.as_bytes()).unwrap().purpose, "long");
+    drop(guard);
+    let content = std::fs::read(lock.lock_path()).unwrap();
+    assert_eq!(content.len(), 900);
+    assert!(content.iter().all(|b| *b == b' '));
 }
 
 /// The in-process tier, not the flock, is what makes a second thread wait:

@@ -34,9 +34,10 @@ use keygate_proto::{
 use keygate_sdk::{ApprovalPolicy, ApprovalRequest, Decision};
 use rand::CryptoRng;
 
-use crate::identity::DevicePublicKey;
+use crate::identity::{DeviceId, DevicePublicKey};
 use crate::state::pairing::{
     ApprovalRecord, ApprovalState, Attempt, Method, NewApproval, RequestStatus, SessionRefusal,
+    Verdict,
 };
 use crate::state::ratelimit::RateLimitSettings;
 use crate::state::{IdentityError, IdentityManager};
@@ -485,8 +486,9 @@ impl Conversation<'_> {
             check_code: verified.check_code.clone(),
             ttl: self.service.settings.request_ttl,
         };
+        let verdict = self.verdict(&request, device_id, now);
         let record = identity
-            .complete_pairing(attempt, request, now)?
+            .complete_pairing(attempt, request, verdict, now)?
             .map_err(session_refusal)?;
         tracing::info!(
             request = %record.id,
@@ -494,38 +496,41 @@ impl Conversation<'_> {
             name = %record.device_name.escape_debug(),
             check_code = %record.check_code,
             from = %self.peer,
+            status = %record.status(now),
             "pairing request filed"
         );
-        let record = self.decide(record, now)?;
         self.answer(&record, now)
     }
 
-    /// Asks the policy, if one is configured, and records its decision.
-    fn decide(&self, record: ApprovalRecord, now: SystemTime) -> Result<ApprovalRecord, Refusal> {
+    /// Asks the policy, if one is configured, about a request about to be
+    /// filed; its verdict is recorded with the request, in the same
+    /// mutation (a policy that fails rejects the request).
+    fn verdict(&self, request: &NewApproval, device_id: DeviceId, now: SystemTime) -> Verdict {
         let Some(slot) = &self.service.policy else {
-            return Ok(record);
+            return Verdict::Pending;
         };
-        let capabilities: Vec<&str> = record.capabilities.iter().map(String::as_str).collect();
-        let request = ApprovalRequest::new(
-            record.device_id,
-            &record.device_name,
-            record.method.into(),
-            &record.remote_addr,
+        let capabilities: Vec<&str> = request.capabilities.iter().map(String::as_str).collect();
+        let asked = ApprovalRequest::new(
+            device_id,
+            &request.device_name,
+            request.method.into(),
+            &request.remote_addr,
             &capabilities,
             unix_secs(now),
         );
         let by = format!("policy({})", slot.name);
-        let identity = &self.service.identity;
-        let decided = match slot.policy.evaluate(&request) {
-            Ok(Decision::Pending) => return Ok(record),
-            Ok(Decision::Approve) => identity.approve_request(&record.id, &by, now)?,
-            Ok(Decision::Deny(reason)) => identity.reject_request(&record.id, &by, &reason, now)?,
+        match slot.policy.evaluate(&asked) {
+            Ok(Decision::Pending) => Verdict::Pending,
+            Ok(Decision::Approve) => Verdict::Approve { by },
+            Ok(Decision::Deny(reason)) => Verdict::Reject { by, reason },
             Err(error) => {
-                tracing::warn!(%error, request = %record.id, "the approval policy failed: request rejected");
-                identity.reject_request(&record.id, &by, "the approval policy failed", now)?
+                tracing::warn!(%error, device = %device_id, "the approval policy failed: request rejected");
+                Verdict::Reject {
+                    by,
+                    reason: "the approval policy failed".into(),
+                }
             }
-        };
-        decided.map_err(|refusal| Refusal::new(RefusalCode::Rejected, refusal))
+        }
     }
 
     /// A device asks again for the answer to its request.

@@ -273,6 +273,26 @@ enum RequestDecided {
     Refused(RequestRefusal),
 }
 
+/// What the approval policy decided on a request before it was filed
+/// (see [`IdentityManager::complete_pairing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// No decision: the request waits for an operator.
+    Pending,
+    /// Approved by `by` (`policy(<name>)`).
+    Approve {
+        /// Who decided.
+        by: String,
+    },
+    /// Rejected by `by`, with the reason the device is told.
+    Reject {
+        /// Who decided.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+}
+
 fn new_record(request: NewApproval, method: Method, now: SystemTime) -> ApprovalRecord {
     ApprovalRecord {
         id: random_id(),
@@ -550,15 +570,18 @@ impl IdentityManager {
     }
 
     /// Completes a pairing whose proof held: uses the attempt's code (it is
-    /// deleted: single use) and files the device's request, in one
-    /// mutation, so no code is both used and usable and no request exists
-    /// without its code being used. Refused when another attempt used the
-    /// code first; an error (and nothing written) when the device is
-    /// revoked.
+    /// deleted: single use) and files the device's request with the
+    /// policy's `verdict` already applied (approved: its device enrolled
+    /// and its certificate issued; rejected: with the reason), all in one
+    /// mutation. So no code is both used and usable, no request exists
+    /// without its code being used, and an auto-approved request is never
+    /// seen pending. Refused when another attempt used the code first; an
+    /// error (and nothing written) when the device is revoked.
     pub fn complete_pairing(
         &self,
         attempt: &Attempt,
         request: NewApproval,
+        verdict: Verdict,
         now: SystemTime,
     ) -> Result<Result<ApprovalRecord, SessionRefusal>, IdentityError> {
         let record = ApprovalRecord {
@@ -572,14 +595,22 @@ impl IdentityManager {
                 return Ok((Vec::new(), Err(SessionRefusal::Unknown(id.clone()))));
             };
             m.refuse_revoked(&record.device_id)?;
+            let mut record = record.clone();
+            let mut writes = vec![Write::delete(key, version)];
+            match &verdict {
+                Verdict::Pending => {}
+                Verdict::Approve { by } => m.approve_into(&mut record, by, now, &mut writes)?,
+                Verdict::Reject { by, reason } => {
+                    record.decision = ApprovalState::Rejected {
+                        at: unix_secs(now),
+                        by: by.clone(),
+                        reason: reason.clone(),
+                    }
+                }
+            }
             let akey = approval_key(&record.id);
-            Ok((
-                vec![
-                    Write::delete(key, version),
-                    Write::put(akey.clone(), json(&akey, &record)?, None),
-                ],
-                Ok(record.clone()),
-            ))
+            writes.push(Write::put(akey.clone(), json(&akey, &record)?, None));
+            Ok((writes, Ok(record)))
         })
     }
 
@@ -657,22 +688,8 @@ impl IdentityManager {
             };
             let key = approval_key(id);
             let mut writes = Vec::with_capacity(3);
-            match m.plan_enroll(
-                &record.public_key,
-                &record.device_name,
-                &record.capabilities,
-                now,
-                &mut writes,
-            ) {
-                Ok(enrolled) => {
-                    record.decision = ApprovalState::Approved {
-                        at: unix_secs(now),
-                        by: by.to_owned(),
-                    };
-                    record.certificate = Some(RequestCertificate {
-                        fingerprint: enrolled.certificate.fingerprint,
-                        pem: enrolled.certificate.pem,
-                    });
+            match m.approve_into(&mut record, by, now, &mut writes) {
+                Ok(()) => {
                     writes.push(Write::put(key.clone(), json(&key, &record)?, Some(version)));
                     Ok((writes, Ok(record)))
                 }
@@ -749,6 +766,35 @@ impl IdentityManager {
 }
 
 impl Planner<'_> {
+    /// Inside a mutation: approves `record` (enrols its device unless
+    /// enrolled, issues the certificate for the device's own key and keeps
+    /// it with the record), adding the device and certificate writes; the
+    /// caller writes the record. A revoked device is an error.
+    fn approve_into(
+        &self,
+        record: &mut ApprovalRecord,
+        by: &str,
+        now: SystemTime,
+        writes: &mut Vec<Write>,
+    ) -> Result<(), IdentityError> {
+        let enrolled = self.plan_enroll(
+            &record.public_key,
+            &record.device_name,
+            &record.capabilities,
+            now,
+            writes,
+        )?;
+        record.decision = ApprovalState::Approved {
+            at: unix_secs(now),
+            by: by.to_owned(),
+        };
+        record.certificate = Some(RequestCertificate {
+            fingerprint: enrolled.certificate.fingerprint,
+            pem: enrolled.certificate.pem,
+        });
+        Ok(())
+    }
+
     /// Inside a mutation: an error if `device_id` is revoked.
     fn refuse_revoked(&self, device_id: &DeviceId) -> Result<(), IdentityError> {
         match self
@@ -1369,7 +1415,7 @@ mod tests {
         // Two attempts that both proved the code (two connections racing):
         // only the first completes.
         let record = m
-            .complete_pairing(first, new_request(1), now)
+            .complete_pairing(first, new_request(1), Verdict::Pending, now)
             .unwrap()
             .unwrap();
         assert_eq!(record.status(now), RequestStatus::Pending);
@@ -1382,12 +1428,66 @@ mod tests {
             "the code is used"
         );
         assert_eq!(
-            m.complete_pairing(first, new_request(2), now)
+            m.complete_pairing(first, new_request(2), Verdict::Pending, now)
                 .unwrap()
                 .unwrap_err(),
             SessionRefusal::Unknown(first.session.id.clone())
         );
         assert_eq!(m.approvals().unwrap().records, vec![record]);
+    }
+
+    #[test]
+    fn a_verdict_is_filed_with_the_request_in_the_same_mutation() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let now = SystemTime::now();
+        mint(&m, 5, now);
+        mint(&m, 5, now);
+        let attempts = m.begin_pin_attempts(now).unwrap();
+        let by = "policy(pin-qr)".to_owned();
+        let approved = m
+            .complete_pairing(
+                &attempts[0],
+                new_request(4),
+                Verdict::Approve { by: by.clone() },
+                now,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(approved.status(now), RequestStatus::Approved);
+        assert!(matches!(&approved.decision, ApprovalState::Approved { by: b, .. } if *b == by));
+        let cert = approved
+            .certificate
+            .as_ref()
+            .expect("issued with the request");
+        let record = m.certificate(&cert.fingerprint).unwrap().expect("kept");
+        assert_eq!(record.device_id, approved.device_id);
+        assert!(m.device(&approved.device_id).unwrap().is_some(), "enrolled");
+        // Approving it again returns the same: nothing is issued twice.
+        let again = m.approve_request(&approved.id, "operator:x", now).unwrap();
+        assert_eq!(again.unwrap(), approved);
+        assert_eq!(m.certificates().unwrap().records.len(), 1);
+
+        let rejected = m
+            .complete_pairing(
+                &attempts[1],
+                new_request(5),
+                Verdict::Reject {
+                    by: by.clone(),
+                    reason: "not on the list".into(),
+                },
+                now,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(rejected.status(now), RequestStatus::Rejected);
+        assert!(matches!(
+            &rejected.decision,
+            ApprovalState::Rejected { reason, .. } if reason == "not on the list"
+        ));
+        assert!(rejected.certificate.is_none());
+        assert!(m.device(&rejected.device_id).unwrap().is_none());
+        assert_eq!(m.approvals().unwrap().records.len(), 2);
     }
 
     #[test]
@@ -1401,7 +1501,7 @@ mod tests {
         let s = mint(&m, 5, now);
         let attempts = m.begin_pin_attempts(now).unwrap();
         let err = m
-            .complete_pairing(&attempts[0], new_request(3), now)
+            .complete_pairing(&attempts[0], new_request(3), Verdict::Pending, now)
             .unwrap_err();
         assert!(matches!(err, IdentityError::DeviceRevoked { .. }), "{err}");
         assert!(m.approvals().unwrap().records.is_empty());

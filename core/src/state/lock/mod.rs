@@ -27,7 +27,8 @@
 //!
 //! The flock says *whether* the lock is held; it cannot say by whom. So an
 //! exclusive holder writes one line of JSON into the lock file while it holds
-//! it, and truncates the file to empty before it unlocks:
+//! it (padded with spaces to 512 bytes), and blanks it (overwrites it with
+//! spaces, so the file never changes size) before it unlocks:
 //!
 //! ```text
 //! {"pid":4242,"host":"gw-1","since":"2026-11-22T08:00:00.000Z","since_unix_ms":1795334400000,"mode":"exclusive","purpose":"devices revoke"}
@@ -38,7 +39,7 @@
 //! 2026-11-22T08:00:00Z (devices revoke); gave up after 2s`. Shared readers
 //! write nothing (they would overwrite each other), so a waiter blocked by
 //! readers says it is held by shared readers. The record is read tolerantly:
-//! an empty file or garbage means "no holder", never an error. Do not
+//! an empty or blank file, or garbage, means "no holder", never an error. Do not
 //! delete the lock file: a process that opened the old file and one that
 //! created a new one would both hold "the" lock. (A holder checks after
 //! locking that its handle is still the file at the path, and retries if not.)
@@ -75,7 +76,7 @@ mod stale;
 mod tier;
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -262,7 +263,7 @@ impl StateLock {
             // Another reader may be reading the stale record too; clearing
             // an already cleared file is harmless, and no exclusive holder
             // can write meanwhile.
-            LockMode::Shared if takeover.is_some() => file.set_len(0),
+            LockMode::Shared if takeover.is_some() => clear_record(&file),
             LockMode::Shared => Ok(()),
         }
         .map_err(|e| io_error(&self.lock_path, e))?;
@@ -381,7 +382,7 @@ impl StateLockGuard {
         // Clear the record before unlocking, so the next holder does not
         // take it for a dead holder's.
         let cleared = match self.mode {
-            LockMode::Exclusive => file.set_len(0),
+            LockMode::Exclusive => clear_record(&file),
             LockMode::Shared => Ok(()),
         };
         let unlocked = file.unlock();
@@ -452,10 +453,31 @@ fn read_record(mut file: &File) -> io::Result<Option<Holder>> {
     Ok(Holder::parse(&content))
 }
 
-fn write_record(mut file: &File, line: &str) -> io::Result<()> {
-    file.set_len(0)?;
-    file.seek(SeekFrom::Start(0))?;
-    file.write_all(line.as_bytes())
+/// The room a holder record takes at least: records are padded with
+/// spaces to it, and cleared by overwriting them with spaces, so taking
+/// and releasing the lock never changes the file's size (no block is
+/// allocated and freed on every mutation).
+const RECORD_ROOM: usize = 512;
+
+fn write_record(file: &File, line: &str) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let line = line.trim_end();
+    // Spaces up to the room, or over whatever a longer record left, then
+    // the newline: still one line.
+    let width = (line.len() + 1).max(len).max(RECORD_ROOM);
+    let mut bytes = Vec::with_capacity(width);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.resize(width - 1, b' ');
+    bytes.push(b'\n');
+    file.write_all_at(&bytes, 0)
+}
+
+/// Blanks the record: what is left reads as "no holder".
+fn clear_record(file: &File) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    file.write_all_at(&vec![b' '; len], 0)
 }
 
 fn far_future() -> Instant {
