@@ -5,7 +5,7 @@
 //! key it names), and for the store, which must be exactly as before
 //! (same keys, same values, same versions).
 
-use keygate_sdk::{BatchOp, BatchStore, ErrorKind, SecretStore, Version};
+use keygate_sdk::{BatchOp, BatchStore, ErrorKind, PluginError, SecretStore, Version};
 
 type Snapshot = Vec<(String, Vec<u8>, Version)>;
 
@@ -314,6 +314,24 @@ pub fn batch_versions_never_reuse_an_earlier_life_of_a_key(store: &dyn BatchStor
     assert_ne!(again, fresh, "a single re-create reused a batch's version");
 }
 
+/// Runs one compare-and-swap step until it succeeds, retrying on
+/// `Conflict`. A conflict means another writer won in between, so the
+/// number of retries is bounded by the other threads' writes: far more
+/// than that means the store refuses writes it should accept.
+fn until_it_sticks(what: &str, mut attempt: impl FnMut() -> Result<(), PluginError>) {
+    const MAX_CONFLICTS: usize = 10_000;
+    for _ in 0..MAX_CONFLICTS {
+        match attempt() {
+            Ok(()) => return,
+            Err(e) if e.kind() == ErrorKind::Conflict => continue,
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+    panic!(
+        "{what}: still conflicting after {MAX_CONFLICTS} attempts: the store refuses current versions"
+    );
+}
+
 fn read_u64(store: &dyn SecretStore, key: &str) -> (u64, Version) {
     let v = store
         .get(key)
@@ -340,19 +358,15 @@ pub fn eight_threads_of_cas_batches_lose_no_update_and_keep_keys_equal(store: &d
         for _ in 0..THREADS {
             s.spawn(|| {
                 for _ in 0..EACH {
-                    loop {
+                    until_it_sticks("batch increment", || {
                         let (a, va) = read_u64(store, "t/a");
                         let (b, vb) = read_u64(store, "t/b");
                         let ops = [
                             put("t/a", &(a + 1).to_le_bytes(), Some(va)),
                             put("t/b", &(b + 1).to_le_bytes(), Some(vb)),
                         ];
-                        match store.apply_batch(&ops) {
-                            Ok(_) => break,
-                            Err(e) if e.kind() == ErrorKind::Conflict => continue,
-                            Err(e) => panic!("batch increment: {e}"),
-                        }
-                    }
+                        store.apply_batch(&ops).map(drop)
+                    });
                 }
             });
         }
@@ -380,33 +394,25 @@ pub fn batches_and_single_puts_interleaved_keep_cas_exact(store: &dyn BatchStore
         for _ in 0..4 {
             s.spawn(|| {
                 for _ in 0..EACH {
-                    loop {
+                    until_it_sticks("single increment", || {
                         let (n, v) = read_u64(store, "s/n");
-                        match store.put("s/n", &(n + 1).to_le_bytes(), Some(v)) {
-                            Ok(_) => break,
-                            Err(e) if e.kind() == ErrorKind::Conflict => continue,
-                            Err(e) => panic!("single increment: {e}"),
-                        }
-                    }
+                        store.put("s/n", &(n + 1).to_le_bytes(), Some(v)).map(drop)
+                    });
                 }
             });
         }
         for tally in &tallies {
             s.spawn(move || {
                 for _ in 0..EACH {
-                    loop {
+                    until_it_sticks("batch increment", || {
                         let (n, v) = read_u64(store, "s/n");
                         let (t, vt) = read_u64(store, tally);
                         let ops = [
                             put("s/n", &(n + 1).to_le_bytes(), Some(v)),
                             put(tally, &(t + 1).to_le_bytes(), Some(vt)),
                         ];
-                        match store.apply_batch(&ops) {
-                            Ok(_) => break,
-                            Err(e) if e.kind() == ErrorKind::Conflict => continue,
-                            Err(e) => panic!("batch increment: {e}"),
-                        }
-                    }
+                        store.apply_batch(&ops).map(drop)
+                    });
                 }
             });
         }
