@@ -78,9 +78,14 @@
 //! libraries with a message that says to rebuild them against keygate-sdk
 //! 0.2. The root module is a prefix type: a compatible release may append
 //! constructors after the last field, and a newer host reads them as absent
-//! from an older library. The traits themselves never grow; a new
-//! capability of a plugin kind comes as a new trait offered through a new
-//! constructor.
+//! from an older library (it checks each library against the root module of
+//! the release the library was built with, since abi_stable alone refuses a
+//! library with fewer fields than the host's type). An older host loads a
+//! newer library and never calls what it does not know. The traits
+//! themselves never grow; a new capability of a plugin kind comes as a new
+//! trait offered through a new constructor. The `batch` capability is the
+//! first: its constructor came within 0.2, so 0.2.0 libraries still load
+//! (as stores without it) and libraries built with it load in 0.2.0 hosts.
 #![allow(non_local_definitions)]
 
 #[doc(hidden)]
