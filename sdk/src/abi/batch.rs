@@ -20,9 +20,10 @@ use super::store::{StoreBox, export_store};
 use crate::{BatchOp, BatchStore, SecretStore};
 
 /// The ABI form of [`BatchOp`]. It borrows the caller's keys and values,
-/// so a batch crosses without copying them on the host's side.
+/// so a batch crosses without copying them on the host's side. (No
+/// `Debug`: values are secrets more often than not.)
 #[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy)]
+#[derive(StableAbi, Clone, Copy)]
 pub enum AbiBatchOp<'a> {
     /// [`BatchOp::Put`].
     Put {
