@@ -1,7 +1,8 @@
 //! The SecretStore conformance suite through the ABI: the SQLite example
 //! store from its built cdylib, and the memory store as a cdylib, as a
 //! built-in from the registry, and as the store a `PluginHost` hands the
-//! rest of the core.
+//! rest of the core. The memory store has the batch capability, so the
+//! BatchStore suite runs on it along each of those three routes.
 
 mod sqlite_through_the_abi {
     use keygate_sdk_host::Library;
@@ -31,6 +32,31 @@ mod memory_cdylib_through_the_abi {
         lib.new_store("memory", "", ctx).expect("construct")
     }
 
+    fn make_batch_store() -> keygate_sdk_host::BatchStoreHandle {
+        make_store()
+            .into_batch()
+            .unwrap_or_else(|_| panic!("memory-cdylib exports the memory store with `batch`"))
+    }
+
+    keygate_sdk_testing::secret_store_conformance!(make_store);
+
+    mod batch {
+        use super::make_batch_store;
+        keygate_sdk_testing::batch_store_conformance!(make_batch_store);
+    }
+}
+
+mod pre_batch_library_through_the_abi {
+    //! A library built before the batch capability (keygate-sdk 0.2.0's
+    //! root module) is still a full store in today's host.
+    use keygate_sdk_host::Library;
+
+    fn make_store() -> keygate_sdk_host::StoreHandle {
+        let lib = Library::open(&keygate_tests::cdylib("keygate-fixture-pre-batch")).expect("open");
+        let ctx = keygate_sdk_testing::test_context("store(memory)", "/".as_ref());
+        lib.new_store("memory", "", ctx).expect("construct")
+    }
+
     keygate_sdk_testing::secret_store_conformance!(make_store);
 }
 
@@ -46,7 +72,18 @@ mod memory_builtin_through_the_registry {
         lib.new_store(&info.name, "", ctx).expect("construct")
     }
 
+    fn make_batch_store() -> keygate_sdk_host::BatchStoreHandle {
+        make_store()
+            .into_batch()
+            .unwrap_or_else(|_| panic!("the built-in memory store registers with `batch`"))
+    }
+
     keygate_sdk_testing::secret_store_conformance!(make_store);
+
+    mod batch {
+        use super::make_batch_store;
+        keygate_sdk_testing::batch_store_conformance!(make_batch_store);
+    }
 }
 
 mod memory_builtin_through_the_plugin_host {
@@ -54,17 +91,31 @@ mod memory_builtin_through_the_plugin_host {
 
     use keygate_core::config::Config;
     use keygate_core::plugin_host::PluginHost;
-    use keygate_sdk::SecretStore;
+    use keygate_sdk::{BatchStore, SecretStore};
     use keygate_sdk_testing::WithGuard;
     // Link the built-in so its inventory registration is present.
     use keygate_store_memory as _;
 
+    fn load(dir: &tempfile::TempDir) -> PluginHost {
+        let path = keygate_tests::write_config(dir.path(), "[plugins.store]\nuse = \"memory\"\n");
+        PluginHost::load(&Config::load(&path).expect("config")).expect("load")
+    }
+
     fn make_store() -> WithGuard<Arc<dyn SecretStore>, tempfile::TempDir> {
         let dir = tempfile::tempdir().unwrap();
-        let path = keygate_tests::write_config(dir.path(), "[plugins.store]\nuse = \"memory\"\n");
-        let host = PluginHost::load(&Config::load(&path).expect("config")).expect("load");
-        WithGuard(host.store, dir)
+        WithGuard(load(&dir).store, dir)
+    }
+
+    fn make_batch_store() -> WithGuard<Arc<dyn BatchStore>, tempfile::TempDir> {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = load(&dir).batch.expect("the memory store has `batch`");
+        WithGuard(batch, dir)
     }
 
     keygate_sdk_testing::secret_store_conformance!(make_store);
+
+    mod batch {
+        use super::make_batch_store;
+        keygate_sdk_testing::batch_store_conformance!(make_batch_store);
+    }
 }

@@ -76,6 +76,16 @@ impl std::fmt::Debug for BatchOp {
 ///   match) is returned and nothing is written: a mismatch is
 ///   [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) naming the key, a
 ///   bad key or a repeated one [`ErrorKind::Invalid`](crate::ErrorKind::Invalid).
+/// - **Each op answers as its single call would.** A `Put` whose expected
+///   version is not the current one (an existing key for `None`, a missing
+///   key for `Some`) is a `Conflict`; a `Delete` of a key at another
+///   version is a `Conflict`, and a `Delete` of a key that does not exist
+///   is [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) naming the key,
+///   as [`SecretStore::delete`] answers; either way the whole batch writes
+///   nothing. Ops never see each other's effects (each compares against
+///   the store as it was before the batch), which is why a key may appear
+///   only once. When several ops fail, which one the error names is up to
+///   the store.
 /// - **Atomic against crashes.** Once `apply_batch` returns `Ok`, every write
 ///   is as durable as a single `put` of the store; if the process or the
 ///   machine dies during the call, the store shows either all of the writes

@@ -5,7 +5,7 @@
 ///
 /// ```ignore
 /// keygate_sdk::export_plugins! {
-///     stores: [SqliteStore],
+///     stores: [SqliteStore: batch, ArchiveStore],
 ///     approvals: [AllowlistPolicy],
 /// }
 /// ```
@@ -16,6 +16,99 @@
 /// keep this order. The crate needs no `unsafe` and no dependency other than
 /// `keygate-sdk`; every call into it is guarded so a panic comes back to the
 /// host as an error.
+///
+/// # Store capabilities
+/// A store type may be followed by `: batch` to export the
+/// [`BatchStore`](crate::BatchStore) capability with it (the type must
+/// then implement `BatchStore`, or the crate does not compile). The host
+/// receives the store and its batch object around one shared instance,
+/// built once. A store without a marker is exported exactly as before,
+/// and the host treats it as having no batch capability even if the type
+/// implements `BatchStore`. `batch` is the only capability there is; any
+/// other word after `:` is a compile error.
+///
+/// ```
+/// # use keygate_sdk::*;
+/// # struct MemoStore;
+/// # impl SecretStore for MemoStore {
+/// #     fn get(&self, _: &str) -> Result<Option<Versioned>, PluginError> { Ok(None) }
+/// #     fn put(&self, _: &str, _: &[u8], _: Option<Version>) -> Result<Version, PluginError> { Ok(1) }
+/// #     fn delete(&self, _: &str, _: Version) -> Result<(), PluginError> { Ok(()) }
+/// #     fn list(&self, _: &str) -> Result<Vec<String>, PluginError> { Ok(vec![]) }
+/// # }
+/// # impl StorePlugin for MemoStore {
+/// #     const NAME: &'static str = "memo";
+/// #     const DESCRIPTION: &'static str = "";
+/// #     fn from_config(_: &str, _: PluginContext) -> Result<Self, PluginError> { Ok(Self) }
+/// # }
+/// # struct PlainStore;
+/// # impl SecretStore for PlainStore {
+/// #     fn get(&self, _: &str) -> Result<Option<Versioned>, PluginError> { Ok(None) }
+/// #     fn put(&self, _: &str, _: &[u8], _: Option<Version>) -> Result<Version, PluginError> { Ok(1) }
+/// #     fn delete(&self, _: &str, _: Version) -> Result<(), PluginError> { Ok(()) }
+/// #     fn list(&self, _: &str) -> Result<Vec<String>, PluginError> { Ok(vec![]) }
+/// # }
+/// # impl StorePlugin for PlainStore {
+/// #     const NAME: &'static str = "plain";
+/// #     const DESCRIPTION: &'static str = "";
+/// #     fn from_config(_: &str, _: PluginContext) -> Result<Self, PluginError> { Ok(Self) }
+/// # }
+/// impl BatchStore for MemoStore {
+///     fn apply_batch(&self, ops: &[BatchOp]) -> Result<Vec<Option<Version>>, PluginError> {
+///         // All or nothing, under the store's write exclusion.
+/// #       Ok(vec![None; ops.len()])
+///     }
+/// }
+///
+/// keygate_sdk::export_plugins! {
+///     stores: [MemoStore: batch, PlainStore],
+/// }
+/// # fn main() {}
+/// ```
+///
+/// A marker the SDK does not know, or `batch` on a store that does not
+/// implement `BatchStore`, does not compile:
+///
+/// ```compile_fail
+/// # use keygate_sdk::*;
+/// # struct PlainStore;
+/// # impl SecretStore for PlainStore {
+/// #     fn get(&self, _: &str) -> Result<Option<Versioned>, PluginError> { Ok(None) }
+/// #     fn put(&self, _: &str, _: &[u8], _: Option<Version>) -> Result<Version, PluginError> { Ok(1) }
+/// #     fn delete(&self, _: &str, _: Version) -> Result<(), PluginError> { Ok(()) }
+/// #     fn list(&self, _: &str) -> Result<Vec<String>, PluginError> { Ok(vec![]) }
+/// # }
+/// # impl StorePlugin for PlainStore {
+/// #     const NAME: &'static str = "plain";
+/// #     const DESCRIPTION: &'static str = "";
+/// #     fn from_config(_: &str, _: PluginContext) -> Result<Self, PluginError> { Ok(Self) }
+/// # }
+/// keygate_sdk::export_plugins! { stores: [PlainStore: batch] }
+/// # fn main() {}
+/// ```
+///
+/// ```compile_fail
+/// # use keygate_sdk::*;
+/// # struct MemoStore;
+/// # impl SecretStore for MemoStore {
+/// #     fn get(&self, _: &str) -> Result<Option<Versioned>, PluginError> { Ok(None) }
+/// #     fn put(&self, _: &str, _: &[u8], _: Option<Version>) -> Result<Version, PluginError> { Ok(1) }
+/// #     fn delete(&self, _: &str, _: Version) -> Result<(), PluginError> { Ok(()) }
+/// #     fn list(&self, _: &str) -> Result<Vec<String>, PluginError> { Ok(vec![]) }
+/// # }
+/// # impl BatchStore for MemoStore {
+/// #     fn apply_batch(&self, ops: &[BatchOp]) -> Result<Vec<Option<Version>>, PluginError> {
+/// #         Ok(vec![None; ops.len()])
+/// #     }
+/// # }
+/// # impl StorePlugin for MemoStore {
+/// #     const NAME: &'static str = "memo";
+/// #     const DESCRIPTION: &'static str = "";
+/// #     fn from_config(_: &str, _: PluginContext) -> Result<Self, PluginError> { Ok(Self) }
+/// # }
+/// keygate_sdk::export_plugins! { stores: [MemoStore: watch] }
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! export_plugins {
     ($($body:tt)*) => {
@@ -46,7 +139,8 @@ macro_rules! export_plugins {
 
 /// Registers the plugins of a built-in crate (linked into the `keygate`
 /// binary) with the host, through the same root module an external library
-/// exports. Same syntax as [`export_plugins!`].
+/// exports. Same syntax as [`export_plugins!`], store capabilities
+/// (`stores: [MemoryStore: batch]`) included.
 #[macro_export]
 macro_rules! register_builtin_plugins {
     ($($body:tt)*) => {
@@ -65,7 +159,7 @@ macro_rules! register_builtin_plugins {
 #[macro_export]
 macro_rules! __keygate_library {
     (
-        $( stores: [ $($store:ty),* $(,)? ] $(,)? )?
+        $( stores: [ $($store:ty $(: $capability:ident)?),* $(,)? ] $(,)? )?
         $( approvals: [ $($approval:ty),* $(,)? ] $(,)? )?
         $( transports: [ $($transport:ty),* $(,)? ] $(,)? )?
     ) => {
@@ -73,8 +167,8 @@ macro_rules! __keygate_library {
         fn __keygate_plugin_library() -> $crate::__private::PluginLibraryRef {
             use $crate::__private as __p;
 
-            fn stores() -> ::std::vec::Vec<__p::Entry<__p::StoreBox>> {
-                ::std::vec![$($( __p::store_entry::<$store>() ),*)?]
+            fn stores() -> ::std::vec::Vec<__p::Entry<__p::AbiStoreParts>> {
+                ::std::vec![$($( $crate::__keygate_store_entry!($store $(: $capability)?) ),*)?]
             }
             fn approvals() -> ::std::vec::Vec<__p::Entry<__p::ApprovalBox>> {
                 ::std::vec![$($( __p::approval_entry::<$approval>() ),*)?]
@@ -90,6 +184,13 @@ macro_rules! __keygate_library {
                 config: __p::RStr<'_>,
                 ctx: __p::AbiPluginContext,
             ) -> __p::AbiResult<__p::StoreBox> {
+                __p::construct_store(&stores(), name, config, ctx)
+            }
+            extern "C" fn new_store_parts(
+                name: __p::RStr<'_>,
+                config: __p::RStr<'_>,
+                ctx: __p::AbiPluginContext,
+            ) -> __p::AbiResult<__p::AbiStoreParts> {
                 __p::construct(__p::PluginKind::Store, &stores(), name, config, ctx)
             }
             extern "C" fn new_approval(
@@ -115,8 +216,28 @@ macro_rules! __keygate_library {
                     new_store,
                     new_approval,
                     new_transport,
+                    new_store_parts,
                 })
             })
         }
+    };
+}
+
+/// One store's entry, by its capability marker.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __keygate_store_entry {
+    ($store:ty) => {
+        $crate::__private::store_entry::<$store>()
+    };
+    ($store:ty : batch) => {
+        $crate::__private::batch_store_entry::<$store>()
+    };
+    ($store:ty : $other:ident) => {
+        ::core::compile_error!(::core::concat!(
+            "unknown store capability `",
+            ::core::stringify!($other),
+            "`: the only one is `batch` (`stores: [MyStore: batch]`)"
+        ))
     };
 }

@@ -37,6 +37,25 @@
 //! - [`validate_key`] / [`validate_prefix`] hold the store key rules, and
 //!   [`PluginError::version_conflict`] is the one compare-and-swap error.
 //!
+//! ## Store capabilities
+//! A store may do more than [`SecretStore`] asks. Each extra is a trait of
+//! its own that the store implements beside `SecretStore`, and a marker
+//! after the type in the export macro:
+//!
+//! ```ignore
+//! impl keygate_sdk::BatchStore for MyStore { /* apply_batch */ }
+//! keygate_sdk::export_plugins! { stores: [MyStore: batch] }
+//! ```
+//!
+//! - `batch` ([`BatchStore`]): several writes applied all or nothing, as
+//!   one step against crashes and other writers, so Keygate can commit
+//!   one mutation's records and its change-log entry together.
+//!
+//! A store without a marker is exported as before; a marked store must
+//! implement the trait or the crate does not compile. The host learns a
+//! store's capabilities when it constructs it, so a library built before a
+//! capability existed still loads, as a store without it.
+//!
 //! ## Guarantees at the boundary
 //! - Calls are synchronous and objects are `Send + Sync`; no future or
 //!   runtime crosses the boundary.
@@ -59,9 +78,14 @@
 //! libraries with a message that says to rebuild them against keygate-sdk
 //! 0.2. The root module is a prefix type: a compatible release may append
 //! constructors after the last field, and a newer host reads them as absent
-//! from an older library. The traits themselves never grow; a new
-//! capability of a plugin kind comes as a new trait offered through a new
-//! constructor.
+//! from an older library (it checks each library against the root module of
+//! the release the library was built with, since abi_stable alone refuses a
+//! library with fewer fields than the host's type). An older host loads a
+//! newer library and never calls what it does not know. The traits
+//! themselves never grow; a new capability of a plugin kind comes as a new
+//! trait offered through a new constructor. The `batch` capability is the
+//! first: its constructor came within 0.2, so 0.2.0 libraries still load
+//! (as stores without it) and libraries built with it load in 0.2.0 hosts.
 #![allow(non_local_definitions)]
 
 #[doc(hidden)]
@@ -101,11 +125,13 @@ pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
 #[doc(hidden)]
 pub mod __private {
     pub use crate::abi::approval::ApprovalBox;
+    pub use crate::abi::batch::AbiStoreParts;
     pub use crate::abi::context::AbiPluginContext;
     pub use crate::abi::error::AbiResult;
     pub use crate::abi::module::{
-        AbiLibraryManifest, Entry, PluginLibrary, PluginLibraryRef, approval_entry, construct,
-        leak_library, manifest_of, store_entry, transport_entry,
+        AbiLibraryManifest, Entry, PluginLibrary, PluginLibraryRef, approval_entry,
+        batch_store_entry, construct, construct_store, leak_library, manifest_of, store_entry,
+        transport_entry,
     };
     pub use crate::abi::registry::BuiltinLibrary;
     pub use crate::abi::store::StoreBox;

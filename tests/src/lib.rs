@@ -26,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "keygate-fixture-not-a-plugin",
     "keygate-fixture-memory-cdylib",
     "keygate-fixture-pinned",
+    "keygate-fixture-pre-batch",
 ];
 
 /// The target folder of the running test's profile (`target/debug`).

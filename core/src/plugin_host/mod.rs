@@ -15,7 +15,9 @@ mod slot;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use keygate_sdk::{ApprovalPolicy, PluginContext, PluginError, PluginKind, SecretStore, Transport};
+use keygate_sdk::{
+    ApprovalPolicy, BatchStore, PluginContext, PluginError, PluginKind, SecretStore, Transport,
+};
 use keygate_sdk_host::{Library, LoadError, Origin, PluginInfo};
 use serde::Serialize;
 
@@ -151,6 +153,12 @@ pub struct LoadedPlugin {
 pub struct PluginHost {
     /// The secret store.
     pub store: Arc<dyn SecretStore>,
+    /// The same store as a [`BatchStore`], when its plugin exported the
+    /// batch capability (`stores: [MyStore: batch]`); `None` for a store
+    /// without it, including every store from a library built before the
+    /// capability existed. One object with [`store`](Self::store): both
+    /// label their errors `store(name):`.
+    pub batch: Option<Arc<dyn BatchStore>>,
     /// The approval policy, if configured.
     pub approval: Option<Arc<dyn ApprovalPolicy>>,
     /// The transport, if configured.
@@ -177,12 +185,17 @@ impl PluginHost {
             config,
             &config.plugins.store,
             &mut libraries,
-            |lib, name, cfg, ctx| {
-                lib.new_store(name, cfg, ctx)
-                    .map(|h| Slot::new(String::new(), h))
-            },
+            |lib, name, cfg, ctx| lib.new_store(name, cfg, ctx),
         )?;
-        let store: Arc<dyn SecretStore> = Arc::new(store.labelled(&info.label));
+        let (store, batch): (Arc<dyn SecretStore>, Option<Arc<dyn BatchStore>>) =
+            match store.into_batch() {
+                Ok(batch) => {
+                    let batch = Arc::new(Slot::new(info.label.clone(), batch));
+                    (batch.clone(), Some(batch))
+                }
+                Err(store) => (Arc::new(Slot::new(info.label.clone(), store)), None),
+            };
+        tracing::debug!(plugin = %info.label, batch = batch.is_some(), "store capabilities");
         loaded.push(info);
 
         let approval = match &config.plugins.approval {
@@ -213,6 +226,7 @@ impl PluginHost {
         };
         Ok(PluginHost {
             store,
+            batch,
             approval,
             transport,
             loaded,

@@ -2,8 +2,9 @@
 //! names the slot and the plugin: `store(sqlite): …`.
 
 use keygate_sdk::{
-    ApprovalPolicy, ApprovalRequest, ConnectParams, ConnectionId, Decision, ListenParams,
-    PluginError, SecretStore, StreamId, TlsIdentity, Transport, TransportHost, Version, Versioned,
+    ApprovalPolicy, ApprovalRequest, BatchOp, BatchStore, ConnectParams, ConnectionId, Decision,
+    ListenParams, PluginError, SecretStore, StreamId, TlsIdentity, Transport, TransportHost,
+    Version, Versioned,
 };
 
 /// A plugin handle labelled `slot(name)`.
@@ -56,6 +57,12 @@ impl<S: SecretStore> SecretStore for Slot<S> {
     }
     fn quarantine(&self, key: &str) -> Result<String, PluginError> {
         self.ctx(self.inner.quarantine(key))
+    }
+}
+
+impl<S: BatchStore> BatchStore for Slot<S> {
+    fn apply_batch(&self, ops: &[BatchOp]) -> Result<Vec<Option<Version>>, PluginError> {
+        self.ctx(self.inner.apply_batch(ops))
     }
 }
 

@@ -4,15 +4,20 @@
 //!
 //! Versions come from one counter shared by all keys, so a key that is
 //! deleted and created again never repeats a version it had before.
+//!
+//! It has the `batch` capability: [`BatchStore::apply_batch`] checks every
+//! key and every expected version and then makes all the writes under one
+//! hold of the write lock, so no other writer and no reader sees part of a
+//! batch.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use keygate_sdk::{
-    PluginContext, PluginError, SecretStore, StorePlugin, Version, Versioned, validate_key,
-    validate_prefix,
+    BatchOp, BatchStore, PluginContext, PluginError, SecretStore, StorePlugin, Version, Versioned,
+    validate_key, validate_prefix,
 };
 
 /// An in-memory [`SecretStore`].
@@ -121,6 +126,54 @@ impl SecretStore for MemoryStore {
     }
 }
 
+impl BatchStore for MemoryStore {
+    fn apply_batch(&self, ops: &[BatchOp]) -> Result<Vec<Option<Version>>, PluginError> {
+        let mut seen = HashSet::with_capacity(ops.len());
+        for op in ops {
+            validate_key(op.key())?;
+            if !seen.insert(op.key()) {
+                return Err(PluginError::invalid(format!(
+                    "key {:?} appears twice in one batch",
+                    op.key()
+                )));
+            }
+        }
+        let mut records = self.records_write();
+        // Every comparison before the first write: a failure leaves the map
+        // as it was.
+        for op in ops {
+            let current = records.get(op.key()).map(|(_, v)| *v);
+            match op {
+                BatchOp::Put { key, expected, .. } if current != *expected => {
+                    return Err(PluginError::version_conflict(key, *expected, current));
+                }
+                BatchOp::Delete { key, .. } if current.is_none() => {
+                    return Err(PluginError::not_found(format!("key {key:?}")));
+                }
+                BatchOp::Delete { key, expected } if current != Some(*expected) => {
+                    return Err(PluginError::version_conflict(key, Some(*expected), current));
+                }
+                _ => {}
+            }
+        }
+        // Nothing below can fail or panic short of running out of memory.
+        Ok(ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Put { key, value, .. } => {
+                    let version = self.fresh_version();
+                    records.insert(key.clone(), (value.clone(), version));
+                    Some(version)
+                }
+                BatchOp::Delete { key, .. } => {
+                    records.remove(key);
+                    None
+                }
+            })
+            .collect())
+    }
+}
+
 impl StorePlugin for MemoryStore {
     const NAME: &'static str = "memory";
     const DESCRIPTION: &'static str = "In-memory store: versioned, compare-and-swap, gone at exit";
@@ -136,5 +189,5 @@ impl StorePlugin for MemoryStore {
 }
 
 keygate_sdk::register_builtin_plugins! {
-    stores: [MemoryStore],
+    stores: [MemoryStore: batch],
 }

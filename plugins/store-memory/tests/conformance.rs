@@ -1,5 +1,7 @@
-//! The memory store, called directly, passes the SecretStore conformance suite.
+//! The memory store, called directly, passes the SecretStore and the
+//! BatchStore conformance suites.
 
 use keygate_store_memory::MemoryStore;
 
 keygate_sdk_testing::secret_store_conformance!(MemoryStore::new);
+keygate_sdk_testing::batch_store_conformance!(MemoryStore::new);

@@ -2,29 +2,116 @@
 //! its SDK trait by converting to the ABI types, calling across, and
 //! converting back, so host code cannot tell a built-in from a library.
 
-use abi_stable::std_types::RVec;
+use abi_stable::std_types::{ROption, RVec};
 use keygate_sdk::abi::approval::{AbiApprovalRequest, ApprovalBox};
+use keygate_sdk::abi::batch::{AbiBatchOp, AbiStoreParts, BatchBox};
 use keygate_sdk::abi::error::from_abi;
 use keygate_sdk::abi::store::{AbiVersioned, StoreBox};
 use keygate_sdk::abi::transport::{TransportBox, host_box};
 use keygate_sdk::{
-    ApprovalPolicy, ApprovalRequest, ConnectParams, ConnectionId, Decision, ListenParams,
-    PluginError, SecretStore, StreamId, TlsIdentity, Transport, TransportHost, Version, Versioned,
+    ApprovalPolicy, ApprovalRequest, BatchOp, BatchStore, ConnectParams, ConnectionId, Decision,
+    ListenParams, PluginError, SecretStore, StreamId, TlsIdentity, Transport, TransportHost,
+    Version, Versioned,
 };
 
-/// A store obtained through the ABI.
-pub struct StoreHandle(StoreBox);
+/// A store obtained through the ABI, with the capabilities its library
+/// exported it with.
+///
+/// A `StoreHandle` implements [`SecretStore`] only. When the store has the
+/// batch capability ([`has_batch`](Self::has_batch)),
+/// [`into_batch`](Self::into_batch) turns the handle into a
+/// [`BatchStoreHandle`], which implements [`BatchStore`] as well; both
+/// kinds of call then reach the one store the plugin built.
+pub struct StoreHandle {
+    store: StoreBox,
+    batch: Option<BatchBox>,
+}
 
 impl StoreHandle {
-    pub(crate) fn new(inner: StoreBox) -> Self {
-        Self(inner)
+    /// A store from a library's `new_store` (no capabilities).
+    pub(crate) fn new(store: StoreBox) -> Self {
+        Self { store, batch: None }
+    }
+
+    /// A store from a library's `new_store_parts`.
+    pub(crate) fn from_parts(parts: AbiStoreParts) -> Self {
+        Self {
+            store: parts.store,
+            batch: parts.batch.into_option(),
+        }
+    }
+
+    /// Whether the plugin exported the store with the batch capability
+    /// (`stores: [MyStore: batch]`). Always `false` for a library built
+    /// before the capability existed.
+    pub fn has_batch(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// The same store as a [`BatchStoreHandle`] when it has the batch
+    /// capability; otherwise the handle back, unchanged.
+    pub fn into_batch(self) -> Result<BatchStoreHandle, StoreHandle> {
+        match self.batch {
+            Some(batch) => Ok(BatchStoreHandle {
+                store: StoreHandle {
+                    store: self.store,
+                    batch: None,
+                },
+                batch,
+            }),
+            None => Err(self),
+        }
+    }
+}
+
+/// A store with the batch capability, obtained through the ABI
+/// ([`StoreHandle::into_batch`]). Its [`SecretStore`] and [`BatchStore`]
+/// methods reach one and the same store inside the plugin.
+pub struct BatchStoreHandle {
+    store: StoreHandle,
+    batch: BatchBox,
+}
+
+impl std::fmt::Debug for BatchStoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchStoreHandle").finish_non_exhaustive()
+    }
+}
+
+impl SecretStore for BatchStoreHandle {
+    fn get(&self, key: &str) -> Result<Option<Versioned>, PluginError> {
+        self.store.get(key)
+    }
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Version, PluginError> {
+        self.store.put(key, value, expected)
+    }
+    fn delete(&self, key: &str, expected: Version) -> Result<(), PluginError> {
+        self.store.delete(key, expected)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
+        self.store.list(prefix)
+    }
+    fn quarantine(&self, key: &str) -> Result<String, PluginError> {
+        self.store.quarantine(key)
+    }
+}
+
+impl BatchStore for BatchStoreHandle {
+    fn apply_batch(&self, ops: &[BatchOp]) -> Result<Vec<Option<Version>>, PluginError> {
+        let ops: Vec<AbiBatchOp<'_>> = ops.iter().map(AbiBatchOp::from).collect();
+        let versions: RVec<ROption<u64>> = from_abi(self.batch.apply_batch(ops.as_slice().into()))?;
+        Ok(versions.into_iter().map(ROption::into_option).collect())
     }
 }
 
 impl SecretStore for StoreHandle {
     fn get(&self, key: &str) -> Result<Option<Versioned>, PluginError> {
-        let found =
-            from_abi::<_, abi_stable::std_types::ROption<AbiVersioned>>(self.0.get(key.into()))?;
+        let found = from_abi::<_, ROption<AbiVersioned>>(self.store.get(key.into()))?;
         Ok(found.into_option().map(Versioned::from))
     }
 
@@ -34,20 +121,20 @@ impl SecretStore for StoreHandle {
         value: &[u8],
         expected: Option<Version>,
     ) -> Result<Version, PluginError> {
-        from_abi(self.0.put(key.into(), value.into(), expected.into()))
+        from_abi(self.store.put(key.into(), value.into(), expected.into()))
     }
 
     fn delete(&self, key: &str, expected: Version) -> Result<(), PluginError> {
-        from_abi(self.0.delete(key.into(), expected))
+        from_abi(self.store.delete(key.into(), expected))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, PluginError> {
-        let keys: RVec<_> = from_abi(self.0.list(prefix.into()))?;
+        let keys: RVec<_> = from_abi(self.store.list(prefix.into()))?;
         Ok(keys.into_iter().map(|k| k.into_string()).collect())
     }
 
     fn quarantine(&self, key: &str) -> Result<String, PluginError> {
-        let place: abi_stable::std_types::RString = from_abi(self.0.quarantine(key.into()))?;
+        let place: abi_stable::std_types::RString = from_abi(self.store.quarantine(key.into()))?;
         Ok(place.into_string())
     }
 }

@@ -9,6 +9,10 @@
 //! - its constructors hand out [`StoreHandle`], [`ApprovalHandle`] and
 //!   [`TransportHandle`], which implement the SDK traits by calling through
 //!   the ABI, so host code cannot tell a built-in from a library;
+//! - a store exported with the batch capability comes back as a
+//!   [`StoreHandle`] that [`has_batch`](StoreHandle::has_batch), and
+//!   [`StoreHandle::into_batch`] makes it a [`BatchStoreHandle`]
+//!   (`SecretStore` + `BatchStore` on the one store);
 //! - [`LoadError`] says, in one line naming the file, why a library was
 //!   refused.
 //!
@@ -21,7 +25,7 @@ mod library;
 mod load_error;
 mod manifest;
 
-pub use handles::{ApprovalHandle, StoreHandle, TransportHandle};
+pub use handles::{ApprovalHandle, BatchStoreHandle, StoreHandle, TransportHandle};
 pub use library::{Library, Origin, host_sdk_version};
 pub use load_error::LoadError;
 pub use manifest::{LibraryManifest, PluginInfo};

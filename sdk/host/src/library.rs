@@ -6,8 +6,8 @@ use abi_stable::library::lib_header_from_path;
 use abi_stable::std_types::RStr;
 use keygate_sdk::abi::context::AbiPluginContext;
 use keygate_sdk::abi::error::from_abi;
-use keygate_sdk::abi::module::PluginLibraryRef;
 use keygate_sdk::abi::registry::BuiltinLibrary;
+use keygate_sdk::abi::shape::LibraryModule;
 use keygate_sdk::{PluginContext, PluginError, SDK_VERSION};
 
 use crate::handles::{ApprovalHandle, StoreHandle, TransportHandle};
@@ -37,7 +37,7 @@ impl std::fmt::Display for Origin {
 #[derive(Clone)]
 pub struct Library {
     origin: Origin,
-    module: PluginLibraryRef,
+    module: LibraryModule,
 }
 
 impl std::fmt::Debug for Library {
@@ -56,7 +56,7 @@ impl Library {
             .into_iter()
             .map(|b| Library {
                 origin: Origin::Builtin(b.crate_name()),
-                module: b.module(),
+                module: b.module().into(),
             })
             .collect();
         libs.sort_by_key(|l| match &l.origin {
@@ -68,6 +68,12 @@ impl Library {
 
     /// Opens the library at `path`, checks its SDK version and ABI layout
     /// and initialises its root module.
+    ///
+    /// A library built with an earlier 0.2 SDK, whose root module has fewer
+    /// constructors than this host's, loads too: its layout is checked
+    /// against the shape of the SDK release it was built with, and the
+    /// constructors it lacks count as absent (see
+    /// [`has_store_parts`](Self::has_store_parts)).
     pub fn open(path: &Path) -> Result<Library, LoadError> {
         Self::open_as(path, path)
     }
@@ -89,9 +95,7 @@ impl Library {
         };
         let fail = |e| map_error(e, &path, &load_path);
         let header = lib_header_from_path(&load_path).map_err(fail)?;
-        let module = header
-            .init_root_module::<PluginLibraryRef>()
-            .map_err(fail)?;
+        let module = LibraryModule::init(header).map_err(fail)?;
         Ok(Library {
             origin: Origin::File(path),
             module,
@@ -109,6 +113,12 @@ impl Library {
     }
 
     /// Constructs the store plugin `name` with its config table (TOML text).
+    ///
+    /// Uses the library's `new_store_parts` constructor when it has one, so
+    /// the handle carries the store's capabilities
+    /// ([`StoreHandle::has_batch`]); a library built before that
+    /// constructor existed is constructed with `new_store`, and its handle
+    /// has no capability.
     pub fn new_store(
         &self,
         name: &str,
@@ -116,10 +126,20 @@ impl Library {
         ctx: PluginContext,
     ) -> Result<StoreHandle, PluginError> {
         let ctx = AbiPluginContext::from(ctx);
-        from_abi(
-            (self.module.new_store())(RStr::from(name), RStr::from(config), ctx)
-                .map(StoreHandle::new),
-        )
+        let (name, config) = (RStr::from(name), RStr::from(config));
+        match self.module.new_store_parts() {
+            Some(new_store_parts) => {
+                from_abi(new_store_parts(name, config, ctx).map(StoreHandle::from_parts))
+            }
+            None => from_abi((self.module.new_store())(name, config, ctx).map(StoreHandle::new)),
+        }
+    }
+
+    /// Whether the library has the `new_store_parts` constructor (built
+    /// with an SDK that knows store capabilities). Whether a given store
+    /// has a capability shows on its handle.
+    pub fn has_store_parts(&self) -> bool {
+        self.module.new_store_parts().is_some()
     }
 
     /// Constructs the approval plugin `name`.

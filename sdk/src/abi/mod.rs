@@ -5,10 +5,12 @@
 //! would change if the ABI layer were replaced.
 
 pub mod approval;
+pub mod batch;
 pub mod context;
 pub mod error;
 pub mod module;
 pub mod registry;
+pub mod shape;
 pub mod store;
 pub mod transport;
 

@@ -10,11 +10,15 @@ use abi_stable::{
 };
 
 use super::approval::{ApprovalBox, export_approval};
+use super::batch::{AbiStoreParts, export_batch_store_parts, export_store_parts};
 use super::context::AbiPluginContext;
 use super::error::{AbiResult, guarded};
-use super::store::{StoreBox, export_store};
+use super::store::StoreBox;
 use super::transport::{TransportBox, export_transport};
-use crate::{ApprovalPlugin, PluginContext, PluginError, PluginKind, StorePlugin, TransportPlugin};
+use crate::{
+    ApprovalPlugin, BatchStore, PluginContext, PluginError, PluginKind, StorePlugin,
+    TransportPlugin,
+};
 
 /// One plugin in a library's manifest.
 #[repr(C)]
@@ -38,9 +42,31 @@ pub struct AbiLibraryManifest {
     pub plugins: RVec<AbiPluginInfo>,
 }
 
-/// The root module of a plugin library. A prefix type: a later compatible
-/// SDK release appends fields after the last one, and a newer host reads
-/// them as `None` from an older library (`missing_field(option)`).
+/// The root module of a plugin library. A prefix type: a compatible SDK
+/// release appends fields after the last one, never anything else.
+///
+/// # History
+/// - 0.2.0: `manifest`, `new_store`, `new_approval`, `new_transport` (the
+///   prefix: every 0.2 library has them). Frozen as
+///   [`v0_2_0::PluginLibrary`](super::shape::v0_2_0::PluginLibrary).
+/// - Appended in the 0.2 series: `new_store_parts` (store capabilities,
+///   the first being `batch`).
+///
+/// # Older libraries, older hosts
+/// abi_stable lets a host whose root module is a *prefix* of the library's
+/// load it (an older host ignores the fields it does not know), but it
+/// refuses a library with *fewer* fields than the host's type ("too many
+/// fields"), whatever `missing_field` says. So the host does not check a
+/// library against this type alone: [`LibraryModule::init`](super::shape::LibraryModule::init)
+/// checks it against the 0.2.0 shape first, and against this one only when
+/// the library declares more fields than 0.2.0 had. A library built
+/// before `new_store_parts` is then used through its 0.2.0 fields, and the
+/// accessor for the new one answers `None`.
+///
+/// Never reorder, remove or change a field, and never move
+/// `last_prefix_field`: append, document the addition here, and keep a
+/// frozen copy of the previous shape in [`shape`](super::shape) when a
+/// field is added in a new release.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginLibraryRef)))]
@@ -67,6 +93,16 @@ pub struct PluginLibrary {
         config: RStr<'_>,
         ctx: AbiPluginContext,
     ) -> AbiResult<TransportBox>,
+    /// Constructs the store plugin `name` once and returns it with every
+    /// capability it was exported with: its [`StoreBox`] and, for a store
+    /// marked `batch`, its batch object around the same store. Optional:
+    /// absent from libraries built before it existed (the accessor gives
+    /// `None`), and the host then uses `new_store`.
+    pub new_store_parts: extern "C" fn(
+        name: RStr<'_>,
+        config: RStr<'_>,
+        ctx: AbiPluginContext,
+    ) -> AbiResult<AbiStoreParts>,
 }
 
 impl RootModule for PluginLibraryRef {
@@ -97,12 +133,21 @@ fn info(name: &str, kind: PluginKind, description: &str) -> AbiPluginInfo {
     }
 }
 
-/// The entry of store plugin `S`.
-pub fn store_entry<S: StorePlugin>() -> Entry<StoreBox> {
+/// The entry of store plugin `S`, without capabilities.
+pub fn store_entry<S: StorePlugin>() -> Entry<AbiStoreParts> {
     Entry {
         info: || info(S::NAME, PluginKind::Store, S::DESCRIPTION),
         name: S::NAME,
-        build: |config, ctx| S::from_config(config, ctx).map(export_store),
+        build: |config, ctx| S::from_config(config, ctx).map(export_store_parts),
+    }
+}
+
+/// The entry of store plugin `S` with the `batch` capability.
+pub fn batch_store_entry<S: StorePlugin + BatchStore>() -> Entry<AbiStoreParts> {
+    Entry {
+        info: || info(S::NAME, PluginKind::Store, S::DESCRIPTION),
+        name: S::NAME,
+        build: |config, ctx| S::from_config(config, ctx).map(export_batch_store_parts),
     }
 }
 
@@ -126,7 +171,7 @@ pub fn transport_entry<T: TransportPlugin>() -> Entry<TransportBox> {
 
 /// The body of a generated `manifest` function.
 pub fn manifest_of(
-    stores: &[Entry<StoreBox>],
+    stores: &[Entry<AbiStoreParts>],
     approvals: &[Entry<ApprovalBox>],
     transports: &[Entry<TransportBox>],
 ) -> AbiLibraryManifest {
@@ -169,4 +214,16 @@ pub fn construct<B>(
             })?;
         (entry.build)(config.as_str(), ctx.into())
     })
+}
+
+/// The body of a generated `new_store`, for hosts that predate
+/// `new_store_parts`: the store alone (its batch object, if any, is
+/// dropped; the store lives on in the returned box).
+pub fn construct_store(
+    entries: &[Entry<AbiStoreParts>],
+    name: RStr<'_>,
+    config: RStr<'_>,
+    ctx: AbiPluginContext,
+) -> AbiResult<StoreBox> {
+    construct(PluginKind::Store, entries, name, config, ctx).map(|parts| parts.store)
 }

@@ -13,10 +13,23 @@
 //! The macro expands to one `#[test]` per behaviour, each with a fresh store
 //! from the factory. A factory that must keep something alive next to the
 //! store (a temporary folder) returns [`WithGuard`]`(store, guard)`.
+//!
+//! A store with the batch capability ([`BatchStore`], exported as
+//! `stores: [MyStore: batch]`) runs the batch suite too, from the same
+//! factory:
+//!
+//! ```ignore
+//! keygate_sdk_testing::batch_store_conformance!(make_store);
+//! ```
+//!
+//! Through the ABI, the factory returns the handle's batch form:
+//! `library.new_store(..)?.into_batch()` (see
+//! [`host::StoreHandle::into_batch`]).
 #![forbid(unsafe_code)]
 
-use keygate_sdk::{LogLevel, Logger, PluginContext, SecretStore};
+use keygate_sdk::{BatchStore, LogLevel, Logger, PluginContext, SecretStore};
 
+pub mod batch;
 pub mod store;
 
 /// The host's loader (`keygate-sdk-host`), for tests that open a plugin's
@@ -60,6 +73,24 @@ impl<S: SecretStore, G> StoreFixture for WithGuard<S, G> {
     }
 }
 
+/// What a batch conformance factory may return.
+pub trait BatchStoreFixture {
+    /// The store under test.
+    fn batch_store(&self) -> &dyn BatchStore;
+}
+
+impl<S: BatchStore> BatchStoreFixture for S {
+    fn batch_store(&self) -> &dyn BatchStore {
+        self
+    }
+}
+
+impl<S: BatchStore, G> BatchStoreFixture for WithGuard<S, G> {
+    fn batch_store(&self) -> &dyn BatchStore {
+        &self.0
+    }
+}
+
 /// Generates the SecretStore conformance tests, one `#[test]` each, for the
 /// store made by `$factory` (a path to a `fn() -> impl StoreFixture`).
 #[macro_export]
@@ -88,6 +119,37 @@ macro_rules! secret_store_conformance {
             fn $case() {
                 let fixture = $factory();
                 $crate::store::$case($crate::StoreFixture::store(&fixture));
+            }
+        )*
+    };
+}
+
+/// Generates the BatchStore conformance tests, one `#[test]` each, for the
+/// store made by `$factory` (a path to a `fn() -> impl BatchStoreFixture`):
+/// all-or-nothing batches (conflicts, invalid and repeated keys, deletes of
+/// missing keys), the versions they return, and batches racing each other
+/// and single writes. Run [`secret_store_conformance!`] on the same store
+/// as well.
+#[macro_export]
+macro_rules! batch_store_conformance {
+    ($factory:path) => {
+        $crate::batch_store_conformance!(@cases $factory;
+            puts_and_deletes_round_trip_with_their_versions,
+            one_stale_version_anywhere_conflicts_and_writes_nothing,
+            an_invalid_or_repeated_key_is_invalid_and_writes_nothing,
+            an_empty_batch_is_ok_and_writes_nothing,
+            a_delete_of_a_missing_key_is_not_found_and_writes_nothing,
+            batch_versions_never_reuse_an_earlier_life_of_a_key,
+            eight_threads_of_cas_batches_lose_no_update_and_keep_keys_equal,
+            batches_and_single_puts_interleaved_keep_cas_exact,
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let fixture = $factory();
+                $crate::batch::$case($crate::BatchStoreFixture::batch_store(&fixture));
             }
         )*
     };
