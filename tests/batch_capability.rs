@@ -60,6 +60,10 @@ fn a_library_built_before_the_batch_capability_loads_and_its_store_works_without
         host.batch.is_none(),
         "an old library has no batch capability"
     );
+    assert!(
+        !host.state_store().has_batch(),
+        "identity state writes one by one"
+    );
     let v = host.store.put("a/b", b"1", None).expect("put");
     let err = host.store.put("a/b", b"2", None).expect_err("conflict");
     assert_eq!(err.kind(), ErrorKind::Conflict);
@@ -134,7 +138,14 @@ fn a_store_library_without_the_marker_has_no_batch_capability() {
     let path = keygate_tests::write_config(dir.path(), &body);
     let host = PluginHost::load(&Config::load(&path).expect("config")).expect("load");
     assert!(host.batch.is_none());
+    assert!(!host.state_store().has_batch());
     host.store.put("k", b"v", None).expect("the store works");
+
+    // The built-in memory store has the capability, and identity state
+    // commits through it.
+    let (_dir, host) = load("[plugins.store]\nuse = \"memory\"\n");
+    assert!(host.batch.is_some());
+    assert!(host.state_store().has_batch());
 }
 
 /// A built-in store, registered by this test binary with `: batch`, whose

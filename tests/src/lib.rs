@@ -169,7 +169,7 @@ pub fn open_identity(config: &Path) -> (PluginHost, Arc<IdentityManager>) {
     let config = Config::load(config).expect("config");
     let host = PluginHost::load(&config).expect("plugins");
     let manager = IdentityManager::open(
-        host.store.clone(),
+        host.state_store(),
         &config.state_dir,
         config.identity.clone(),
         SystemTime::now(),

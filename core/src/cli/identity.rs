@@ -24,7 +24,7 @@ pub fn open(config_path: &Path) -> anyhow::Result<Opened> {
     let config = super::load_config(config_path)?;
     let host = PluginHost::load(&config).context("plugins refused")?;
     let manager = IdentityManager::open(
-        host.store.clone(),
+        host.state_store(),
         &config.state_dir,
         config.identity.clone(),
         SystemTime::now(),

@@ -176,6 +176,15 @@ impl std::fmt::Debug for PluginHost {
 }
 
 impl PluginHost {
+    /// The store, as identity state uses it: with its batch capability
+    /// when it has one.
+    pub fn state_store(&self) -> crate::state::StateStore {
+        match &self.batch {
+            Some(batch) => crate::state::StateStore::batched(batch.clone()),
+            None => crate::state::StateStore::plain(self.store.clone()),
+        }
+    }
+
     /// Loads and constructs every configured plugin, or none.
     pub fn load(config: &Config) -> Result<PluginHost, HostError> {
         let mut libraries = LibraryCache::default();
