@@ -921,3 +921,263 @@ impl Journal {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{MIN_RECORD_LEN, StoreKey};
+
+    fn sealer() -> Sealer {
+        Sealer::new(&StoreKey::generate().unwrap())
+    }
+
+    fn ops() -> Vec<Op> {
+        vec![
+            Op::Put {
+                key: "devices/a".into(),
+                record: b"KGSR sealed bytes".to_vec(),
+            },
+            Op::Delete {
+                key: "devices/b".into(),
+            },
+            Op::Put {
+                key: "x".into(),
+                record: Vec::new(),
+            },
+        ]
+    }
+
+    /// Frames of `bodies` written one after the other from `base`.
+    fn frames(s: &Sealer, generation: u64, base: u64, bodies: &[&[u8]]) -> (Vec<u8>, Vec<usize>) {
+        let mut out = Vec::new();
+        let mut starts = Vec::new();
+        for body in bodies {
+            starts.push(out.len());
+            out.extend(encode_frame(s, generation, base + out.len() as u64, body).unwrap());
+        }
+        (out, starts)
+    }
+
+    #[test]
+    fn bodies_round_trip_and_their_length_is_what_the_size_check_counts() {
+        let ops = ops();
+        let body = encode_body(&ops);
+        assert_eq!(decode_body(&body).unwrap(), ops);
+        let counted = BODY_PREFIX_LEN
+            + op_len("devices/a".len(), Some(17))
+            + op_len("devices/b".len(), None)
+            + op_len(1, Some(0));
+        assert_eq!(body.len(), counted);
+        // The size check counts a put's record as MIN_RECORD_LEN + value.
+        let record = sealer().seal_record("k", 1, &[7u8; 100]).unwrap();
+        assert_eq!(record.len(), MIN_RECORD_LEN + 100);
+        assert_eq!(decode_body(&encode_body(&[])).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused() {
+        let body = encode_body(&ops());
+        for cut in 0..body.len() {
+            assert!(decode_body(&body[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(
+            decode_body(&longer)
+                .unwrap_err()
+                .contains("after its last op")
+        );
+        let mut kind = body.clone();
+        kind[4] = 9;
+        assert!(
+            decode_body(&kind)
+                .unwrap_err()
+                .contains("unknown op kind 9")
+        );
+        let bad_key = encode_body(&[Op::Delete {
+            key: "../escape".into(),
+        }]);
+        assert!(decode_body(&bad_key).unwrap_err().contains("not valid"));
+        let mut not_utf8 = encode_body(&[Op::Delete { key: "ab".into() }]);
+        let last = not_utf8.len() - 1;
+        not_utf8[last] = 0xFF;
+        assert!(decode_body(&not_utf8).unwrap_err().contains("UTF-8"));
+    }
+
+    #[test]
+    fn headers_authenticate_with_the_key_only() {
+        let s = sealer();
+        let header = Header {
+            generation: 0x0102_0304_0506_0708,
+            boot: [0xAB; BOOT_ID_LEN],
+        };
+        let bytes = encode_header(&s, &header).unwrap();
+        assert_eq!(bytes.len(), HEADER_LEN);
+        assert_eq!(&bytes[..4], b"KGSJ");
+        assert_eq!(decode_header(&s, &bytes).unwrap(), header);
+        // Trailing frames do not matter to the header.
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(b"frames");
+        assert_eq!(decode_header(&s, &longer).unwrap(), header);
+        assert!(
+            decode_header(&sealer(), &bytes)
+                .unwrap_err()
+                .contains("another store")
+        );
+        for i in 5..HEADER_LEN {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            assert!(decode_header(&s, &bad).is_err(), "byte {i}");
+        }
+        let mut magic = bytes.clone();
+        magic[0] = b'X';
+        assert!(
+            decode_header(&s, &magic)
+                .unwrap_err()
+                .contains("not a journal")
+        );
+        let mut version = bytes.clone();
+        version[4] = 2;
+        assert!(
+            decode_header(&s, &version)
+                .unwrap_err()
+                .contains("version 2")
+        );
+        assert!(
+            decode_header(&s, &bytes[..HEADER_LEN - 1])
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(decode_header(&s, &[]).unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn a_frame_authenticates_only_in_its_journal_at_its_place() {
+        let s = sealer();
+        let body = encode_body(&ops());
+        let frame = encode_frame(&s, 7, 57, &body).unwrap();
+        assert_eq!(frame.len(), FRAME_OVERHEAD + body.len());
+        let end = frame.len();
+        assert_eq!(
+            check_frame(&s, 7, 57, &frame, 0),
+            Some((FRAME_PREFIX_LEN..FRAME_PREFIX_LEN + body.len(), end))
+        );
+        assert_eq!(check_frame(&s, 8, 57, &frame, 0), None, "other generation");
+        assert_eq!(check_frame(&s, 7, 58, &frame, 0), None, "other offset");
+        assert_eq!(check_frame(&sealer(), 7, 57, &frame, 0), None, "other key");
+        for i in 0..frame.len() {
+            let mut bad = frame.clone();
+            bad[i] ^= 0x10;
+            assert_eq!(check_frame(&s, 7, 57, &bad, 0), None, "byte {i}");
+        }
+        assert_eq!(check_frame(&s, 7, 57, &frame[..end - 1], 0), None);
+        // A frame claiming an over-large body is not read.
+        let mut huge = frame.clone();
+        huge[21..25].copy_from_slice(&((MAX_BODY_LEN + 1) as u32).to_be_bytes());
+        assert_eq!(check_frame(&s, 7, 57, &huge, 0), None);
+    }
+
+    #[test]
+    fn a_scan_finds_every_frame_in_order() {
+        let s = sealer();
+        let (bytes, starts) = frames(&s, 3, 100, &[b"one", b"two", b"three"]);
+        let found = scan(&s, 3, 100, &bytes).unwrap();
+        assert!(!found.torn);
+        assert_eq!(found.end, bytes.len());
+        let bodies: Vec<&[u8]> = found.bodies.iter().map(|r| &bytes[r.clone()]).collect();
+        assert_eq!(bodies, [&b"one"[..], b"two", b"three"]);
+        assert_eq!(found.bodies[1].start, starts[1] + FRAME_PREFIX_LEN);
+        assert_eq!(
+            scan(&s, 3, 100, &[]).unwrap(),
+            Scan {
+                bodies: vec![],
+                end: 0,
+                torn: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_torn_last_frame_is_a_tail_to_cut() {
+        let s = sealer();
+        let (bytes, starts) = frames(&s, 3, 100, &[b"one", b"two", b"three"]);
+        for cut in starts[2] + 1..bytes.len() {
+            let found = scan(&s, 3, 100, &bytes[..cut]).unwrap();
+            assert!(found.torn, "cut at {cut}");
+            assert_eq!(found.end, starts[2]);
+            assert_eq!(found.bodies.len(), 2);
+        }
+        // A last frame complete in length but not authentic (e.g. zeros or
+        // garbage after a power loss), or zeros past the end.
+        let mut garbage = bytes.clone();
+        garbage[starts[2] + 30] ^= 1;
+        let found = scan(&s, 3, 100, &garbage).unwrap();
+        assert!(found.torn);
+        assert_eq!((found.end, found.bodies.len()), (starts[2], 2));
+        let mut zeros = bytes.clone();
+        zeros.extend_from_slice(&[0u8; 4096]);
+        let found = scan(&s, 3, 100, &zeros).unwrap();
+        assert!(found.torn);
+        assert_eq!((found.end, found.bodies.len()), (bytes.len(), 3));
+    }
+
+    #[test]
+    fn a_bad_frame_followed_by_a_valid_one_is_damage() {
+        let s = sealer();
+        let (bytes, starts) = frames(&s, 3, 100, &[b"one", b"two", b"three"]);
+        // A flipped body byte, and a flipped length (which a scan could not
+        // step over): both are found, with the valid frame after them.
+        for at in [starts[1] + FRAME_PREFIX_LEN + 1, starts[1] + 22] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x40;
+            let err = scan(&s, 3, 100, &bad).unwrap_err();
+            assert!(
+                err.contains(&format!("offset {}", 100 + starts[1]))
+                    && err.contains(&format!("offset {}", 100 + starts[2])),
+                "{err}"
+            );
+        }
+        // The first frame damaged: the two after it are found.
+        let mut bad = bytes.clone();
+        bad[starts[0]] = b'X';
+        assert!(scan(&s, 3, 100, &bad).is_err());
+    }
+
+    #[test]
+    fn boot_ids_parse_as_the_kernel_prints_them() {
+        let id = parse_boot_id("4f26713e-ac10-45fb-8d79-b318446d3dd1\n").unwrap();
+        assert_eq!(id[0], 0x4f);
+        assert_eq!(id[15], 0xd1);
+        assert_eq!(parse_boot_id("4F26713EAC1045FB8D79B318446D3DD1"), Some(id));
+        assert_eq!(parse_boot_id("4f26713e-ac10-45fb-8d79-b318446d3d"), None);
+        assert_eq!(
+            parse_boot_id("4f26713e-ac10-45fb-8d79-b318446d3dd1ff"),
+            None
+        );
+        assert_eq!(parse_boot_id("xf26713e-ac10-45fb-8d79-b318446d3dd1"), None);
+        assert_eq!(parse_boot_id(""), None);
+        if std::path::Path::new(BOOT_ID_FILE).exists() {
+            assert!(kernel_boot_id().is_some());
+        }
+    }
+
+    #[test]
+    fn the_mark_round_trips_and_a_foreign_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("lock"))
+            .unwrap();
+        assert_eq!(read_mark(&file), None, "empty");
+        write_mark(&file, 0x1122_3344_5566_7788, 0x99AA_BBCC_DDEE_FF00);
+        assert_eq!(
+            read_mark(&file),
+            Some((0x1122_3344_5566_7788, 0x99AA_BBCC_DDEE_FF00))
+        );
+        file.write_all_at(b"XXXX", 0).unwrap();
+        assert_eq!(read_mark(&file), None, "no magic");
+    }
+}
