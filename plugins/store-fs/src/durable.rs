@@ -9,7 +9,9 @@
 //!   target, and the folder is fsynced so the rename itself survives a
 //!   crash.
 //! - **Atomic, not durable** ([`replace`], [`remove_unsynced`]), for record
-//!   files: the same temp file and rename, without any sync. The journal
+//!   files: the same temp file, swapped in for an existing target
+//!   (`RENAME_EXCHANGE`, then the old file is removed) or renamed to a new
+//!   one, without any sync. The journal
 //!   (see the `journal` module) has made the write durable before, and
 //!   makes the files themselves durable at its next checkpoint
 //!   ([`sync_filesystem`]).
@@ -135,9 +137,19 @@ pub(crate) fn write_atomic(root: &Path, rel: &Path, bytes: &[u8]) -> io::Result<
 }
 
 /// Replaces `root/rel` with `bytes` atomically but **not durably**: a
-/// temp file renamed over the target, with no sync at all, creating
+/// temp file put in place of the target with no sync at all, creating
 /// missing folders (not synced either). Only for record files, whose bytes
 /// the journal already holds durably. The caller holds the store lock.
+///
+/// An existing target is swapped with the temp file (`renameat2` with
+/// `RENAME_EXCHANGE`) and the old file, now under the temp name, removed:
+/// a plain rename over an existing file makes ext4 (and btrfs) start
+/// writing the new file's data at once (ext4's `auto_da_alloc`, a
+/// safeguard for programs that do not sync), which measured 1.6 ms per
+/// record here against 0.24 ms for the swap; the journal is our safeguard,
+/// and the checkpoint writes the data in bulk. A filesystem without the
+/// swap gets the plain rename. A crash between the swap and the removal
+/// leaves the old record under a temp name: ignored, like any temp file.
 pub(crate) fn replace(root: &Path, rel: &Path, bytes: &[u8]) -> io::Result<()> {
     let target = root.join(rel);
     let dir = target
@@ -158,7 +170,25 @@ pub(crate) fn replace(root: &Path, rel: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = (|| {
         file.write_all(bytes)?;
         drop(file);
-        fs::rename(&temp, &target)
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &temp,
+            rustix::fs::CWD,
+            &target,
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
+            // The temp name now holds the old record; if it cannot be
+            // removed, it is only a stray temp file.
+            Ok(()) => {
+                let _ = fs::remove_file(&temp);
+                Ok(())
+            }
+            // No record yet, or no swap on this filesystem.
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                fs::rename(&temp, &target)
+            }
+            Err(e) => Err(e.into()),
+        }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);

@@ -64,8 +64,8 @@
 //! A write goes through the journal (see the `journal` module): its new
 //! records are sealed, appended to `.journal` as one frame, and the
 //! journal is `fdatasync`ed, which commits the write; then each record is
-//! written to a temp file and renamed over its record file, and each
-//! delete unlinks the file, without further syncs. A crash leaves each
+//! written to a temp file and swapped in for its record file (renamed
+//! into place), and each delete unlinks the file, without further syncs. A crash leaves each
 //! record file old or new, never a mix; a crash after the commit is
 //! completed from the journal by the next write or open (on another boot,
 //! after a power loss, every write since the last checkpoint is applied

@@ -62,6 +62,13 @@ fn a_batch_applies_whole_with_one_result_per_op_and_survives_reopening() {
     ];
     let versions = store.apply_batch(&ops).unwrap();
     assert_eq!(versions.len(), 4);
+    // Updated records leave nothing behind (the old file is swapped out to
+    // a temp name, then removed).
+    let temps: Vec<_> = common::snapshot(store.root())
+        .into_keys()
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
     assert_eq!(versions[1], Some(va + 1), "an update adds one");
     assert_eq!(versions[2], None, "a delete has no version");
     assert!(versions[0].is_some_and(|v| v != 0) && versions[3].is_some_and(|v| v != 0));
