@@ -35,8 +35,10 @@ const RECORD_MAGIC: &[u8; 4] = b"KGSR";
 const CHECK_MAGIC: &[u8; 4] = b"KGSK";
 /// The format version written in every record and key check.
 pub(crate) const FORMAT_VERSION: u8 = 1;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
+/// The length of a GCM nonce.
+pub(crate) const NONCE_LEN: usize = 12;
+/// The length of a GCM tag.
+pub(crate) const TAG_LEN: usize = 16;
 /// Magic, format version, record version: the authenticated prefix.
 const RECORD_PREFIX_LEN: usize = 4 + 1 + 8;
 const RECORD_HEADER_LEN: usize = RECORD_PREFIX_LEN + NONCE_LEN;
@@ -217,6 +219,37 @@ impl Sealer {
             return Err(e);
         }
         Ok(buf)
+    }
+
+    /// Authenticates `aad` alone (GMAC: GCM over an empty plaintext) under
+    /// a fresh random nonce; returns the nonce and the tag. Used for the
+    /// journal, whose contents are sealed records and key names already.
+    pub(crate) fn authenticate(
+        &self,
+        aad: &[u8],
+    ) -> Result<([u8; NONCE_LEN], [u8; TAG_LEN]), SealError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce)?;
+        let mut empty: [u8; 0] = [];
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(&Array::from(nonce), aad, (&mut empty[..]).into())
+            .map_err(|_| SealError::TooLarge)?;
+        Ok((nonce, tag.into()))
+    }
+
+    /// Whether `tag` authenticates `aad` under `nonce` with this key (see
+    /// [`Sealer::authenticate`]).
+    pub(crate) fn verify(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], tag: &[u8; TAG_LEN]) -> bool {
+        let mut empty: [u8; 0] = [];
+        self.cipher
+            .decrypt_inout_detached(
+                &Array::from(*nonce),
+                aad,
+                (&mut empty[..]).into(),
+                &Array::from(*tag),
+            )
+            .is_ok()
     }
 
     /// Reads only the header of a record file: its format and version,
@@ -407,6 +440,26 @@ mod tests {
             s.open_record("k", future),
             Err(OpenError::UnsupportedFormat(9))
         );
+    }
+
+    #[test]
+    fn authentication_covers_every_byte_and_the_key() {
+        let a = sealer();
+        let aad = b"journal frame bytes".to_vec();
+        let (nonce, tag) = a.authenticate(&aad).unwrap();
+        assert!(a.verify(&nonce, &aad, &tag));
+        assert!(!sealer().verify(&nonce, &aad, &tag), "another key");
+        for i in 0..aad.len() {
+            let mut bad = aad.clone();
+            bad[i] ^= 0x01;
+            assert!(!a.verify(&nonce, &bad, &tag), "byte {i}");
+        }
+        assert!(!a.verify(&nonce, &aad[1..], &tag), "shorter");
+        let mut bad_nonce = nonce;
+        bad_nonce[0] ^= 1;
+        assert!(!a.verify(&bad_nonce, &aad, &tag), "nonce");
+        let (nonce2, _) = a.authenticate(&aad).unwrap();
+        assert_ne!(nonce, nonce2, "a fresh nonce each time");
     }
 
     #[test]

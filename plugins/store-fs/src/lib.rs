@@ -1,6 +1,7 @@
 //! The built-in `filesystem` secret store: one AES-256-GCM sealed file per
-//! record under a root folder, written durably and atomically, with
-//! compare-and-swap that holds across threads and processes.
+//! record under a root folder, with compare-and-swap that holds across
+//! threads and processes, and a write-ahead journal that makes each write
+//! (one record, or a whole batch) durable and atomic with one `fdatasync`.
 //!
 //! ```toml
 //! [plugins.store]
@@ -14,7 +15,10 @@
 //! # On disk
 //! ```text
 //! <root>/            0700
-//!   .lock            the store-wide write lock (flock)
+//!   .lock            the store-wide write lock (flock), and the journal's
+//!                    "applied" mark
+//!   .journal         the write-ahead journal: the writes since the last
+//!                    checkpoint, each one frame (see the `journal` module)
 //!   .keycheck        a sealed constant: tells a wrong key at open
 //!   .quarantine/     record files moved aside (`quarantine`), as found
 //!   .kdf             Argon2id salt and parameters (passphrase stores only)
@@ -29,6 +33,10 @@
 //!   (u64 BE), 96-bit random nonce, ciphertext and tag, with the format
 //!   version, the record version and the key name as associated data:
 //!   see the `crypto` module.
+//! - Journal format: a header (magic `KGSJ`, format version, generation,
+//!   boot id) and frames (magic `KGJF`, generation, offset, length, the
+//!   ops: key and sealed record file, or key and delete), each
+//!   authenticated with the store key: see the `journal` module.
 //! - Key: a 0600 key file of 32 random bytes, or Argon2id from a
 //!   passphrase; see the `unlock` module. Key material is wiped from memory
 //!   when dropped.
@@ -45,15 +53,29 @@
 //! existing records is an error, never a fresh key.
 //!
 //! # Writes and versions
-//! `put` and `delete` hold the store-wide lock (a mutex plus an exclusive
-//! `flock` on `.lock`, see the `lock` module) while they read the current
-//! record, compare its version and write, so compare-and-swap is atomic
-//! between threads, between store objects and between processes on one
-//! root. A write goes to a temp file, is fsynced, renamed over the record
-//! and the folder is fsynced: a crash leaves the old record or the new one,
-//! never a mix. `delete` removes the file and fsyncs the folder; emptied
-//! folders are left in place (they cost nothing and keep `put` free of
-//! races with a concurrent removal). `get` and `list` take no lock.
+//! `put`, `delete` and `apply_batch` ([`BatchStore`]) hold the store-wide
+//! lock (a mutex plus an exclusive `flock` on `.lock`, see the `lock`
+//! module) while they read the current records, compare their versions
+//! and write, so compare-and-swap is atomic between threads, between store
+//! objects and between processes on one root. A batch checks every key
+//! and every version before it writes anything; any failure writes
+//! nothing.
+//!
+//! A write goes through the journal (see the `journal` module): its new
+//! records are sealed, appended to `.journal` as one frame, and the
+//! journal is `fdatasync`ed, which commits the write; then each record is
+//! written to a temp file and swapped in for its record file (renamed
+//! into place), and each delete unlinks the file, without further syncs. A crash leaves each
+//! record file old or new, never a mix; a crash after the commit is
+//! completed from the journal by the next write or open (on another boot,
+//! after a power loss, every write since the last checkpoint is applied
+//! again). Every 4 MiB of journal a checkpoint (`syncfs`) makes the record
+//! files durable and starts the journal afresh. So one write costs one
+//! sync, and a batch of hundreds of records also one. A write (or batch)
+//! may hold at most 256 MiB of sealed records. Emptied folders are left in
+//! place (they cost nothing and keep `put` free of races with a concurrent
+//! removal). `get` and `list` take no lock: they may see a batch's records
+//! change one by one while it is applied.
 //!
 //! A created record gets a random 62-bit version (never zero); each update
 //! adds one. The version lives in the sealed file, so it survives
@@ -62,8 +84,9 @@
 //! 1 in 2^62-scale coincidence).
 //!
 //! No operation does work that grows with the number of records: `get`,
-//! `put` and `delete` touch one file and its folder; `list(prefix)` walks
-//! only the subtree the prefix's complete segments name.
+//! `put` and `delete` touch one file and its folder (and the journal);
+//! `list(prefix)` walks only the subtree the prefix's complete segments
+//! name.
 //!
 //! # Damaged records
 //! A record that does not open (no header, truncated, unsupported format,
@@ -76,7 +99,16 @@
 //! left as it is for inspection. To give up on it, restore it from a
 //! backup, or move it aside with `keygate state check --quarantine` (the
 //! store's `quarantine` renames the file, whatever it holds, into
-//! `.quarantine/`); the key is then absent.
+//! `.quarantine/`, after a journal checkpoint so no replay brings it
+//! back); the key is then absent.
+//!
+//! # Damaged journal
+//! A torn last frame (a write that died mid-append, never reported done)
+//! is cut off with a warning. A frame that does not authenticate with a
+//! valid frame after it, or a journal whose header does not open with the
+//! key (another store's journal), is an `Internal` error naming the
+//! journal file: the store still opens for reading, and refuses every
+//! write until the journal is restored or moved aside.
 //!
 //! # What the disk shows without the key
 //! Values are sealed; **file names are not**: they are the record keys,
@@ -100,23 +132,30 @@ mod durable;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod journal;
 mod lock;
 mod path;
 mod tree;
 mod unlock;
 
+use std::collections::HashSet;
+use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use keygate_sdk::{
-    PluginContext, PluginError, SecretStore, StorePlugin, Version, Versioned, validate_key,
-    validate_prefix,
+    BatchOp, BatchStore, ErrorKind, PluginContext, PluginError, SecretStore, StorePlugin, Version,
+    Versioned, validate_key, validate_prefix,
 };
 
-use crate::crypto::{OpenError, Sealer, random_u64};
-use crate::lock::StoreLock;
+use crate::crypto::{MIN_RECORD_LEN, OpenError, Sealer, random_u64};
+use crate::journal::{Env, Journal, Op};
+use crate::lock::{LockGuard, StoreLock};
 use zeroize::Zeroize;
+
+#[doc(hidden)]
+pub use crate::journal::{CrashPoint, Tuning};
 
 /// The `filesystem` [`SecretStore`]: encrypted files under a root folder.
 ///
@@ -125,7 +164,8 @@ use zeroize::Zeroize;
 pub struct FsStore {
     root: PathBuf,
     sealer: Sealer,
-    lock: StoreLock,
+    lock: StoreLock<Journal>,
+    ctx: PluginContext,
 }
 
 impl std::fmt::Debug for FsStore {
@@ -150,6 +190,46 @@ fn damaged(key: &str, path: &Path, e: &OpenError) -> PluginError {
 /// The folder, under the root, that quarantined record files are moved to.
 pub const QUARANTINE_DIR: &str = ".quarantine";
 
+/// One write of `put`, `delete` or `apply_batch`.
+#[derive(Clone, Copy)]
+enum Write<'a> {
+    Put {
+        key: &'a str,
+        value: &'a [u8],
+        expected: Option<Version>,
+    },
+    Delete {
+        key: &'a str,
+        expected: Version,
+    },
+}
+
+impl<'a> Write<'a> {
+    fn key(&self) -> &'a str {
+        match self {
+            Self::Put { key, .. } | Self::Delete { key, .. } => key,
+        }
+    }
+
+    fn of(op: &'a BatchOp) -> Self {
+        match op {
+            BatchOp::Put {
+                key,
+                value,
+                expected,
+            } => Self::Put {
+                key,
+                value,
+                expected: *expected,
+            },
+            BatchOp::Delete { key, expected } => Self::Delete {
+                key,
+                expected: *expected,
+            },
+        }
+    }
+}
+
 /// The first version of a new record: random, below 2^62, never zero, so
 /// `+1` per update cannot overflow in practice and a re-created key does
 /// not repeat its old versions.
@@ -161,7 +241,11 @@ fn fresh_version() -> Result<Version, PluginError> {
 
 impl FsStore {
     /// Opens (creating if needed) the store at `settings.root`.
-    fn open(settings: config::Settings, ctx: &PluginContext) -> Result<Self, PluginError> {
+    fn open(
+        settings: config::Settings,
+        ctx: PluginContext,
+        tuning: &Tuning,
+    ) -> Result<Self, PluginError> {
         let root = settings.root;
         durable::create_dir_all(&root).map_err(|e| {
             PluginError::unavailable(format!(
@@ -186,12 +270,146 @@ impl FsStore {
             // Make the root's own creation durable; harmless if it existed.
             let _ = durable::sync_dir(parent);
         }
-        let lock = StoreLock::open(&root)?;
+        let lock = StoreLock::open(&root, Journal::new(&root, tuning))?;
         let sealer = {
-            let _guard = lock.lock()?;
-            unlock::unlock(&root, &settings.key, ctx)?
+            let mut guard = lock.lock()?;
+            let sealer = unlock::unlock(&root, &settings.key, &ctx)?;
+            let (journal, mark) = guard.parts();
+            let env = Env {
+                sealer: &sealer,
+                ctx: &ctx,
+                mark,
+            };
+            match journal.recover(&env) {
+                Ok(()) => {}
+                // A damaged journal: the store opens for reading, and
+                // every write says what is wrong.
+                Err(e) if e.kind() == ErrorKind::Internal => ctx.error(e.message()),
+                Err(e) => return Err(e),
+            }
+            sealer
         };
-        Ok(Self { root, sealer, lock })
+        Ok(Self {
+            root,
+            sealer,
+            lock,
+            ctx,
+        })
+    }
+
+    /// Opens the store as [`StorePlugin::from_config`] does, with settings
+    /// for tests and benchmarks. Not API.
+    #[doc(hidden)]
+    pub fn open_tuned(
+        config: &str,
+        ctx: PluginContext,
+        tuning: &Tuning,
+    ) -> Result<Self, PluginError> {
+        let settings = config::parse(config, &ctx)?;
+        Self::open(settings, ctx, tuning)
+    }
+
+    /// Takes the store lock, with the journal's state cleared if a writer
+    /// panicked while holding it.
+    fn lock(&self) -> Result<LockGuard<'_, Journal>, PluginError> {
+        let mut guard = self.lock.lock()?;
+        if guard.poisoned() {
+            guard.parts().0.forget();
+        }
+        Ok(guard)
+    }
+
+    fn env<'a>(&'a self, mark: &'a File) -> Env<'a> {
+        Env {
+            sealer: &self.sealer,
+            ctx: &self.ctx,
+            mark,
+        }
+    }
+
+    /// Makes `writes` all or none: validates every key, compares every
+    /// expected version, then commits them as one journal frame and applies
+    /// them. The new version of each put, `None` for each delete.
+    fn commit(&self, writes: &[Write<'_>]) -> Result<Vec<Option<Version>>, PluginError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut files = Vec::with_capacity(writes.len());
+        let mut keys = HashSet::with_capacity(writes.len());
+        let mut body_len = journal::BODY_PREFIX_LEN;
+        for write in writes {
+            let key = write.key();
+            validate_key(key)?;
+            if !keys.insert(key) {
+                return Err(PluginError::invalid(format!(
+                    "key {key:?} appears twice in one batch"
+                )));
+            }
+            files.push(self.root.join(path::record_path(key)?));
+            let record_len = match write {
+                Write::Put { value, .. } => Some(value.len().saturating_add(MIN_RECORD_LEN)),
+                Write::Delete { .. } => None,
+            };
+            body_len = body_len.saturating_add(journal::op_len(key.len(), record_len));
+        }
+        if body_len > journal::MAX_BODY_LEN {
+            return Err(PluginError::invalid(format!(
+                "a write of {} record(s) taking {body_len} bytes sealed is larger than the \
+                 filesystem store takes at once ({} bytes for a put or a whole batch)",
+                writes.len(),
+                journal::MAX_BODY_LEN
+            )));
+        }
+        let mut guard = self.lock()?;
+        let (journal, mark) = guard.parts();
+        let env = self.env(mark);
+        journal.recover(&env)?;
+        // Every comparison before anything is sealed or written. Opening
+        // the current record also refuses a damaged one: it is never
+        // silently replaced.
+        let mut versions = Vec::with_capacity(writes.len());
+        for (write, file) in writes.iter().zip(&files) {
+            let key = write.key();
+            let current = self.read(key, file)?.map(|(version, mut old)| {
+                old.zeroize();
+                version
+            });
+            versions.push(match *write {
+                Write::Put { expected, .. } if current != expected => {
+                    return Err(PluginError::version_conflict(key, expected, current));
+                }
+                Write::Put { .. } => Some(match current {
+                    None => fresh_version()?,
+                    Some(v) => v.checked_add(1).ok_or_else(|| {
+                        PluginError::internal(format!("record {key:?}: version counter exhausted"))
+                    })?,
+                }),
+                Write::Delete { .. } if current.is_none() => {
+                    return Err(PluginError::not_found(format!("key {key:?}")));
+                }
+                Write::Delete { expected, .. } if current != Some(expected) => {
+                    return Err(PluginError::version_conflict(key, Some(expected), current));
+                }
+                Write::Delete { .. } => None,
+            });
+        }
+        let mut ops = Vec::with_capacity(writes.len());
+        for (write, version) in writes.iter().zip(&versions) {
+            ops.push(match (*write, *version) {
+                (Write::Put { key, value, .. }, Some(version)) => Op::Put {
+                    key: key.to_owned(),
+                    record: self
+                        .sealer
+                        .seal_record(key, version, value)
+                        .map_err(|e| PluginError::internal(format!("record {key:?}: {e}")))?,
+                },
+                (write, _) => Op::Delete {
+                    key: write.key().to_owned(),
+                },
+            });
+        }
+        journal.write(&env, &ops)?;
+        Ok(versions)
     }
 
     /// The folder holding the records.
@@ -219,9 +437,9 @@ impl FsStore {
             .map_err(|e| damaged(key, path, &e))
     }
 
-    /// Writes a record without the lock, the temp file or any fsync. Only
-    /// for filling a store with many records quickly in benchmarks; not
-    /// part of the API.
+    /// Writes a record without the lock, the journal, the temp file or any
+    /// fsync. Only for filling a store with many records quickly in
+    /// benchmarks; not part of the API.
     #[doc(hidden)]
     pub fn insert_unsynced_for_bench(&self, key: &str, value: &[u8]) -> Result<(), PluginError> {
         use std::io::Write;
@@ -267,63 +485,36 @@ impl SecretStore for FsStore {
         value: &[u8],
         expected: Option<Version>,
     ) -> Result<Version, PluginError> {
-        validate_key(key)?;
-        let rel = path::record_path(key)?;
-        let path = self.root.join(&rel);
-        let _guard = self.lock.lock()?;
-        // Opening the current record also refuses a damaged one: it is never
-        // silently replaced.
-        let current = self.read(key, &path)?.map(|(version, mut old)| {
-            old.zeroize();
-            version
-        });
-        if current != expected {
-            return Err(PluginError::version_conflict(key, expected, current));
-        }
-        let version = match current {
-            None => fresh_version()?,
-            Some(v) => v.checked_add(1).ok_or_else(|| {
-                PluginError::internal(format!("record {key:?}: version counter exhausted"))
-            })?,
-        };
-        let sealed = self
-            .sealer
-            .seal_record(key, version, value)
-            .map_err(|e| PluginError::internal(format!("record {key:?}: {e}")))?;
-        durable::write_atomic(&self.root, &rel, &sealed)
-            .map_err(|e| io_error("write", key, &path, &e))?;
-        Ok(version)
+        self.commit(&[Write::Put {
+            key,
+            value,
+            expected,
+        }])?
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| PluginError::internal(format!("record {key:?}: no version was made")))
     }
 
     fn delete(&self, key: &str, expected: Version) -> Result<(), PluginError> {
-        let path = self.record_file(key)?;
-        let _guard = self.lock.lock()?;
-        match self.read(key, &path)? {
-            None => Err(PluginError::not_found(format!("key {key:?}"))),
-            Some((current, mut old)) if current != expected => {
-                old.zeroize();
-                Err(PluginError::version_conflict(
-                    key,
-                    Some(expected),
-                    Some(current),
-                ))
-            }
-            Some((_, mut old)) => {
-                old.zeroize();
-                durable::remove(&path).map_err(|e| io_error("delete", key, &path, &e))
-            }
-        }
+        self.commit(&[Write::Delete { key, expected }]).map(drop)
     }
 
     /// Renames the record's file, whatever it holds, into
     /// `<root>/.quarantine/` (a dot-folder, so never taken for records) as
-    /// `<unix ms>-<random>-<file name>`, under the store lock.
+    /// `<unix ms>-<random>-<file name>`, under the store lock. The
+    /// journal is checkpointed first, so that no replay of it re-creates
+    /// the record.
     fn quarantine(&self, key: &str) -> Result<String, PluginError> {
         let path = self.record_file(key)?;
-        let _guard = self.lock.lock()?;
+        let mut guard = self.lock()?;
+        let (journal, mark) = guard.parts();
+        let env = self.env(mark);
+        journal.recover(&env)?;
         if !path.exists() {
             return Err(PluginError::not_found(format!("key {key:?}")));
         }
+        journal.checkpoint_if_written(&env)?;
         // Encoded names are ASCII: any cut is on a character boundary.
         let file_name = path
             .file_name()
@@ -369,8 +560,17 @@ impl StorePlugin for FsStore {
     const DESCRIPTION: &'static str = "Encrypted files on local disk (AES-256-GCM), durable writes, compare-and-swap across processes";
 
     fn from_config(config: &str, ctx: PluginContext) -> Result<Self, PluginError> {
-        let settings = config::parse(config, &ctx)?;
-        Self::open(settings, &ctx)
+        Self::open_tuned(config, ctx, &Tuning::default())
+    }
+}
+
+impl BatchStore for FsStore {
+    /// Checks every key and expected version, then commits all the writes
+    /// as one journal frame (one `fdatasync`) and applies them: see
+    /// "Writes and versions" in the crate docs.
+    fn apply_batch(&self, ops: &[BatchOp]) -> Result<Vec<Option<Version>>, PluginError> {
+        let writes: Vec<Write<'_>> = ops.iter().map(Write::of).collect();
+        self.commit(&writes)
     }
 }
 

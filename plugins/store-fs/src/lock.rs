@@ -9,6 +9,9 @@
 //! own description and exclude each other through the `flock`. The kernel
 //! releases the lock when a process dies, so a crash never leaves the
 //! store locked. Readers (`get`, `list`) take no lock: renames are atomic.
+//!
+//! The mutex also guards the state a store object keeps about the journal
+//! (see the `journal` module), which only writers touch.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -23,22 +26,37 @@ use crate::durable::FILE_MODE;
 /// The name of the lock file in the root.
 pub(crate) const LOCK_FILE: &str = ".lock";
 
-/// The lock of one store object.
-pub(crate) struct StoreLock {
+/// The lock of one store object, guarding the writers' state `T`.
+pub(crate) struct StoreLock<T> {
     file: File,
     path: PathBuf,
-    threads: Mutex<()>,
+    threads: Mutex<T>,
 }
 
 /// Held while a store object owns the store-wide lock; releases it when
-/// dropped.
-pub(crate) struct LockGuard<'a> {
+/// dropped. Gives access to the guarded state.
+pub(crate) struct LockGuard<'a, T> {
     file: &'a File,
     // Dropped after `Drop::drop` has released the flock.
-    _threads: MutexGuard<'a, ()>,
+    state: MutexGuard<'a, T>,
+    poisoned: bool,
 }
 
-impl Drop for LockGuard<'_> {
+impl<T> LockGuard<'_, T> {
+    /// Whether a writer panicked while holding the lock before: the guarded
+    /// state may be half updated.
+    pub(crate) fn poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The guarded state and the lock file (which the journal also uses
+    /// for its "applied" mark).
+    pub(crate) fn parts(&mut self) -> (&mut T, &File) {
+        (&mut self.state, self.file)
+    }
+}
+
+impl<T> Drop for LockGuard<'_, T> {
     fn drop(&mut self) {
         // Closing the file would release it too; an error here leaves the
         // flock held until then, which only delays other writers.
@@ -46,9 +64,10 @@ impl Drop for LockGuard<'_> {
     }
 }
 
-impl StoreLock {
-    /// Opens (creating, mode 0600) the lock file of the store at `root`.
-    pub(crate) fn open(root: &Path) -> Result<Self, PluginError> {
+impl<T> StoreLock<T> {
+    /// Opens (creating, mode 0600) the lock file of the store at `root`;
+    /// `state` is what the lock guards.
+    pub(crate) fn open(root: &Path, state: T) -> Result<Self, PluginError> {
         let path = root.join(LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -66,17 +85,28 @@ impl StoreLock {
         Ok(Self {
             file,
             path,
-            threads: Mutex::new(()),
+            threads: Mutex::new(state),
         })
     }
 
     /// Waits for and takes the store-wide lock.
-    pub(crate) fn lock(&self) -> Result<LockGuard<'_>, PluginError> {
-        // A poisoned mutex guards no data: the flock is what matters.
-        let threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn lock(&self) -> Result<LockGuard<'_, T>, PluginError> {
+        // A poisoned mutex: a writer panicked while holding it. The guarded
+        // state is only a cache of what is on disk; the guard says so, and
+        // the caller reads the disk afresh.
+        let (threads, poisoned) = match self.threads.lock() {
+            Ok(threads) => (threads, false),
+            Err(p) => (p.into_inner(), true),
+        };
         loop {
             match self.file.lock() {
-                Ok(()) => break,
+                Ok(()) => {
+                    if poisoned {
+                        // This caller is told; the next ones need not be.
+                        self.threads.clear_poison();
+                    }
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(PluginError::unavailable(format!(
@@ -88,7 +118,8 @@ impl StoreLock {
         }
         Ok(LockGuard {
             file: &self.file,
-            _threads: threads,
+            state: threads,
+            poisoned,
         })
     }
 }
