@@ -15,9 +15,9 @@ use keygate_core::identity::{CertFingerprint, DeviceKey};
 use keygate_core::pairing::gateway::{PairingService, PolicySlot, ServiceSettings};
 use keygate_core::pairing::{GatewayAddr, PairingUri};
 use keygate_core::plugin_host::PluginHost;
-use keygate_core::state::IdentityManager;
 use keygate_core::state::pairing::{MAX_LIVE_PIN_CODES, Method, RequestStatus};
 use keygate_core::state::ratelimit::RateLimitSettings;
+use keygate_core::state::{IdentityManager, StateStore};
 use keygate_proto::{
     Binding, DeviceInfo, DevicePin, GatewayPin, Message, PinCandidate, RefusalCode,
 };
@@ -749,22 +749,56 @@ impl keygate_sdk::SecretStore for KillAfterWrites {
     }
 }
 
-/// Not a test of its own: the child process of
-/// `a_pairing_loop_killed_at_random_moments_leaves_nothing_half_paired`,
-/// which pairs devices in a loop until it is killed.
+/// Set instead of [`CRASH_CHILD_WRITES`]: the child commits through the
+/// filesystem store's batches and dies inside the store's write path, at
+/// `POINT:N` (the N-th time it reaches that point; see
+/// `keygate_store_fs::CrashPoint`).
+const CRASH_CHILD_POINT: &str = "KEYGATE_TEST_PAIRING_LOOP_POINT";
+
+/// Not a test of its own: the child process of the
+/// `a_pairing_loop_killed_…_leaves_nothing_half_paired` tests, which pairs
+/// devices in a loop until it is killed.
 #[test]
 fn pairing_loop_child() {
     let Some(dir) = std::env::var_os(CRASH_CHILD_DIR) else {
         return;
     };
-    let writes: usize = std::env::var(CRASH_CHILD_WRITES).unwrap().parse().unwrap();
     let config_path = std::path::Path::new(&dir).join("config.toml");
     let config = keygate_core::config::Config::load(&config_path).unwrap();
     let host = PluginHost::load(&config).unwrap();
-    let store = Arc::new(KillAfterWrites {
-        inner: host.store.clone(),
-        left: std::sync::atomic::AtomicUsize::new(writes),
-    });
+    let store: StateStore = match std::env::var(CRASH_CHILD_POINT) {
+        Ok(spec) => {
+            use keygate_store_fs::{CrashPoint, FsStore, Tuning};
+            let (point, n) = spec.split_once(':').unwrap();
+            let point = match point {
+                "MidAppend" => CrashPoint::MidAppend,
+                "AfterCommit" => CrashPoint::AfterCommit,
+                "MidApply" => CrashPoint::MidApply,
+                "MidCheckpoint" => CrashPoint::MidCheckpoint,
+                other => panic!("no crash point {other}"),
+            };
+            let tuning = Tuning {
+                crash: Some((point, n.parse().unwrap())),
+                // Checkpoints every few pairings.
+                checkpoint_bytes: Some(16 * 1024),
+                ..Tuning::default()
+            };
+            let ctx = keygate_sdk_testing::test_context("store(filesystem)", &config.state_dir);
+            let fs = Arc::new(FsStore::open_tuned("", ctx, &tuning).unwrap());
+            assert!(
+                host.state_store().has_batch(),
+                "the gateway commits in batches too"
+            );
+            StateStore::batched(fs)
+        }
+        Err(_) => {
+            let writes: usize = std::env::var(CRASH_CHILD_WRITES).unwrap().parse().unwrap();
+            StateStore::plain(Arc::new(KillAfterWrites {
+                inner: host.store.clone(),
+                left: std::sync::atomic::AtomicUsize::new(writes),
+            }))
+        }
+    };
     let manager = Arc::new(
         IdentityManager::open(
             store,
@@ -788,6 +822,7 @@ fn pairing_loop_child() {
     };
     for n in 0u64.. {
         let uri = gw.mint_qr();
+        println!("MINTED {}", hex::encode(uri.session_id));
         let cb = (n % 250) as u8;
         match pair(&gw, &device(), &uri.to_uri(), peer(cb), cb) {
             End::Paired => {}
@@ -797,19 +832,14 @@ fn pairing_loop_child() {
     }
 }
 
-#[test]
-fn a_pairing_loop_killed_at_random_moments_leaves_nothing_half_paired() {
+/// Runs the pairing loop child 30 times, each dying where `env` says;
+/// what the children printed.
+fn kill_pairing_loops(dir: &std::path::Path, env: impl Fn() -> (&'static str, String)) -> String {
     use std::process::{Command, Stdio};
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n[identity]\nlock_timeout_secs = 30\n",
-    );
-    let mut paired = 0;
+    let mut printed = String::new();
     for _ in 0..30 {
-        // A pairing is about a dozen writes; die after 1 to 40 of them.
-        let writes: usize = rand::RngExt::random_range(&mut rand::rng(), 1..=40);
+        let (var, value) = env();
         let out = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -818,23 +848,76 @@ fn a_pairing_loop_killed_at_random_moments_leaves_nothing_half_paired() {
                 "--test-threads",
                 "1",
             ])
-            .env(CRASH_CHILD_DIR, dir.path())
-            .env(CRASH_CHILD_WRITES, writes.to_string())
+            .env(CRASH_CHILD_DIR, dir)
+            .env(var, &value)
             .stderr(Stdio::inherit())
             .output()
             .unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&out.status),
             Some(9),
-            "the child was not killed: {:?}",
+            "the child ({var}={value}) was not killed: {:?}",
             out.status
         );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        paired += stdout.lines().filter(|l| l.starts_with("PAIRED")).count();
+        printed.push_str(&String::from_utf8_lossy(&out.stdout));
     }
-    assert!(paired > 0, "the child never paired a device");
+    assert!(
+        printed.lines().any(|l| l.starts_with("PAIRED")),
+        "the children never paired a device"
+    );
+    printed
+}
 
-    let (host, m) = open_identity(&config);
+#[test]
+fn a_pairing_loop_killed_at_random_moments_leaves_nothing_half_paired() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n[identity]\nlock_timeout_secs = 30\n",
+    );
+    // Writes one by one (a store without batches): a pairing is about ten
+    // writes; die after 1 to 40 of them.
+    kill_pairing_loops(dir.path(), || {
+        let writes: usize = rand::RngExt::random_range(&mut rand::rng(), 1..=40);
+        (CRASH_CHILD_WRITES, writes.to_string())
+    });
+    nothing_half_paired(&config, None);
+}
+
+#[test]
+fn a_pairing_loop_killed_inside_its_batches_leaves_nothing_half_paired() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n[identity]\nlock_timeout_secs = 30\n",
+    );
+    // Every commit is one batch (a frame of the store's journal); a pairing
+    // is three (code minted, attempt taken, code used + request filed and
+    // approved). Die in one of the first dozen, at any point of the path.
+    let printed = kill_pairing_loops(dir.path(), || {
+        let mut rng = rand::rng();
+        let points = ["MidAppend", "AfterCommit", "MidApply", "MidCheckpoint"];
+        let point = points[rand::RngExt::random_range(&mut rng, 0..points.len())];
+        let most = if point == "MidCheckpoint" { 2 } else { 12 };
+        let n: u64 = rand::RngExt::random_range(&mut rng, 1..=most);
+        (CRASH_CHILD_POINT, format!("{point}:{n}"))
+    });
+    // With batches more holds: a code that was minted is either still
+    // usable or was used by a request that is filed, never lost between.
+    let minted: Vec<String> = printed
+        .lines()
+        .filter_map(|l| l.strip_prefix("MINTED "))
+        .map(str::to_owned)
+        .collect();
+    assert!(!minted.is_empty());
+    nothing_half_paired(&config, Some(&minted));
+}
+
+/// No certificate without its device, no approved request without its
+/// certificate, no code both used and usable, nothing torn; with `minted`,
+/// also no code gone without its request; and the state still pairs.
+fn nothing_half_paired(config: &std::path::Path, minted: Option<&[String]>) {
+    let (host, m) = open_identity(config);
     let now = SystemTime::now();
     // Nothing torn: every record reads.
     let report = m.check().unwrap();
@@ -874,6 +957,12 @@ fn a_pairing_loop_killed_at_random_moments_leaves_nothing_half_paired() {
         assert!(
             !live.contains(session),
             "code {session} was used and is still usable"
+        );
+    }
+    for code in minted.unwrap_or_default() {
+        assert!(
+            live.contains(code) || requests.iter().any(|r| r.session_id.as_ref() == Some(code)),
+            "code {code} was minted and is gone, yet no request used it"
         );
     }
     // And the state still pairs.

@@ -575,5 +575,5 @@ impl BatchStore for FsStore {
 }
 
 keygate_sdk::register_builtin_plugins! {
-    stores: [FsStore],
+    stores: [FsStore: batch],
 }

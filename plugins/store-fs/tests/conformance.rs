@@ -1,5 +1,6 @@
-//! The filesystem store passes the SecretStore conformance suite, called
-//! directly and through the plugin ABI as a registered built-in.
+//! The filesystem store passes the SecretStore and BatchStore conformance
+//! suites, called directly and through the plugin ABI as a registered
+//! built-in.
 
 use keygate_sdk::{PluginKind, StorePlugin};
 use keygate_sdk_testing::WithGuard;
@@ -15,11 +16,25 @@ fn make_store() -> WithGuard<FsStore, TempDir> {
 }
 
 keygate_sdk_testing::secret_store_conformance!(make_store);
+keygate_sdk_testing::batch_store_conformance!(make_store);
 
 mod through_the_abi {
     use super::*;
 
     fn make_store() -> WithGuard<keygate_sdk_testing::host::StoreHandle, TempDir> {
+        let (store, dir) = handle();
+        WithGuard(store, dir)
+    }
+
+    fn make_batch_store() -> WithGuard<keygate_sdk_testing::host::BatchStoreHandle, TempDir> {
+        let (store, dir) = handle();
+        let store = store
+            .into_batch()
+            .unwrap_or_else(|_| panic!("the filesystem store is exported with `: batch`"));
+        WithGuard(store, dir)
+    }
+
+    fn handle() -> (keygate_sdk_testing::host::StoreHandle, TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let library = Library::builtins()
             .into_iter()
@@ -33,8 +48,9 @@ mod through_the_abi {
         let store = library
             .new_store(FsStore::NAME, "", super::common::ctx(dir.path()))
             .expect("construct through the ABI");
-        WithGuard(store, dir)
+        (store, dir)
     }
 
     keygate_sdk_testing::secret_store_conformance!(make_store);
+    keygate_sdk_testing::batch_store_conformance!(make_batch_store);
 }
