@@ -1,8 +1,8 @@
 //! Complete pairings per second at the state-machine level, and what one
 //! costs against its primitives timed bare in the same run.
 //!
-//! `cargo bench -p keygate-core --bench pairing` (`-- cpu` for the first
-//! part alone, e.g. under `perf record`)
+//! `cargo bench -p keygate-core --bench pairing` (`-- cpu` or `-- durable`
+//! for one part alone, e.g. under `perf record`)
 //!
 //! A pairing here is everything but the network: the device's QR or PIN
 //! hello, the gateway's attempt, challenge, confirmation, request filed,
@@ -15,8 +15,9 @@
 //!    primitives (the protocol run alone, which holds the PAKE or X25519,
 //!    HKDF/HMAC and the Ed25519 signature and verification, plus one
 //!    certificate issued), each the median of rounds run alternately.
-//! 2. Durable: pairings on the filesystem store (every write fsynced), one
-//!    at a time and 64 in flight, against one bare durable 2 KiB write.
+//! 2. Durable: pairings on the filesystem store (every commit durable: one
+//!    batch, one journal sync), one at a time and 64 in flight, against one
+//!    bare durable 2 KiB write.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use keygate_core::identity::DeviceKey;
 use keygate_core::pairing::gateway::{PairingService, PolicySlot, ServiceSettings};
 use keygate_core::pairing::{GatewayAddr, PairingUri};
 use keygate_core::state::pairing::Method;
-use keygate_core::state::{IdentityManager, IdentitySettings};
+use keygate_core::state::{IdentityManager, IdentitySettings, StateStore};
 use keygate_proto::{Binding, DeviceInfo, DeviceQr, GatewayQr, Message};
 use keygate_sdk::{SecretStore, StorePlugin};
 use keygate_store_fs::FsStore;
@@ -44,7 +45,7 @@ fn settings() -> IdentitySettings {
     }
 }
 
-fn fs_store(dir: &Path) -> Arc<dyn SecretStore> {
+fn fs_store(dir: &Path) -> Arc<FsStore> {
     Arc::new(
         FsStore::from_config(
             "",
@@ -58,7 +59,7 @@ fn memory_store() -> Arc<dyn SecretStore> {
     Arc::new(keygate_store_memory::MemoryStore::new())
 }
 
-fn service(store: Arc<dyn SecretStore>, dir: &Path) -> PairingService {
+fn service(store: impl Into<StateStore>, dir: &Path) -> PairingService {
     let manager = IdentityManager::open(store, dir, settings(), SystemTime::now()).unwrap();
     let policy = PolicySlot {
         name: "pin-qr".into(),
@@ -183,9 +184,21 @@ fn per_op(n: usize, mut f: impl FnMut(usize)) -> f64 {
 }
 
 fn main() {
-    let tmp = env!("CARGO_TARGET_TMPDIR");
+    // `KEYGATE_BENCH_DIR` puts the stores elsewhere (another filesystem).
+    let dir = std::env::var("KEYGATE_BENCH_DIR");
+    let tmp = dir.as_deref().unwrap_or(env!("CARGO_TARGET_TMPDIR"));
 
-    // 1. CPU: memory store, against the primitives.
+    if !std::env::args().any(|a| a == "durable") {
+        cpu(tmp);
+    }
+    if std::env::args().any(|a| a == "cpu") {
+        return;
+    }
+    durable(tmp);
+}
+
+/// Part 1: CPU, on the memory store, against the primitives.
+fn cpu(tmp: &str) {
     let dir = tempfile::tempdir_in(tmp).unwrap();
     let mem = service(memory_store(), dir.path());
     let manager =
@@ -231,15 +244,13 @@ fn main() {
         "  pairing / (protocol + issue)  {:8.2}",
         p / (proto + issue)
     );
+}
 
-    if std::env::args().any(|a| a == "cpu") {
-        return;
-    }
-
-    // 2. Durable: filesystem store.
+/// Part 2: durable, on the filesystem store.
+fn durable(tmp: &str) {
     let dir = tempfile::tempdir_in(tmp).unwrap();
     let store = fs_store(dir.path());
-    let durable = service(store.clone(), dir.path());
+    let durable = service(StateStore::batched(store.clone()), dir.path());
     let dca = ca_of(&durable);
     let value = vec![0x5a; 2048];
     let write = per_op(50, |i| {
@@ -271,7 +282,7 @@ fn main() {
         }
     });
     let many = start.elapsed().as_secs_f64() / (flights * each) as f64;
-    println!("durable (filesystem store, every write fsynced):");
+    println!("durable (filesystem store, every commit synced):");
     println!("  one bare durable 2 KiB write  {:8.2} ms", write * 1e3);
     println!(
         "  1 in flight                   {:8.1} pairings/s  ({:.2} ms each, {:.1} durable writes' worth)",

@@ -522,3 +522,41 @@ fn missing_state_dir_is_an_error_naming_it() {
     let error = StateLock::new(&file).expect_err("a file is not a state dir");
     assert!(error.to_string().contains("not a directory"), "{error}");
 }
+
+/// Open descriptors of this process on `path`.
+fn open_descriptors(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+#[test]
+fn the_lock_file_stays_open_between_holders_and_a_replaced_file_is_reopened() {
+    let dir = state_dir();
+    let lock = StateLock::new(dir.path()).unwrap();
+    for _ in 0..3 {
+        let guard = lock
+            .acquire_exclusive("devices list", Duration::from_secs(1))
+            .unwrap();
+        drop(guard);
+    }
+    let path = lock.lock_path().to_owned();
+    assert_eq!(open_descriptors(&path), 1, "opened once, kept open");
+
+    // Someone replaces the file: the next holder locks the new one (a lock
+    // on the old, unlinked file would exclude nobody).
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"").unwrap();
+    let guard = lock
+        .acquire_exclusive("after the swap", Duration::from_secs(1))
+        .unwrap();
+    let other = std::fs::File::open(&path).unwrap();
+    assert!(
+        matches!(other.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        "the file now at the path is the one locked"
+    );
+    drop(guard);
+    assert!(other.try_lock().is_ok());
+}

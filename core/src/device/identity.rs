@@ -142,6 +142,9 @@ struct KeyRecord {
 #[derive(Clone)]
 pub struct DeviceIdentity {
     store: Arc<dyn SecretStore>,
+    /// The key once read or made: it never changes, and deriving its
+    /// public half again costs a scalar multiplication.
+    key: std::sync::OnceLock<DeviceKey>,
 }
 
 impl std::fmt::Debug for DeviceIdentity {
@@ -160,7 +163,10 @@ fn corrupt(key: &'static str, reason: impl std::fmt::Display) -> DeviceIdentityE
 impl DeviceIdentity {
     /// The device state in `store`.
     pub fn new(store: Arc<dyn SecretStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            key: std::sync::OnceLock::new(),
+        }
     }
 
     fn get<T: for<'de> Deserialize<'de>>(
@@ -187,6 +193,14 @@ impl DeviceIdentity {
     /// starting at once end up with the same key: the store's
     /// compare-and-swap lets only one first write win.
     pub fn key(&self) -> Result<DeviceKey, DeviceIdentityError> {
+        if let Some(key) = self.key.get() {
+            return Ok(key.clone());
+        }
+        let key = self.read_or_make_key()?;
+        Ok(self.key.get_or_init(|| key).clone())
+    }
+
+    fn read_or_make_key(&self) -> Result<DeviceKey, DeviceIdentityError> {
         if let Some(key) = self.existing_key()? {
             return Ok(key);
         }
@@ -310,12 +324,15 @@ mod tests {
         // A restart (a new handle on the same store) finds the same key.
         let again = DeviceIdentity::new(id.store.clone());
         assert_eq!(again.key().unwrap().device_id(), first.device_id());
-        // A corrupt key record is an error naming it, not a new key.
+        // A corrupt key record is an error naming it, not a new key (for a
+        // handle that has not read the key yet; one that has keeps it).
         let v = id.store.get(KEY_RECORD).unwrap().unwrap().version;
         id.store
             .put(KEY_RECORD, b"{\"seed\":\"zz\"}", Some(v))
             .unwrap();
-        let err = id.key().unwrap_err().to_string();
+        assert_eq!(id.key().unwrap().device_id(), first.device_id());
+        let fresh = DeviceIdentity::new(id.store.clone());
+        let err = fresh.key().unwrap_err().to_string();
         assert!(err.contains("device/key"), "{err}");
     }
 

@@ -23,6 +23,7 @@ const KEY_LEN: usize = 32;
 /// ([`seed`](Self::seed), [`to_pkcs8_der`](Self::to_pkcs8_der)) is
 /// returned in a [`Zeroizing`] buffer. `Debug` shows the device id, never
 /// the secret.
+#[derive(Clone)]
 pub struct DeviceKey {
     signing: SigningKey,
     public: DevicePublicKey,

@@ -249,7 +249,7 @@ impl StateLock {
                 waited: timeout,
             })?;
 
-        let file = self.lock_file(mode, timeout, deadline)?;
+        let file = self.lock_file(&tier, mode, timeout, deadline)?;
         let previous = read_record(&file).map_err(|e| io_error(&self.lock_path, e))?;
         let takeover = previous.map(|previous| {
             let reason = classify(&previous);
@@ -277,17 +277,22 @@ impl StateLock {
         })
     }
 
-    /// Opens the lock file and takes its flock in `mode` before `deadline`.
+    /// Opens the lock file (or takes the one this process keeps open) and
+    /// takes its flock in `mode` before `deadline`.
     fn lock_file(
         &self,
+        tier: &ProcessTierHold,
         mode: LockMode,
         timeout: Duration,
         deadline: Instant,
-    ) -> Result<File, LockError> {
+    ) -> Result<Arc<File>, LockError> {
         let path = &self.lock_path;
         let mut backoff = BACKOFF_START;
         loop {
-            let file = open_lock_file(path).map_err(|e| io_error(path, e))?;
+            let file = match tier.cached_file() {
+                Some(file) => file,
+                None => Arc::new(open_lock_file(path).map_err(|e| io_error(path, e))?),
+            };
             loop {
                 let attempt = match mode {
                     LockMode::Exclusive => file.try_lock(),
@@ -306,10 +311,13 @@ impl StateLock {
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             if is_same_file(&file, path).map_err(|e| io_error(path, e))? {
+                tier.cache_file(Some(file.clone()));
                 return Ok(file);
             }
             // The file was deleted or replaced after we opened it: our flock
             // protects nothing. Try again with the file now at the path.
+            let _ = file.unlock();
+            tier.cache_file(None);
             drop(file);
             if Instant::now() >= deadline {
                 return Err(self.timeout(timeout));
@@ -339,7 +347,7 @@ impl StateLock {
 #[must_use = "the state lock is released when the guard is dropped"]
 pub struct StateLockGuard {
     /// `None` once released.
-    file: Option<File>,
+    file: Option<Arc<File>>,
     lock_path: PathBuf,
     mode: LockMode,
     takeover: Option<Takeover>,
@@ -386,7 +394,11 @@ impl StateLockGuard {
             LockMode::Shared => Ok(()),
         };
         let unlocked = file.unlock();
-        // Closing the file releases the flock even if unlock failed.
+        if unlocked.is_err() {
+            // Closing the file releases the flock even if unlock failed:
+            // do not keep it open for the next holder.
+            self._tier.cache_file(None);
+        }
         drop(file);
         cleared
             .and(unlocked)

@@ -16,6 +16,10 @@ use super::holder::Holder;
 pub(super) struct ProcessTier {
     holder: Mutex<Option<Holder>>,
     released: Condvar,
+    /// The lock file, kept open between holders of this process (one at a
+    /// time, so they may share its open file description): taking the lock
+    /// then costs no `open` and no `close`.
+    file: Mutex<Option<Arc<std::fs::File>>>,
 }
 
 impl ProcessTier {
@@ -54,6 +58,23 @@ impl ProcessTier {
         // Waiters may have timed out meanwhile: wake them all so none of the
         // remaining ones misses the release.
         self.released.notify_all();
+    }
+}
+
+impl ProcessTierHold {
+    /// The lock file kept open by an earlier holder, if any.
+    pub(super) fn cached_file(&self) -> Option<Arc<std::fs::File>> {
+        self.0
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Keeps `file` open for the next holder (`None`: close it once the
+    /// holders let go).
+    pub(super) fn cache_file(&self, file: Option<Arc<std::fs::File>>) {
+        *self.0.file.lock().unwrap_or_else(PoisonError::into_inner) = file;
     }
 }
 
