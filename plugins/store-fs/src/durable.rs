@@ -9,9 +9,9 @@
 //!   target, and the folder is fsynced so the rename itself survives a
 //!   crash.
 //! - **Atomic, not durable** ([`replace`], [`remove_unsynced`]), for record
-//!   files: the same temp file, swapped in for an existing target
-//!   (`RENAME_EXCHANGE`, then the old file is removed) or renamed to a new
-//!   one, without any sync. The journal
+//!   files: a spare file (see [`Spares`]) filled and swapped in for an
+//!   existing target (`RENAME_EXCHANGE`; the old file becomes a spare) or
+//!   renamed to a new one, without any sync. The journal
 //!   (see the `journal` module) has made the write durable before, and
 //!   makes the files themselves durable at its next checkpoint
 //!   ([`sync_filesystem`]).
@@ -136,78 +136,191 @@ pub(crate) fn write_atomic(root: &Path, rel: &Path, bytes: &[u8]) -> io::Result<
     result
 }
 
-/// Replaces `root/rel` with `bytes` atomically but **not durably**: a
-/// temp file put in place of the target with no sync at all, creating
-/// missing folders (not synced either). Only for record files, whose bytes
-/// the journal already holds durably. The caller holds the store lock.
+/// The folder, under the root, of spare record files (see [`Spares`]).
+pub(crate) const SPARE_DIR: &str = ".spare";
+
+/// The most spare files a store object keeps; past it, a freed file is
+/// removed.
+const MAX_SPARES: usize = 1024;
+
+/// Record files taken out of the key space, kept to be written again.
 ///
-/// An existing target is swapped with the temp file (`renameat2` with
-/// `RENAME_EXCHANGE`) and the old file, now under the temp name, removed:
-/// a plain rename over an existing file makes ext4 (and btrfs) start
-/// writing the new file's data at once (ext4's `auto_da_alloc`, a
+/// Replacing a record swaps a new file in and takes the old one out; a
+/// delete takes a file out. Removing those files and creating new ones for
+/// the next writes is what a filesystem does worst under churn: ext4
+/// without a journal (as on these machines) skips every inode freed in the
+/// last seconds when it allocates one, scanning past them, so at a
+/// thousand pairings a second creating a file cost more than everything
+/// else together. So the files taken out are renamed into
+/// `<root>/.spare/` (a dot-folder: never read as records) and the next
+/// write fills one of them and swaps it in: in a steady state no inode is
+/// created or freed.
+///
+/// A reader that opened a record just before it was swapped out may, if it
+/// is slow enough for a later write to refill that file, read a mix: it
+/// fails authentication, and `FsStore::read` reads the record again (the
+/// path then names the current file) before calling it damaged.
+///
+/// Used under the store lock only. Several store objects (or processes)
+/// may each know a spare another one has since used: opening it then finds
+/// nothing, and the next one is taken.
+pub(crate) struct Spares {
+    dir: PathBuf,
+    free: Vec<PathBuf>,
+}
+
+impl Spares {
+    /// The spares of the store at `root`: whatever `.spare/` holds.
+    pub(crate) fn new(root: &Path) -> Self {
+        let dir = root.join(SPARE_DIR);
+        let free = fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .map(|e| e.path())
+                    .take(MAX_SPARES)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self { dir, free }
+    }
+
+    /// A spare file open for writing: a known one, or a new one.
+    fn take(&mut self) -> io::Result<(PathBuf, File)> {
+        while let Some(path) = self.free.pop() {
+            match OpenOptions::new().write(true).open(&path) {
+                Ok(file) => return Ok((path, file)),
+                // Used by another store object meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        match create_temp(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match DirBuilder::new().mode(DIR_MODE).create(&self.dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                create_temp(&self.dir)
+            }
+            other => other,
+        }
+    }
+
+    /// Keeps the file at `path` (in the spare folder) for a later write.
+    fn keep(&mut self, path: PathBuf) {
+        if self.free.len() < MAX_SPARES {
+            self.free.push(path);
+        } else {
+            let _ = fs::remove_file(&path);
+        }
+    }
+
+    /// A new name in the spare folder, if there is room for one more.
+    fn room(&mut self) -> io::Result<Option<PathBuf>> {
+        if self.free.len() >= MAX_SPARES {
+            return Ok(None);
+        }
+        match DirBuilder::new().mode(DIR_MODE).create(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let n = random_u64().map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Some(self.dir.join(format!("{TEMP_PREFIX}{n:016x}"))))
+    }
+}
+
+/// Replaces `root/rel` with `bytes` atomically but **not durably**: a
+/// spare file (see [`Spares`]) filled and put in place of the target with
+/// no sync at all, creating missing folders (not synced either). Only for
+/// record files, whose bytes the journal already holds durably. The caller
+/// holds the store lock.
+///
+/// An existing target is swapped with the spare (`renameat2` with
+/// `RENAME_EXCHANGE`), and the old file, now under the spare's name, is the
+/// next spare: a plain rename over an existing file makes ext4 (and btrfs)
+/// start writing the new file's data at once (ext4's `auto_da_alloc`, a
 /// safeguard for programs that do not sync), which measured 1.6 ms per
 /// record here against 0.24 ms for the swap; the journal is our safeguard,
 /// and the checkpoint writes the data in bulk. A filesystem without the
-/// swap gets the plain rename. A crash between the swap and the removal
-/// leaves the old record under a temp name: ignored, like any temp file.
-pub(crate) fn replace(root: &Path, rel: &Path, bytes: &[u8]) -> io::Result<()> {
+/// swap gets the plain rename (and the old file is freed).
+pub(crate) fn replace(
+    spares: &mut Spares,
+    root: &Path,
+    rel: &Path,
+    bytes: &[u8],
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
     let target = root.join(rel);
-    let dir = target
-        .parent()
-        .ok_or_else(|| io::Error::other("a record path has no folder"))?;
-    let (temp, mut file) = match create_temp(dir) {
-        Ok(created) => created,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // First record under this folder: the slow path, taken once.
-            DirBuilder::new()
-                .recursive(true)
-                .mode(DIR_MODE)
-                .create(dir)?;
-            create_temp(dir)?
-        }
-        Err(e) => return Err(e),
-    };
-    let result = (|| {
-        file.write_all(bytes)?;
-        drop(file);
-        match rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &temp,
-            rustix::fs::CWD,
-            &target,
-            rustix::fs::RenameFlags::EXCHANGE,
-        ) {
-            // The temp name now holds the old record; if it cannot be
-            // removed, it is only a stray temp file.
-            Ok(()) => {
-                let _ = fs::remove_file(&temp);
-                Ok(())
-            }
-            // No record yet, or no swap on this filesystem.
-            Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
-                fs::rename(&temp, &target)
-            }
-            Err(e) => Err(e.into()),
-        }
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
+    let (spare, file) = spares.take()?;
+    let filled = file
+        .write_all_at(bytes, 0)
+        .and_then(|()| file.set_len(bytes.len() as u64));
+    drop(file);
+    if let Err(e) = filled {
+        spares.keep(spare);
+        return Err(e);
     }
-    result
-}
-
-/// Removes the file at `path`, **not durably** (no sync); a file that is
-/// not there is not an error. Only for record files, as [`replace`].
-pub(crate) fn remove_unsynced(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
+    match rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        &spare,
+        rustix::fs::CWD,
+        &target,
+        rustix::fs::RenameFlags::EXCHANGE,
+    ) {
+        // The spare's name now holds the old record: the next spare.
+        Ok(()) => {
+            spares.keep(spare);
             Ok(())
         }
+        // No record yet (or no folder yet), or no swap on this filesystem.
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            let renamed = match fs::rename(&spare, &target) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // First record under this folder: the slow path, once.
+                    create_dirs(root, rel.parent().unwrap_or(Path::new("")))
+                        .and_then(|()| fs::rename(&spare, &target))
+                }
+                other => other,
+            };
+            if renamed.is_err() {
+                spares.keep(spare);
+            }
+            renamed
+        }
+        Err(e) => {
+            spares.keep(spare);
+            Err(e.into())
+        }
+    }
+}
+
+/// Removes the record file at `path`, **not durably** (no sync): it
+/// becomes a spare (see [`Spares`]), or is removed when there are enough.
+/// A file that is not there is not an error. Only for record files, as
+/// [`replace`].
+pub(crate) fn remove_unsynced(spares: &mut Spares, path: &Path) -> io::Result<()> {
+    let gone = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+        )
+    };
+    if let Some(spare) = spares.room()? {
+        return match fs::rename(path, &spare) {
+            Ok(()) => {
+                spares.keep(spare);
+                Ok(())
+            }
+            Err(e) if gone(&e) => Ok(()),
+            Err(e) => Err(e),
+        };
+    }
+    match fs::remove_file(path) {
+        Err(e) if gone(&e) => Ok(()),
         other => other,
     }
 }

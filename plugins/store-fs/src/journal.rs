@@ -588,6 +588,8 @@ pub(crate) struct Journal {
     /// The journal file as last seen (kept open: its inode number cannot be
     /// reused while it is), with what was seen of it.
     current: Option<(File, Seen)>,
+    /// Record files to write again instead of creating new ones.
+    spares: durable::Spares,
 }
 
 impl Journal {
@@ -600,6 +602,7 @@ impl Journal {
             checkpoint_bytes: tuning.checkpoint_bytes.unwrap_or(CHECKPOINT_BYTES),
             crash: tuning.crash,
             current: None,
+            spares: durable::Spares::new(root),
         }
     }
 
@@ -854,8 +857,12 @@ impl Journal {
             let key = op.key();
             let rel = path::record_path(key)?;
             let done = match op {
-                Op::Put { record, .. } => durable::replace(&self.root, &rel, record),
-                Op::Delete { .. } => durable::remove_unsynced(&self.root.join(&rel)),
+                Op::Put { record, .. } => {
+                    durable::replace(&mut self.spares, &self.root, &rel, record)
+                }
+                Op::Delete { .. } => {
+                    durable::remove_unsynced(&mut self.spares, &self.root.join(&rel))
+                }
             };
             done.map_err(|e| {
                 PluginError::unavailable(format!(

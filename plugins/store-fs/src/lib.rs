@@ -21,6 +21,9 @@
 //!                    checkpoint, each one frame (see the `journal` module)
 //!   .keycheck        a sealed constant: tells a wrong key at open
 //!   .quarantine/     record files moved aside (`quarantine`), as found
+//!   .spare/          record files taken out by a replace or delete, kept to
+//!                    be filled and swapped in by later writes (no inode is
+//!                    created or freed per write: see `durable::Spares`)
 //!   .kdf             Argon2id salt and parameters (passphrase stores only)
 //!   devices/         one folder level per key segment, 0700
 //!     ab%2Ecd.rec    the record of key "devices/ab.cd", 0600
@@ -186,6 +189,10 @@ fn io_error(what: &str, key: &str, path: &Path, e: &io::Error) -> PluginError {
 fn damaged(key: &str, path: &Path, e: &OpenError) -> PluginError {
     PluginError::internal(format!("record {key:?}: {e}; file {}", path.display()))
 }
+
+/// How many times a record that does not open is read again before it is
+/// called damaged (see `FsStore::read`).
+const TORN_READ_RETRIES: u32 = 3;
 
 /// The folder, under the root, that quarantined record files are moved to.
 pub const QUARANTINE_DIR: &str = ".quarantine";
@@ -425,16 +432,28 @@ impl FsStore {
     }
 
     /// Reads and opens `key`'s record file: `None` if there is none.
+    ///
+    /// A record that does not open is read again a few times before it is
+    /// called damaged: a reader without the lock may have opened the file
+    /// just before a writer swapped it out and refilled it as a spare (see
+    /// `durable::Spares`); read again, the path names the current file.
     fn read(&self, key: &str, path: &Path) -> Result<Option<(Version, Vec<u8>)>, PluginError> {
-        let Some(bytes) =
-            durable::read_optional(path).map_err(|e| io_error("read", key, path, &e))?
-        else {
-            return Ok(None);
-        };
-        self.sealer
-            .open_record(key, bytes)
-            .map(Some)
-            .map_err(|e| damaged(key, path, &e))
+        let mut retries = TORN_READ_RETRIES;
+        loop {
+            let Some(bytes) =
+                durable::read_optional(path).map_err(|e| io_error("read", key, path, &e))?
+            else {
+                return Ok(None);
+            };
+            match self.sealer.open_record(key, bytes) {
+                Ok(record) => return Ok(Some(record)),
+                Err(_) if retries > 0 => {
+                    retries -= 1;
+                    std::thread::yield_now();
+                }
+                Err(e) => return Err(damaged(key, path, &e)),
+            }
+        }
     }
 
     /// Writes a record without the lock, the journal, the temp file or any

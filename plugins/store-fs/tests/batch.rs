@@ -62,13 +62,14 @@ fn a_batch_applies_whole_with_one_result_per_op_and_survives_reopening() {
     ];
     let versions = store.apply_batch(&ops).unwrap();
     assert_eq!(versions.len(), 4);
-    // Updated records leave nothing behind (the old file is swapped out to
-    // a temp name, then removed).
-    let temps: Vec<_> = common::snapshot(store.root())
-        .into_keys()
+    // Updated and deleted records leave nothing among the records: the old
+    // files are spares, to be filled by later writes.
+    let files = common::snapshot(store.root()).into_keys();
+    let (spares, temps): (Vec<_>, Vec<_>) = files
         .filter(|p| p.to_string_lossy().contains(".tmp-"))
-        .collect();
+        .partition(|p| p.starts_with(".spare"));
     assert!(temps.is_empty(), "{temps:?}");
+    assert!(spares.len() <= 2, "{spares:?}");
     assert_eq!(versions[1], Some(va + 1), "an update adds one");
     assert_eq!(versions[2], None, "a delete has no version");
     assert!(versions[0].is_some_and(|v| v != 0) && versions[3].is_some_and(|v| v != 0));
@@ -196,4 +197,72 @@ fn a_batch_is_one_journal_frame() {
     let before = journal_len(&store);
     store.delete("many/07", v).unwrap();
     assert_eq!(journal_len(&store), before + 53 + 4 + 1 + 2 + 7);
+}
+
+/// Inode numbers of the record file of `key`.
+fn inode(store: &FsStore, key: &str) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(store.record_file(key).unwrap()).unwrap(),
+    )
+}
+
+#[test]
+fn writes_fill_spare_files_instead_of_creating_and_freeing_them() {
+    let (_dir, store) = common::fresh();
+    let mut v = store.put("k/a", b"0", None).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 1..50u32 {
+        v = store.put("k/a", &i.to_le_bytes(), Some(v)).unwrap();
+        seen.insert(inode(&store, "k/a"));
+    }
+    // The record and one spare take turns.
+    assert!(seen.len() <= 2, "{} inodes for one key", seen.len());
+    // A delete makes a spare too, and a create fills it.
+    let b = store.put("k/b", b"b", None).unwrap();
+    let freed = inode(&store, "k/b");
+    store.delete("k/b", b).unwrap();
+    store.put("k/c", b"c", None).unwrap();
+    let filled = inode(&store, "k/c");
+    assert!(
+        filled == freed || seen.contains(&filled),
+        "k/c got a new inode {filled}"
+    );
+    assert_eq!(
+        store.get("k/a").unwrap().unwrap().value,
+        49u32.to_le_bytes()
+    );
+    assert_eq!(store.get("k/b").unwrap(), None);
+}
+
+#[test]
+fn readers_without_the_lock_read_whole_records_while_a_writer_replaces_them() {
+    let (_dir, store) = common::fresh();
+    let store = std::sync::Arc::new(store);
+    let mut v = store.put("r/x", &[0u8; 2048], None).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, stop) = (&store, &stop);
+                s.spawn(move || {
+                    let mut reads = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let got = store.get("r/x").expect("never damaged").expect("present");
+                        assert_eq!(got.value.len(), 2048);
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for i in 0..300u32 {
+            let mut value = vec![0u8; 2048];
+            value[..4].copy_from_slice(&i.to_le_bytes());
+            v = store.put("r/x", &value, Some(v)).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    });
 }
