@@ -447,7 +447,7 @@ fn check_frame(
         return None;
     }
     let n = u32_at(rest, 21) as usize;
-    if n > MAX_BODY_LEN || rest.len() < FRAME_OVERHEAD + n {
+    if rest.len().saturating_sub(FRAME_OVERHEAD) < n {
         return None;
     }
     let body_end = FRAME_PREFIX_LEN + n;
@@ -604,12 +604,6 @@ impl Journal {
             current: None,
             spares: durable::Spares::new(root),
         }
-    }
-
-    /// Forgets what was seen: the next [`Journal::recover`] reads the
-    /// journal afresh.
-    pub(crate) fn forget(&mut self) {
-        self.current = None;
     }
 
     fn damaged(&self, detail: &str) -> PluginError {
@@ -783,9 +777,10 @@ impl Journal {
         }
         let ops_to_apply: Vec<Op> = last.into_values().collect();
         self.apply(&ops_to_apply)?;
-        let end = seen.len + found.end as u64;
-        self.current = Some((file, Seen { len: end, ..seen }));
-        self.checkpoint(env)?;
+        // Until the checkpoint has worked, this object takes the journal
+        // as unseen: its next write replays it again.
+        drop(file);
+        self.checkpoint(env, seen.generation)?;
         if !found.bodies.is_empty() {
             env.ctx.info(&format!(
                 "journal {}: applied again the {} writes ({ops} record writes) made before the \
@@ -821,12 +816,10 @@ impl Journal {
         Ok(())
     }
 
-    /// Makes every applied record file durable and starts a new journal.
-    /// Every frame of the current journal must be applied.
-    fn checkpoint(&mut self, env: &Env<'_>) -> Result<(), PluginError> {
-        let Some((_, seen)) = self.current else {
-            return Err(PluginError::internal("checkpoint without a journal"));
-        };
+    /// Makes every applied record file durable and starts a new journal
+    /// after the one of `generation`. Every frame of the current journal
+    /// must be applied.
+    fn checkpoint(&mut self, env: &Env<'_>, generation: u64) -> Result<(), PluginError> {
         durable::sync_filesystem(&self.root).map_err(|e| {
             PluginError::unavailable(format!(
                 "cannot flush the store's files to disk (syncfs on {}): {e}",
@@ -836,15 +829,17 @@ impl Journal {
         if self.crash_now(CrashPoint::MidCheckpoint) {
             die();
         }
-        self.start(env, seen.generation.wrapping_add(1))
+        self.start(env, generation.wrapping_add(1))
     }
 
     /// Checkpoints if the journal holds any frame: before an operation
-    /// outside the journal (quarantine) that a replay must not undo.
+    /// outside the journal (quarantine) that a replay must not undo. Call
+    /// [`Journal::recover`] first.
     pub(crate) fn checkpoint_if_written(&mut self, env: &Env<'_>) -> Result<(), PluginError> {
         match self.current {
+            None => Err(PluginError::internal("journal checkpoint before recovery")),
             Some((_, seen)) if seen.len == HEADER_LEN as u64 => Ok(()),
-            _ => self.checkpoint(env),
+            Some((_, seen)) => self.checkpoint(env, seen.generation),
         }
     }
 
@@ -904,12 +899,12 @@ impl Journal {
                 Ok(()) => "nothing was written",
                 Err(_) => "the write may or may not take effect",
             };
-            let err = PluginError::unavailable(format!(
+            // What this object remembers stays as before the append: the
+            // next recovery compares it with the file again.
+            return Err(PluginError::unavailable(format!(
                 "cannot append to the journal {}: {e}; {outcome}",
                 self.path.display()
-            ));
-            self.forget();
-            return Err(err);
+            )));
         }
         if self.crash_now(CrashPoint::AfterCommit) {
             die();
@@ -921,7 +916,7 @@ impl Journal {
             s.len = end;
         }
         if end >= self.checkpoint_bytes
-            && let Err(e) = self.checkpoint(env)
+            && let Err(e) = self.checkpoint(env, seen.generation)
         {
             env.ctx.warn(&format!(
                 "journal checkpoint failed: {e}; the write itself is durable, and the \
@@ -1081,9 +1076,17 @@ mod tests {
             assert_eq!(check_frame(&s, 7, 57, &bad, 0), None, "byte {i}");
         }
         assert_eq!(check_frame(&s, 7, 57, &frame[..end - 1], 0), None);
-        // A frame claiming an over-large body is not read.
+        // An authentic frame of another format version is not read as this
+        // one (a later version written with the same key).
+        let mut future = frame[..FRAME_PREFIX_LEN + body.len()].to_vec();
+        future[4] = 2;
+        let (nonce, tag) = s.authenticate(&future).unwrap();
+        future.extend_from_slice(&nonce);
+        future.extend_from_slice(&tag);
+        assert_eq!(check_frame(&s, 7, 57, &future, 0), None, "version 2");
+        // A frame claiming a body longer than what follows is not read.
         let mut huge = frame.clone();
-        huge[21..25].copy_from_slice(&((MAX_BODY_LEN + 1) as u32).to_be_bytes());
+        huge[21..25].copy_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(check_frame(&s, 7, 57, &huge, 0), None);
     }
 
@@ -1122,6 +1125,13 @@ mod tests {
         let mut garbage = bytes.clone();
         garbage[starts[2] + 30] ^= 1;
         let found = scan(&s, 3, 100, &garbage).unwrap();
+        assert!(found.torn);
+        assert_eq!((found.end, found.bodies.len()), (starts[2], 2));
+        // The torn tail holds the frame magic more than once, none of them
+        // a frame (a record's bytes may hold anything).
+        let mut magic = bytes[..starts[2] + 40].to_vec();
+        magic.extend_from_slice(b"KGJF..KGJFKGJF....");
+        let found = scan(&s, 3, 100, &magic).unwrap();
         assert!(found.torn);
         assert_eq!((found.end, found.bodies.len()), (starts[2], 2));
         let mut zeros = bytes.clone();
@@ -1166,8 +1176,9 @@ mod tests {
         );
         assert_eq!(parse_boot_id("xf26713e-ac10-45fb-8d79-b318446d3dd1"), None);
         assert_eq!(parse_boot_id(""), None);
-        if std::path::Path::new(BOOT_ID_FILE).exists() {
-            assert!(kernel_boot_id().is_some());
+        if let Ok(text) = fs::read_to_string(BOOT_ID_FILE) {
+            assert_eq!(kernel_boot_id(), parse_boot_id(&text));
+            assert!(kernel_boot_id().is_some(), "{text:?}");
         }
     }
 

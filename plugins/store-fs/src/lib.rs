@@ -154,7 +154,7 @@ use keygate_sdk::{
 
 use crate::crypto::{MIN_RECORD_LEN, OpenError, Sealer, random_u64};
 use crate::journal::{Env, Journal, Op};
-use crate::lock::{LockGuard, StoreLock};
+use crate::lock::StoreLock;
 use zeroize::Zeroize;
 
 #[doc(hidden)]
@@ -316,16 +316,6 @@ impl FsStore {
         Self::open(settings, ctx, tuning)
     }
 
-    /// Takes the store lock, with the journal's state cleared if a writer
-    /// panicked while holding it.
-    fn lock(&self) -> Result<LockGuard<'_, Journal>, PluginError> {
-        let mut guard = self.lock.lock()?;
-        if guard.poisoned() {
-            guard.parts().0.forget();
-        }
-        Ok(guard)
-    }
-
     fn env<'a>(&'a self, mark: &'a File) -> Env<'a> {
         Env {
             sealer: &self.sealer,
@@ -367,7 +357,7 @@ impl FsStore {
                 journal::MAX_BODY_LEN
             )));
         }
-        let mut guard = self.lock()?;
+        let mut guard = self.lock.lock()?;
         let (journal, mark) = guard.parts();
         let env = self.env(mark);
         journal.recover(&env)?;
@@ -526,7 +516,7 @@ impl SecretStore for FsStore {
     /// the record.
     fn quarantine(&self, key: &str) -> Result<String, PluginError> {
         let path = self.record_file(key)?;
-        let mut guard = self.lock()?;
+        let mut guard = self.lock.lock()?;
         let (journal, mark) = guard.parts();
         let env = self.env(mark);
         journal.recover(&env)?;

@@ -39,16 +39,9 @@ pub(crate) struct LockGuard<'a, T> {
     file: &'a File,
     // Dropped after `Drop::drop` has released the flock.
     state: MutexGuard<'a, T>,
-    poisoned: bool,
 }
 
 impl<T> LockGuard<'_, T> {
-    /// Whether a writer panicked while holding the lock before: the guarded
-    /// state may be half updated.
-    pub(crate) fn poisoned(&self) -> bool {
-        self.poisoned
-    }
-
     /// The guarded state and the lock file (which the journal also uses
     /// for its "applied" mark).
     pub(crate) fn parts(&mut self) -> (&mut T, &File) {
@@ -92,21 +85,13 @@ impl<T> StoreLock<T> {
     /// Waits for and takes the store-wide lock.
     pub(crate) fn lock(&self) -> Result<LockGuard<'_, T>, PluginError> {
         // A poisoned mutex: a writer panicked while holding it. The guarded
-        // state is only a cache of what is on disk; the guard says so, and
-        // the caller reads the disk afresh.
-        let (threads, poisoned) = match self.threads.lock() {
-            Ok(threads) => (threads, false),
-            Err(p) => (p.into_inner(), true),
-        };
+        // state (what a store object remembers of the journal) is checked
+        // against the disk by every writer before use, so it is taken as it
+        // is.
+        let threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             match self.file.lock() {
-                Ok(()) => {
-                    if poisoned {
-                        // This caller is told; the next ones need not be.
-                        self.threads.clear_poison();
-                    }
-                    break;
-                }
+                Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(PluginError::unavailable(format!(
@@ -119,7 +104,6 @@ impl<T> StoreLock<T> {
         Ok(LockGuard {
             file: &self.file,
             state: threads,
-            poisoned,
         })
     }
 }

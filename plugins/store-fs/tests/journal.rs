@@ -155,7 +155,7 @@ fn a_power_loss_is_undone_from_the_journal_on_the_next_boot() {
     assert!(
         all_messages(&lines, LogLevel::Info)
             .iter()
-            .any(|m| m.contains("4 writes")),
+            .any(|m| m.contains("4 writes (8 record writes)")),
         "{:?}",
         lines.0.lock().unwrap()
     );
@@ -397,15 +397,68 @@ fn a_quarantine_is_not_undone_by_a_replay_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open_in(dir.path(), BOOT_A);
     store.put("q/bad", b"soon damaged", None).unwrap();
+    store.put("q/worse", b"soon damaged too", None).unwrap();
     store.put("q/good", b"fine", None).unwrap();
-    let file = store.record_file("q/bad").unwrap();
-    std::fs::write(&file, b"damaged").unwrap();
+    for key in ["q/bad", "q/worse"] {
+        std::fs::write(store.record_file(key).unwrap(), b"damaged").unwrap();
+    }
+    let (generation, _) = header(&store);
     store.quarantine("q/bad").unwrap();
     assert_eq!(journal_len(&store), HEADER_LEN, "checkpointed first");
+    assert_eq!(header(&store).0, generation + 1);
+    // With nothing in the journal, there is nothing to checkpoint.
+    store.quarantine("q/worse").unwrap();
+    assert_eq!(header(&store).0, generation + 1);
     drop(store);
     let (store, _) = open_in(dir.path(), BOOT_B);
     assert_eq!(store.get("q/bad").unwrap(), None);
     assert_eq!(store.list("").unwrap(), ["q/good"]);
+}
+
+#[test]
+fn a_store_object_follows_a_journal_replaced_by_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = Tuning {
+        boot_id: Some(BOOT_A),
+        checkpoint_bytes: Some(4096),
+        ..Tuning::default()
+    };
+    let (store, _) = open_tuned(dir.path(), tuning.clone());
+    let (other, _) = open_tuned(dir.path(), tuning);
+    // Journal 1: k = v1, then a pad that passes the threshold.
+    let v = store.put("j/k", &[1u8; 2000], None).unwrap();
+    let first_frame_end = journal_len(&store);
+    store.put("j/pad", &[0u8; 2000], None).unwrap();
+    assert_eq!(journal_len(&store), HEADER_LEN, "checkpointed");
+    // Journal 2: k = v2, in a frame of the same size at the same place.
+    store.put("j/k", &[2u8; 2000], Some(v)).unwrap();
+    assert_eq!(journal_len(&store), first_frame_end);
+    // `other` still holds journal 1 open; it must read the new one, not
+    // take the old one's frames for new ones.
+    other.put("j/other", b"o", None).unwrap();
+    assert_eq!(store.get("j/k").unwrap().unwrap().value, [2u8; 2000]);
+}
+
+#[test]
+fn a_journal_that_cannot_be_read_is_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_in(dir.path(), BOOT_A);
+    store.put("l/a", b"a", None).unwrap();
+    // A symlink to itself: every look at it fails (not "not found").
+    let path = journal(&store);
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(".journal", &path).unwrap();
+    let err = store.put("l/b", b"b", None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains(&path.display().to_string()), "{err}");
+    assert!(
+        std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the journal was replaced"
+    );
+    assert_eq!(store.get("l/b").unwrap(), None);
 }
 
 #[test]
