@@ -304,6 +304,36 @@ mod tests {
     }
 
     #[test]
+    fn a_key_written_twice_in_a_group_refuses_a_write_naming_its_first_pending_version() {
+        let store = Arc::new(MemoryStore::new());
+        let mut o = Overlay::new(store.clone());
+        o.apply(&[put("k", b"1", None)]).unwrap();
+        let first = o.get("k").unwrap().unwrap().version;
+        o.apply(&[put("k", b"2", Some(first))]).unwrap();
+        let second = o.get("k").unwrap().unwrap().version;
+        assert_ne!(first, second, "each write gives a new version");
+        assert!(o.apply(&[put("k", b"stale", Some(first))]).is_err());
+        assert_eq!(o.get("k").unwrap().unwrap().value, b"2");
+    }
+
+    #[test]
+    fn pending_versions_never_match_a_version_the_store_gave() {
+        let store = Arc::new(MemoryStore::new());
+        let v = store.put("k", b"stored", None).unwrap();
+        let mut o = Overlay::new(store.clone());
+        // Hand out as many pending versions as it takes for a counter that
+        // started low to reach the store's version at `k`.
+        for i in 0..v.min(10_000) {
+            o.apply(&[put(&format!("pad/{i}"), b"", None)]).unwrap();
+        }
+        o.apply(&[put("k", b"new", Some(v))]).unwrap();
+        // A plan that read `k` from the store before the group wrote it is
+        // stale, whatever the numbers.
+        assert!(o.apply(&[put("k", b"stale", Some(v))]).is_err());
+        assert!(o.apply(&[Write::delete("k".into(), v)]).is_err());
+    }
+
+    #[test]
     fn net_writes_name_the_stored_versions_once_per_key() {
         let store = Arc::new(MemoryStore::new());
         let a = store.put("a", b"1", None).unwrap();
