@@ -202,14 +202,16 @@ fn batches(c: &mut Criterion) {
         }
         let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
         let (bm, sm, pm) = (mean(&batch), mean(&single), mean(&pre));
+        let slowest = batch.iter().copied().fold(0.0, f64::max) * n as f64;
         let (b, s, p) = (median(batch), median(single), median(pre));
         eprintln!(
-            "  {n:>3} records, {rounds} rounds: batch {:.1} µs ({:.0}/s; mean {:.1} µs), \
-             single put {:.1} µs (mean {:.1}), pre-journal write {:.1} µs (mean {:.1}); \
-             single/batch {:.1}x, pre-journal/batch {:.1}x (means)",
+            "  {n:>3} records, {rounds} rounds: batch {:.1} µs ({:.0}/s; mean {:.1} µs; \
+             slowest batch {:.1} ms), single put {:.1} µs (mean {:.1}), pre-journal write \
+             {:.1} µs (mean {:.1}); single/batch {:.1}x, pre-journal/batch {:.1}x (means)",
             b * 1e6,
             1.0 / bm,
             bm * 1e6,
+            slowest * 1e3,
             s * 1e6,
             sm * 1e6,
             p * 1e6,
