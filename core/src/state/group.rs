@@ -34,7 +34,12 @@ use super::overlay::Overlay;
 #[derive(Default)]
 pub(super) struct Groups {
     inner: Mutex<Inner>,
+    /// Group-level changes: a group started, a group's outcome is out, a
+    /// new leader may step up.
     changed: Condvar,
+    /// The last member of the active group planned. Only its leader waits
+    /// here, so a plan wakes one thread, not every waiting mutator.
+    all_planned: Condvar,
 }
 
 #[derive(Default)]
@@ -151,11 +156,12 @@ impl<'g> Membership<'g> {
                 st.leader_chosen = true;
                 return Turn::Lead;
             }
-            st = self
-                .groups
-                .changed
-                .wait(st)
-                .unwrap_or_else(|p| p.into_inner());
+            let wake = if lead.is_some() {
+                &self.groups.all_planned
+            } else {
+                &self.groups.changed
+            };
+            st = wake.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -192,11 +198,16 @@ impl<'g> Membership<'g> {
     /// [`Turn::Plan`].
     pub(super) fn planned(&mut self, mut st: MutexGuard<'_, Inner>) {
         self.planned = true;
-        if let Some(active) = st.active.as_mut() {
+        let last = st.active.as_mut().is_some_and(|active| {
             active.planned += 1;
-        }
+            active.planned == active.members
+        });
         drop(st);
-        self.groups.changed.notify_all();
+        // The members still to plan are waiting for the mutex, not a
+        // condition; only the leader needs to hear of the last plan.
+        if last {
+            self.groups.all_planned.notify_one();
+        }
     }
 
     /// The leader committed: publishes the outcome and lets the next group

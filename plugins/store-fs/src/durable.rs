@@ -9,7 +9,7 @@
 //!   target, and the folder is fsynced so the rename itself survives a
 //!   crash.
 //! - **Atomic, not durable** ([`replace`], [`remove_unsynced`]), for record
-//!   files: a spare file (see [`Spares`]) filled and swapped in for an
+//!   files: a spare file (see the `spares` module) filled and swapped in for an
 //!   existing target (`RENAME_EXCHANGE`; the old file becomes a spare) or
 //!   renamed to a new one, without any sync. The journal
 //!   (see the `journal` module) has made the write durable before, and
@@ -29,6 +29,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::crypto::random_u64;
+use crate::spares::Spares;
 
 /// The mode of every file the store creates.
 pub(crate) const FILE_MODE: u32 = 0o600;
@@ -43,7 +44,7 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Creates a new, empty, private temp file in `dir`.
-fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
+pub(crate) fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
     let mut last = None;
     for _ in 0..8 {
         let n = random_u64().map_err(|e| io::Error::other(e.to_string()))?;
@@ -136,103 +137,6 @@ pub(crate) fn write_atomic(root: &Path, rel: &Path, bytes: &[u8]) -> io::Result<
     result
 }
 
-/// The folder, under the root, of spare record files (see [`Spares`]).
-pub(crate) const SPARE_DIR: &str = ".spare";
-
-/// The most spare files a store object keeps; past it, a freed file is
-/// removed.
-const MAX_SPARES: usize = 1024;
-
-/// Record files taken out of the key space, kept to be written again.
-///
-/// Replacing a record swaps a new file in and takes the old one out; a
-/// delete takes a file out. Removing those files and creating new ones for
-/// the next writes is what a filesystem does worst under churn: ext4
-/// without a journal (as on these machines) skips every inode freed in the
-/// last seconds when it allocates one, scanning past them, so at a
-/// thousand pairings a second creating a file cost more than everything
-/// else together. So the files taken out are renamed into
-/// `<root>/.spare/` (a dot-folder: never read as records) and the next
-/// write fills one of them and swaps it in: in a steady state no inode is
-/// created or freed.
-///
-/// A reader that opened a record just before it was swapped out may, if it
-/// is slow enough for a later write to refill that file, read a mix: it
-/// fails authentication, and `FsStore::read` reads the record again (the
-/// path then names the current file) before calling it damaged.
-///
-/// Used under the store lock only. Several store objects (or processes)
-/// may each know a spare another one has since used: opening it then finds
-/// nothing, and the next one is taken.
-pub(crate) struct Spares {
-    dir: PathBuf,
-    free: Vec<PathBuf>,
-}
-
-impl Spares {
-    /// The spares of the store at `root`: whatever `.spare/` holds.
-    pub(crate) fn new(root: &Path) -> Self {
-        let dir = root.join(SPARE_DIR);
-        let free = fs::read_dir(&dir)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok())
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                    .map(|e| e.path())
-                    .take(MAX_SPARES)
-                    .collect()
-            })
-            .unwrap_or_default();
-        Self { dir, free }
-    }
-
-    /// A spare file open for writing: a known one, or a new one.
-    fn take(&mut self) -> io::Result<(PathBuf, File)> {
-        while let Some(path) = self.free.pop() {
-            match OpenOptions::new().write(true).open(&path) {
-                Ok(file) => return Ok((path, file)),
-                // Used by another store object meanwhile.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        match create_temp(&self.dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match DirBuilder::new().mode(DIR_MODE).create(&self.dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e),
-                }
-                create_temp(&self.dir)
-            }
-            other => other,
-        }
-    }
-
-    /// Keeps the file at `path` (in the spare folder) for a later write.
-    fn keep(&mut self, path: PathBuf) {
-        if self.free.len() < MAX_SPARES {
-            self.free.push(path);
-        } else {
-            let _ = fs::remove_file(&path);
-        }
-    }
-
-    /// A new name in the spare folder, if there is room for one more.
-    fn room(&mut self) -> io::Result<Option<PathBuf>> {
-        if self.free.len() >= MAX_SPARES {
-            return Ok(None);
-        }
-        match DirBuilder::new().mode(DIR_MODE).create(&self.dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        let n = random_u64().map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Some(self.dir.join(format!("{TEMP_PREFIX}{n:016x}"))))
-    }
-}
-
 /// Replaces `root/rel` with `bytes` atomically but **not durably**: a
 /// spare file (see [`Spares`]) filled and put in place of the target with
 /// no sync at all, creating missing folders (not synced either). Only for
@@ -246,31 +150,47 @@ impl Spares {
 /// safeguard for programs that do not sync), which measured 1.6 ms per
 /// record here against 0.24 ms for the swap; the journal is our safeguard,
 /// and the checkpoint writes the data in bulk. A filesystem without the
-/// swap gets the plain rename (and the old file is freed).
+/// swap gets the plain rename (and the old file is freed), and so does a
+/// target the caller saw missing under the lock (`absent`: the swap would
+/// only fail).
 pub(crate) fn replace(
     spares: &mut Spares,
     root: &Path,
     rel: &Path,
     bytes: &[u8],
+    absent: bool,
 ) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let target = root.join(rel);
     let (spare, file) = spares.take()?;
-    let filled = file
-        .write_all_at(bytes, 0)
-        .and_then(|()| file.set_len(bytes.len() as u64));
+    // A spare made ahead is empty; a kept one holds an old record, cut to
+    // the new length only if longer (a truncate is a metadata update that
+    // ext4 journals, unlike the look at the length).
+    let filled = file.metadata().and_then(|old| {
+        file.write_all_at(bytes, 0)?;
+        if old.len() > bytes.len() as u64 {
+            file.set_len(bytes.len() as u64)?;
+        }
+        Ok(())
+    });
     drop(file);
     if let Err(e) = filled {
         spares.keep(spare);
         return Err(e);
     }
-    match rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        &spare,
-        rustix::fs::CWD,
-        &target,
-        rustix::fs::RenameFlags::EXCHANGE,
-    ) {
+    // A target known to be missing skips the swap, which would fail.
+    let swapped = if absent {
+        Err(rustix::io::Errno::NOENT)
+    } else {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &spare,
+            rustix::fs::CWD,
+            &target,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+    };
+    match swapped {
         // The spare's name now holds the old record: the next spare.
         Ok(()) => {
             spares.keep(spare);

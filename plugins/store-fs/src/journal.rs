@@ -158,6 +158,7 @@ use std::path::{Path, PathBuf};
 use keygate_sdk::{PluginContext, PluginError, validate_key};
 
 use crate::crypto::{NONCE_LEN, Sealer, TAG_LEN, random_u64};
+use crate::spares::{self, Spares};
 use crate::{durable, path};
 
 /// The journal's file name in the root.
@@ -589,7 +590,7 @@ pub(crate) struct Journal {
     /// reused while it is), with what was seen of it.
     current: Option<(File, Seen)>,
     /// Record files to write again instead of creating new ones.
-    spares: durable::Spares,
+    spares: Spares,
 }
 
 impl Journal {
@@ -602,7 +603,7 @@ impl Journal {
             checkpoint_bytes: tuning.checkpoint_bytes.unwrap_or(CHECKPOINT_BYTES),
             crash: tuning.crash,
             current: None,
-            spares: durable::Spares::new(root),
+            spares: Spares::new(root, Some(spares::FILL_AFTER_CREATES)),
         }
     }
 
@@ -749,7 +750,7 @@ impl Journal {
         if read_mark(env.mark) != Some((seen.generation, end)) {
             if let Some(last) = found.bodies.last() {
                 let ops = decode_body(&bytes[last.clone()]).map_err(|d| self.damaged(&d))?;
-                self.apply(&ops)?;
+                self.apply(&ops, &[])?;
             }
             write_mark(env.mark, seen.generation, end);
         }
@@ -776,7 +777,7 @@ impl Journal {
             }
         }
         let ops_to_apply: Vec<Op> = last.into_values().collect();
-        self.apply(&ops_to_apply)?;
+        self.apply(&ops_to_apply, &[])?;
         // Until the checkpoint has worked, this object takes the journal
         // as unseen: its next write replays it again.
         drop(file);
@@ -843,8 +844,10 @@ impl Journal {
         }
     }
 
-    /// Applies `ops` to the record files, without syncing.
-    fn apply(&mut self, ops: &[Op]) -> Result<(), PluginError> {
+    /// Applies `ops` to the record files, without syncing. `absent[i]`:
+    /// the i-th op's record file was seen not to exist under this hold of
+    /// the lock (a replay, which cannot know, passes none).
+    fn apply(&mut self, ops: &[Op], absent: &[bool]) -> Result<(), PluginError> {
         for (i, op) in ops.iter().enumerate() {
             if i == ops.len() / 2 && self.crash_now(CrashPoint::MidApply) {
                 die();
@@ -852,9 +855,13 @@ impl Journal {
             let key = op.key();
             let rel = path::record_path(key)?;
             let done = match op {
-                Op::Put { record, .. } => {
-                    durable::replace(&mut self.spares, &self.root, &rel, record)
-                }
+                Op::Put { record, .. } => durable::replace(
+                    &mut self.spares,
+                    &self.root,
+                    &rel,
+                    record,
+                    absent.get(i).copied().unwrap_or(false),
+                ),
                 Op::Delete { .. } => {
                     durable::remove_unsynced(&mut self.spares, &self.root.join(&rel))
                 }
@@ -874,8 +881,14 @@ impl Journal {
 
     /// Commits `ops` (one frame, one `fdatasync`), applies them, and
     /// checkpoints if the journal has grown past the threshold. Call
-    /// [`Journal::recover`] first, under the same hold of the lock.
-    pub(crate) fn write(&mut self, env: &Env<'_>, ops: &[Op]) -> Result<(), PluginError> {
+    /// [`Journal::recover`] first, under the same hold of the lock;
+    /// `absent[i]`: the i-th op's record was read as missing under it.
+    pub(crate) fn write(
+        &mut self,
+        env: &Env<'_>,
+        ops: &[Op],
+        absent: &[bool],
+    ) -> Result<(), PluginError> {
         let Some((_, seen)) = self.current else {
             return Err(PluginError::internal("journal write before recovery"));
         };
@@ -909,7 +922,7 @@ impl Journal {
         if self.crash_now(CrashPoint::AfterCommit) {
             die();
         }
-        self.apply(ops)?;
+        self.apply(ops, absent)?;
         let end = seen.len + frame.len() as u64;
         write_mark(env.mark, seen.generation, end);
         if let Some((_, s)) = &mut self.current {

@@ -23,7 +23,7 @@
 //!   .quarantine/     record files moved aside (`quarantine`), as found
 //!   .spare/          record files taken out by a replace or delete, kept to
 //!                    be filled and swapped in by later writes (no inode is
-//!                    created or freed per write: see `durable::Spares`)
+//!                    created or freed per write: see the `spares` module)
 //!   .kdf             Argon2id salt and parameters (passphrase stores only)
 //!   devices/         one folder level per key segment, 0700
 //!     ab%2Ecd.rec    the record of key "devices/ab.cd", 0600
@@ -138,6 +138,7 @@ pub mod fuzzing;
 mod journal;
 mod lock;
 mod path;
+mod spares;
 mod tree;
 mod unlock;
 
@@ -365,12 +366,14 @@ impl FsStore {
         // the current record also refuses a damaged one: it is never
         // silently replaced.
         let mut versions = Vec::with_capacity(writes.len());
+        let mut absent = Vec::with_capacity(writes.len());
         for (write, file) in writes.iter().zip(&files) {
             let key = write.key();
             let current = self.read(key, file)?.map(|(version, mut old)| {
                 old.zeroize();
                 version
             });
+            absent.push(current.is_none());
             versions.push(match *write {
                 Write::Put { expected, .. } if current != expected => {
                     return Err(PluginError::version_conflict(key, expected, current));
@@ -405,7 +408,7 @@ impl FsStore {
                 },
             });
         }
-        journal.write(&env, &ops)?;
+        journal.write(&env, &ops, &absent)?;
         Ok(versions)
     }
 
@@ -426,7 +429,7 @@ impl FsStore {
     /// A record that does not open is read again a few times before it is
     /// called damaged: a reader without the lock may have opened the file
     /// just before a writer swapped it out and refilled it as a spare (see
-    /// `durable::Spares`); read again, the path names the current file.
+    /// the `spares` module); read again, the path names the current file.
     fn read(&self, key: &str, path: &Path) -> Result<Option<(Version, Vec<u8>)>, PluginError> {
         let mut retries = TORN_READ_RETRIES;
         loop {
