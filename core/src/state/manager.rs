@@ -331,6 +331,25 @@ impl IdentityManager {
         &self.ca
     }
 
+    /// A client certificate for the device with `public_key`, signed
+    /// before the mutation that records it: signing needs no state, and
+    /// the group commit plans one mutation at a time, so every signature
+    /// made inside a plan delays every mutator waiting behind it. One that
+    /// its mutation then refuses is dropped: it was never recorded nor
+    /// handed out.
+    pub(super) fn issue_ahead(
+        &self,
+        public_key: &DevicePublicKey,
+        now: SystemTime,
+    ) -> Result<IssuedCertificate, IdentityError> {
+        Ok(self.ca.issue_client(
+            public_key,
+            &public_key.device_id(),
+            self.settings.client_validity,
+            now,
+        )?)
+    }
+
     /// The settings.
     pub fn settings(&self) -> &IdentitySettings {
         &self.settings
@@ -528,9 +547,18 @@ impl IdentityManager {
         capabilities: &[String],
         now: SystemTime,
     ) -> Result<Enrolled, IdentityError> {
+        // Signed before the mutation, so the state lock is not held for it.
+        let issued = self.issue_ahead(public_key, now)?;
         self.mutate("enroll device", |m| {
             let mut writes = Vec::with_capacity(2);
-            let enrolled = m.plan_enroll(public_key, name, capabilities, now, &mut writes)?;
+            let enrolled = m.plan_enroll(
+                public_key,
+                name,
+                capabilities,
+                now,
+                Some(issued.clone()),
+                &mut writes,
+            )?;
             Ok((writes, enrolled))
         })
     }
@@ -554,7 +582,7 @@ impl IdentityManager {
                 });
             }
             let mut writes = Vec::with_capacity(1);
-            let cert = m.issue_for(&device, now, &mut writes)?;
+            let cert = m.issue_for(&device, now, None, &mut writes)?;
             Ok((writes, cert))
         })
     }
@@ -712,7 +740,8 @@ impl IdentityManager {
 
 impl Planner<'_> {
     /// Inside a mutation: the writes that enroll a device (unless it is
-    /// already enrolled) and issue it a certificate. Refuses a revoked
+    /// already enrolled) and issue it a certificate (`issued`, if it was
+    /// signed ahead by [`IdentityManager::issue_ahead`]). Refuses a revoked
     /// device.
     pub(super) fn plan_enroll(
         &self,
@@ -720,6 +749,7 @@ impl Planner<'_> {
         name: &str,
         capabilities: &[String],
         now: SystemTime,
+        issued: Option<IssuedCertificate>,
         writes: &mut Vec<Write>,
     ) -> Result<Enrolled, IdentityError> {
         let device_id = public_key.device_id();
@@ -747,25 +777,32 @@ impl Planner<'_> {
                 record
             }
         };
-        let certificate = self.issue_for(&device, now, writes)?;
+        let certificate = self.issue_for(&device, now, issued, writes)?;
         Ok(Enrolled {
             device,
             certificate,
         })
     }
 
+    /// Inside a mutation: the write that records a certificate for
+    /// `device`, issued now unless `issued` holds one signed ahead for its
+    /// key at `now`.
     pub(super) fn issue_for(
         &self,
         device: &DeviceRecord,
         now: SystemTime,
+        issued: Option<IssuedCertificate>,
         writes: &mut Vec<Write>,
     ) -> Result<IssuedCertificate, IdentityError> {
-        let cert = self.ca().issue_client(
-            &device.public_key,
-            &device.device_id,
-            self.settings().client_validity,
-            now,
-        )?;
+        let cert = match issued {
+            Some(cert) => cert,
+            None => self.ca().issue_client(
+                &device.public_key,
+                &device.device_id,
+                self.settings().client_validity,
+                now,
+            )?,
+        };
         let record = CertRecord {
             fingerprint: cert.fingerprint,
             device_id: device.device_id,

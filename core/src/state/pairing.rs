@@ -23,6 +23,7 @@ use super::IdentityError;
 use super::manager::{IdentityManager, Listing, Write};
 use super::plan::Planner;
 use super::records::{DeviceRecord, device_key};
+use crate::ca::IssuedCertificate;
 use crate::identity::{CertFingerprint, DeviceId, DevicePublicKey};
 use crate::time::unix_secs;
 
@@ -588,6 +589,10 @@ impl IdentityManager {
             session_id: Some(attempt.session.id.clone()),
             ..new_record(request, attempt.session.method, now)
         };
+        let issued = match verdict {
+            Verdict::Approve { .. } => Some(self.issue_ahead(&record.public_key, now)?),
+            Verdict::Pending | Verdict::Reject { .. } => None,
+        };
         self.mutate("pairing complete", |m| {
             let id = &attempt.session.id;
             let key = session_key(id);
@@ -599,7 +604,9 @@ impl IdentityManager {
             let mut writes = vec![Write::delete(key, version)];
             match &verdict {
                 Verdict::Pending => {}
-                Verdict::Approve { by } => m.approve_into(&mut record, by, now, &mut writes)?,
+                Verdict::Approve { by } => {
+                    m.approve_into(&mut record, by, now, issued.clone(), &mut writes)?
+                }
                 Verdict::Reject { by, reason } => {
                     record.decision = ApprovalState::Rejected {
                         at: unix_secs(now),
@@ -688,7 +695,7 @@ impl IdentityManager {
             };
             let key = approval_key(id);
             let mut writes = Vec::with_capacity(3);
-            match m.approve_into(&mut record, by, now, &mut writes) {
+            match m.approve_into(&mut record, by, now, None, &mut writes) {
                 Ok(()) => {
                     writes.push(Write::put(key.clone(), json(&key, &record)?, Some(version)));
                     Ok((writes, Ok(record)))
@@ -775,6 +782,7 @@ impl Planner<'_> {
         record: &mut ApprovalRecord,
         by: &str,
         now: SystemTime,
+        issued: Option<IssuedCertificate>,
         writes: &mut Vec<Write>,
     ) -> Result<(), IdentityError> {
         let enrolled = self.plan_enroll(
@@ -782,6 +790,7 @@ impl Planner<'_> {
             &record.device_name,
             &record.capabilities,
             now,
+            issued,
             writes,
         )?;
         record.decision = ApprovalState::Approved {
