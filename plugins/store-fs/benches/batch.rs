@@ -17,7 +17,9 @@
 //! puts interleaved (rounds alternating, order swapped each round) and
 //! prints medians per record.
 //!
-//! Run: `cargo bench -p keygate-store-fs --bench batch`
+//! Run: `cargo bench -p keygate-store-fs --bench batch` (with
+//! `KEYGATE_STORE_FS_BENCH_CHECKPOINT_MIB=16` for another checkpoint
+//! threshold).
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -26,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_main};
-use keygate_sdk::{BatchOp, BatchStore, SecretStore, StorePlugin, Version};
+use keygate_sdk::{BatchOp, BatchStore, SecretStore, Version};
 use keygate_store_fs::FsStore;
 
 const SIZES: [usize; 4] = [1, 8, 64, 256];
@@ -49,9 +51,17 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-        let store = FsStore::from_config(
+        // The checkpoint threshold can be changed for a run, to compare.
+        let tuning = keygate_store_fs::Tuning {
+            checkpoint_bytes: std::env::var("KEYGATE_STORE_FS_BENCH_CHECKPOINT_MIB")
+                .ok()
+                .map(|mib| mib.parse::<u64>().expect("a number of MiB") << 20),
+            ..Default::default()
+        };
+        let store = FsStore::open_tuned(
             "",
             keygate_sdk_testing::test_context("filesystem", dir.path()),
+            &tuning,
         )
         .expect("open the store");
         let value = vec![0xA5u8; VALUE_LEN];

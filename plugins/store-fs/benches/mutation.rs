@@ -6,8 +6,10 @@
 //! The other records are written through a bench-only fast path (no lock,
 //! no temp file, no fsync, two threads), then flushed with `sync` before
 //! measuring; every measured `put` is the real durable path (lock, read and
-//! authenticate the current record, seal, temp file, fsync, rename, fsync
-//! of the folder). The target record sits in the same folder as the others.
+//! authenticate the current record, seal, one journal frame and its
+//! `fdatasync`, temp file swapped in for the record, and the journal's
+//! checkpoint every 4 MiB). The target record sits in the same folder as
+//! the others.
 //!
 //! Criterion measures each size in turn; the ratio is then measured with
 //! the two stores interleaved, since a shared disk's background load comes

@@ -112,8 +112,29 @@
 //!    and the root folder is fsynced.
 //!
 //! A crash before the rename leaves the old journal (its replay is
-//! idempotent); after it, the new one. A failed checkpoint is logged and
-//! tried again after the next write; the write it followed stands.
+//! idempotent); after it, the new one. A failed checkpoint after a write
+//! is logged and tried again after the next write; the write it followed
+//! stands. A failed checkpoint after a replay fails that open or write,
+//! and the next one replays again.
+//!
+//! # Failures and limits
+//! - A write whose apply fails after its commit (a file that cannot be
+//!   written) is an `Unavailable` error that says the write is committed:
+//!   its frame is the journal's last, and the next write (by any store
+//!   object) or open applies it.
+//! - One write's frame body holds at most [`MAX_BODY_LEN`] (256 MiB) of
+//!   keys and sealed records. The store had no limit on a value's size, so
+//!   rather than a value limit times an op count, the whole write is
+//!   bounded (a batch of many records and one large value both fit); the
+//!   size is checked before anything is sealed, and a larger write is
+//!   `Invalid`. Recovery holds the journal in memory: the checkpoint
+//!   threshold plus one frame at most.
+//! - Re-applying frames assumes nothing but the journal writes record
+//!   files. `quarantine` checkpoints first. A record file restored by hand
+//!   (from a backup) for a key written since the last checkpoint is put
+//!   back to the journal's version if the machine loses power before the
+//!   next checkpoint, or if the last frame is that key's and its writer
+//!   died before applying it.
 //!
 //! # Design notes: where this differs from the first sketch, and why
 //! - *Per-object "dirty set" of files to fsync at checkpoint*: wrong with
