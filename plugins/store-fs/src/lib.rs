@@ -21,9 +21,11 @@
 //!                    checkpoint, each one frame (see the `journal` module)
 //!   .keycheck        a sealed constant: tells a wrong key at open
 //!   .quarantine/     record files moved aside (`quarantine`), as found
-//!   .spare/          record files taken out by a replace or delete, kept to
-//!                    be filled and swapped in by later writes (no inode is
-//!                    created or freed per write: see the `spares` module)
+//!   .spare/          record files taken out by a replace or delete, and
+//!                    empty ones made ahead in idle time by a store that
+//!                    keeps creating records, to be filled and swapped in
+//!                    by later writes (no inode is created or freed on the
+//!                    write path: see the `spares` module)
 //!   .kdf             Argon2id salt and parameters (passphrase stores only)
 //!   devices/         one folder level per key segment, 0700
 //!     ab%2Ecd.rec    the record of key "devices/ab.cd", 0600
