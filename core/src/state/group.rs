@@ -99,6 +99,12 @@ impl Groups {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many group outcomes wait for members to take them.
+    #[cfg(test)]
+    pub(super) fn outcomes_held(&self) -> usize {
+        self.lock().outcomes.len()
+    }
+
     /// Joins the open group.
     pub(super) fn join(&self) -> Membership<'_> {
         let mut st = self.lock();
@@ -364,6 +370,20 @@ mod tests {
         // The follower learns all of them from the one entry.
         m.refresh().unwrap();
         assert_eq!(m.indexed_certificates(), 32);
+    }
+
+    #[test]
+    fn once_every_member_has_its_result_the_group_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Batching::default());
+        let m = open(StateStore::batched(store.clone()), dir.path());
+        let now = SystemTime::now();
+        for round in 0..3 {
+            all_in_one_group(dir.path(), 8, |i| {
+                m.enroll(&key(round * 8 + i), "d", &[], now).unwrap()
+            });
+            assert_eq!(m.groups_outcomes_held(), 0, "round {round}");
+        }
     }
 
     #[test]

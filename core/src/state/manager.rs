@@ -331,6 +331,13 @@ impl IdentityManager {
         &self.ca
     }
 
+    /// How many commit-group outcomes are still held (tests: none once
+    /// every mutation returned).
+    #[cfg(test)]
+    pub(super) fn groups_outcomes_held(&self) -> usize {
+        self.groups.outcomes_held()
+    }
+
     /// A client certificate for the device with `public_key`, signed
     /// before the mutation that records it: signing needs no state, and
     /// the group commit plans one mutation at a time, so every signature
