@@ -3,8 +3,8 @@
 //! and free to change with the fuzz targets.
 //!
 //! They reach the crate-private decoders the way the store does: a record
-//! file's bytes as read from disk, the key check file, and the on-disk
-//! names of key segments. Errors are returned as their display text, the
+//! file's bytes as read from disk, the key check file, the journal's frames
+//! after its header, and the on-disk names of key segments. Errors are returned as their display text, the
 //! text the store puts after a record's name.
 
 use std::path::PathBuf;
@@ -79,5 +79,53 @@ pub fn record_path(key: &str) -> Result<PathBuf, String> {
 pub fn classify(name: &str, is_dir: bool) -> Option<String> {
     match path::classify(name, is_dir)? {
         path::Entry::Record(segment) | path::Entry::Dir(segment) => Some(segment),
+    }
+}
+
+/// One op of a journal frame: a key, and the sealed record file a put
+/// writes (`None`: a delete).
+pub type JournalOp = (String, Option<Vec<u8>>);
+
+/// Reads `bytes` as the journal of `generation` from file offset `base`
+/// on, under the store key `key`, the way recovery does: the ops of each
+/// valid frame, where the valid frames end, and whether the rest is a torn
+/// tail to cut off; or why the journal is damaged.
+pub fn scan_journal(
+    key: &[u8; KEY_LEN],
+    generation: u64,
+    base: u64,
+    bytes: &[u8],
+) -> Result<(Vec<Vec<JournalOp>>, usize, bool), String> {
+    let (frames, end, torn) = crate::journal::scan_ops(&sealer(key), generation, base, bytes)?;
+    let frames = frames
+        .into_iter()
+        .map(|ops| ops.into_iter().map(from_op).collect())
+        .collect();
+    Ok((frames, end, torn))
+}
+
+/// The journal frame the store writes for `ops` at offset `offset` of the
+/// journal of `generation`.
+pub fn journal_frame(
+    key: &[u8; KEY_LEN],
+    generation: u64,
+    offset: u64,
+    ops: &[JournalOp],
+) -> Result<Vec<u8>, String> {
+    let ops: Vec<crate::journal::Op> = ops.iter().cloned().map(to_op).collect();
+    crate::journal::frame_of(&sealer(key), generation, offset, &ops)
+}
+
+fn from_op(op: crate::journal::Op) -> JournalOp {
+    match op {
+        crate::journal::Op::Put { key, record } => (key, Some(record)),
+        crate::journal::Op::Delete { key } => (key, None),
+    }
+}
+
+fn to_op((key, record): JournalOp) -> crate::journal::Op {
+    match record {
+        Some(record) => crate::journal::Op::Put { key, record },
+        None => crate::journal::Op::Delete { key },
     }
 }

@@ -469,7 +469,9 @@ fn check_frame(
         return None;
     }
     let n = u32_at(rest, 21) as usize;
-    if rest.len().saturating_sub(FRAME_OVERHEAD) < n {
+    // Both halves: with an empty body, a saturating subtraction would let
+    // a stretch too short for the nonce and tag through.
+    if rest.len() < FRAME_OVERHEAD || rest.len() - FRAME_OVERHEAD < n {
         return None;
     }
     let body_end = FRAME_PREFIX_LEN + n;
@@ -530,6 +532,38 @@ fn scan(sealer: &Sealer, generation: u64, base: u64, bytes: &[u8]) -> Result<Sca
         end: at,
         torn: false,
     })
+}
+
+/// For the fuzz targets (`fuzzing` module): the ops of each valid frame in
+/// `bytes` (the journal of `generation` from offset `base`), where they
+/// end, and whether a torn tail follows; or why the journal is damaged, or
+/// why a frame's body does not decode.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn scan_ops(
+    sealer: &Sealer,
+    generation: u64,
+    base: u64,
+    bytes: &[u8],
+) -> Result<(Vec<Vec<Op>>, usize, bool), String> {
+    let found = scan(sealer, generation, base, bytes)?;
+    let frames = found
+        .bodies
+        .iter()
+        .map(|body| decode_body(&bytes[body.clone()]))
+        .collect::<Result<_, _>>()?;
+    Ok((frames, found.end, found.torn))
+}
+
+/// For the fuzz targets: the frame holding `ops`, written at `offset` of
+/// the journal of `generation`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn frame_of(
+    sealer: &Sealer,
+    generation: u64,
+    offset: u64,
+    ops: &[Op],
+) -> Result<Vec<u8>, String> {
+    encode_frame(sealer, generation, offset, &encode_body(ops)).map_err(|e| e.to_string())
 }
 
 /// This boot's id, from the kernel; `None` if it cannot be read.
@@ -1088,6 +1122,30 @@ mod tests {
                 .contains("truncated")
         );
         assert!(decode_header(&s, &[]).unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn a_tail_too_short_for_nonce_and_tag_is_torn_whatever_its_length_field_says() {
+        // Found by the `store_fs_journal` fuzz target: a prefix naming an
+        // empty body, followed by fewer bytes than a nonce and tag, made
+        // recovery index past the end.
+        let s = sealer();
+        for n in [0u32, 1, 40] {
+            for short in 0..NONCE_LEN + TAG_LEN {
+                let mut bytes = Vec::new();
+                bytes.extend_from_slice(FRAME_MAGIC);
+                bytes.push(FORMAT_VERSION);
+                bytes.extend_from_slice(&7u64.to_be_bytes());
+                bytes.extend_from_slice(&48u64.to_be_bytes());
+                bytes.extend_from_slice(&n.to_be_bytes());
+                bytes.resize(FRAME_PREFIX_LEN + short, 0x2a);
+                let found = scan(&s, 7, 48, &bytes).unwrap();
+                assert!(
+                    found.bodies.is_empty() && found.torn,
+                    "n {n}, {short} bytes"
+                );
+            }
+        }
     }
 
     #[test]
