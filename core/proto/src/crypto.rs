@@ -22,6 +22,8 @@ pub const LABEL_QR: &[u8] = b"keygate pairing v1 qr";
 pub const LABEL_SIGNATURE: &[u8] = b"keygate pairing v1 signature";
 /// Label of the digest a [`crate::Resume`] signs.
 pub const LABEL_RESUME: &[u8] = b"keygate pairing v1 resume";
+/// Domain label of the digest a node signs in `Renew`.
+pub const LABEL_RENEW: &[u8] = b"keygate node v1 renew";
 /// Label of the check code digest.
 pub const LABEL_CHECK_CODE: &[u8] = b"keygate check code";
 /// HKDF info of the device's confirmation key.

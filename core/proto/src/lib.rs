@@ -8,6 +8,9 @@
 //! - [`pin`]: the PIN flow (SPAKE2, one candidate per live PIN code).
 //! - [`qr`]: the QR flow (pinned CA, X25519 keyed by a one-time token).
 //! - [`Resume`]: a device proving its key again on a new connection.
+//! - Node RPC ([`Register`], [`Heartbeat`], [`Renew`], [`Invoke`] and their
+//!   answers): what a paired device, connected with its certificate, says
+//!   to the gateway and hears from it.
 //!
 //! Each flow is a chain of types: a step consumes its state and returns the
 //! next one with the message to send, or an error that names what was
@@ -28,13 +31,14 @@ mod crypto;
 mod error;
 pub mod pin;
 pub mod qr;
+mod renew;
 mod resume;
 mod session;
 pub mod wire;
 
 pub use crypto::{
     Binding, INFO_DEVICE_CONFIRM, INFO_GATEWAY_CONFIRM, LABEL_CHECK_CODE, LABEL_PIN, LABEL_QR,
-    LABEL_RESUME, LABEL_SIGNATURE, SPAKE2_ID_DEVICE, SPAKE2_ID_GATEWAY, check_code,
+    LABEL_RENEW, LABEL_RESUME, LABEL_SIGNATURE, SPAKE2_ID_DEVICE, SPAKE2_ID_GATEWAY, check_code,
 };
 pub use error::PairingError;
 pub use pin::{
@@ -46,10 +50,10 @@ pub use qr::{
 };
 pub use session::{ConfirmFailure, DeviceInfo, Paired, Verified};
 pub use wire::{
-    Approved, CHECK_CODE_LEN, CROCKFORD_ALPHABET, DecodeError, Expired, MAX_CAPABILITIES,
-    MAX_CAPABILITY_LEN, MAX_CERTIFICATE_LEN, MAX_CERTIFICATES, MAX_ID_LEN, MAX_MESSAGE_LEN,
-    MAX_NAME_LEN, MAX_PIN_CANDIDATES, MAX_REASON_LEN, Message, PROTOCOL_VERSION, Pending,
-    PinAccepted, PinCandidateMsg, PinChallenge, PinConfirm, PinConfirmMac, PinHello, QrAccepted,
-    QrChallenge, QrConfirm, QrHello, RefusalCode, Refused, Rejected, Resume, SESSION_ID_LEN,
-    SPAKE2_MESSAGE_LEN,
+    Approved, CHECK_CODE_LEN, CROCKFORD_ALPHABET, DecodeError, Expired, Heartbeat, Invoke,
+    InvokeResult, MAX_CAPABILITIES, MAX_CAPABILITY_LEN, MAX_CERTIFICATE_LEN, MAX_CERTIFICATES,
+    MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_PIN_CANDIDATES, MAX_REASON_LEN,
+    Message, PROTOCOL_VERSION, Pending, PinAccepted, PinCandidateMsg, PinChallenge, PinConfirm,
+    PinConfirmMac, PinHello, QrAccepted, QrChallenge, QrConfirm, QrHello, RefusalCode, Refused,
+    Register, Registered, Rejected, Renew, Renewed, Resume, SESSION_ID_LEN, SPAKE2_MESSAGE_LEN,
 };

@@ -36,6 +36,8 @@ pub const MAX_CERTIFICATE_LEN: usize = 8 * 1024;
 pub const CHECK_CODE_LEN: usize = 6;
 /// Length of a SPAKE2 message (Ed25519 group: one side byte and a point).
 pub const SPAKE2_MESSAGE_LEN: usize = 33;
+/// Longest payload of an [`Invoke`] or [`InvokeResult`], in bytes (8 KiB).
+pub const MAX_PAYLOAD_LEN: usize = 8 * 1024;
 /// Crockford's base32 alphabet, in which check codes are written.
 pub const CROCKFORD_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -269,6 +271,23 @@ pub enum RefusalCode {
     UnsupportedVersion,
     /// Something failed inside the gateway (12).
     Internal,
+    /// A node method on a connection without a client certificate (13).
+    NoCertificate,
+    /// The connection's certificate is not one issued to the device id the
+    /// request names (14).
+    CertificateMismatch,
+    /// The connection's certificate has expired (15).
+    CertificateExpired,
+    /// The connection's certificate is revoked (16).
+    CertificateRevoked,
+    /// A node method that needs [`Register`] first (17).
+    NotRegistered,
+    /// No connected node offers the capability, or the node does not (18).
+    UnknownCapability,
+    /// The node did not answer an invocation in time (19).
+    Timeout,
+    /// The node left before it answered (20).
+    NodeUnavailable,
     /// A code this version does not know, kept as received.
     Other {
         /// The wire code (never one of the codes above).
@@ -294,6 +313,14 @@ impl RefusalCode {
             RefusalCode::Malformed => (10, 0),
             RefusalCode::UnsupportedVersion => (11, 0),
             RefusalCode::Internal => (12, 0),
+            RefusalCode::NoCertificate => (13, 0),
+            RefusalCode::CertificateMismatch => (14, 0),
+            RefusalCode::CertificateExpired => (15, 0),
+            RefusalCode::CertificateRevoked => (16, 0),
+            RefusalCode::NotRegistered => (17, 0),
+            RefusalCode::UnknownCapability => (18, 0),
+            RefusalCode::Timeout => (19, 0),
+            RefusalCode::NodeUnavailable => (20, 0),
             RefusalCode::Other { code, detail } => (code, detail),
         }
     }
@@ -318,6 +345,14 @@ impl RefusalCode {
             10 => RefusalCode::Malformed,
             11 => RefusalCode::UnsupportedVersion,
             12 => RefusalCode::Internal,
+            13 => RefusalCode::NoCertificate,
+            14 => RefusalCode::CertificateMismatch,
+            15 => RefusalCode::CertificateExpired,
+            16 => RefusalCode::CertificateRevoked,
+            17 => RefusalCode::NotRegistered,
+            18 => RefusalCode::UnknownCapability,
+            19 => RefusalCode::Timeout,
+            20 => RefusalCode::NodeUnavailable,
             _ => return Some(RefusalCode::Other { code, detail }),
         };
         (detail == 0).then_some(known)
@@ -380,6 +415,73 @@ pub struct Expired {
     pub request_id: String,
 }
 
+/// `Register` (node → gateway): a paired device, on a connection with its
+/// certificate, offers capabilities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Register {
+    /// The device id; the gateway checks the connection's certificate was
+    /// issued to it.
+    pub device_id: String,
+    /// The capabilities it serves (0 to [`MAX_CAPABILITIES`], distinct).
+    pub capabilities: Vec<String>,
+}
+
+/// `Registered` (gateway → node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// How often the node must send a [`Heartbeat`], in seconds (≥ 1).
+    pub heartbeat_secs: u32,
+}
+
+/// `Heartbeat` (node → gateway): the node is alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The device id.
+    pub device_id: String,
+}
+
+/// `Renew` (node → gateway): asks for a new certificate for the same key.
+/// See [`Renew::sign`] and [`Renew::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renew {
+    /// The device id.
+    pub device_id: String,
+    /// The device key's signature over the device id and this
+    /// connection's channel binding.
+    pub signature: SignatureBytes,
+}
+
+/// `Renewed` (gateway → node): the new certificate chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewed {
+    /// DER certificates, leaf first, CA last (1 to [`MAX_CERTIFICATES`]).
+    pub certificates: Vec<Vec<u8>>,
+}
+
+/// `Invoke` (gateway → node, on a stream the gateway opens): run a
+/// capability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoke {
+    /// Names this invocation; the answer repeats it.
+    pub invocation_id: String,
+    /// The capability, one the node registered.
+    pub capability: String,
+    /// Its input (≤ [`MAX_PAYLOAD_LEN`] bytes).
+    pub payload: Vec<u8>,
+}
+
+/// `InvokeResult` (node → gateway): a capability's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvokeResult {
+    /// The invocation answered.
+    pub invocation_id: String,
+    /// Whether the capability succeeded (`payload` is then its output;
+    /// otherwise an error text).
+    pub ok: bool,
+    /// Output or error (≤ [`MAX_PAYLOAD_LEN`] bytes).
+    pub payload: Vec<u8>,
+}
+
 /// Every message of protocol version 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -412,6 +514,22 @@ pub enum Message {
     Rejected(Rejected),
     /// Type 0x33.
     Expired(Expired),
+    /// Type 0x40.
+    Register(Register),
+    /// Type 0x41.
+    Registered(Registered),
+    /// Type 0x42.
+    Heartbeat(Heartbeat),
+    /// Type 0x43.
+    HeartbeatAck,
+    /// Type 0x44.
+    Renew(Renew),
+    /// Type 0x45.
+    Renewed(Renewed),
+    /// Type 0x46.
+    Invoke(Invoke),
+    /// Type 0x47.
+    InvokeResult(InvokeResult),
 }
 
 const T_PIN_HELLO: u8 = 0x01;
@@ -428,6 +546,14 @@ const T_PENDING: u8 = 0x30;
 const T_APPROVED: u8 = 0x31;
 const T_REJECTED: u8 = 0x32;
 const T_EXPIRED: u8 = 0x33;
+const T_REGISTER: u8 = 0x40;
+const T_REGISTERED: u8 = 0x41;
+const T_HEARTBEAT: u8 = 0x42;
+const T_HEARTBEAT_ACK: u8 = 0x43;
+const T_RENEW: u8 = 0x44;
+const T_RENEWED: u8 = 0x45;
+const T_INVOKE: u8 = 0x46;
+const T_INVOKE_RESULT: u8 = 0x47;
 
 impl Message {
     /// The message's name, as used in errors and `PROTOCOL.md`.
@@ -447,6 +573,14 @@ impl Message {
             Message::Approved(_) => "Approved",
             Message::Rejected(_) => "Rejected",
             Message::Expired(_) => "Expired",
+            Message::Register(_) => "Register",
+            Message::Registered(_) => "Registered",
+            Message::Heartbeat(_) => "Heartbeat",
+            Message::HeartbeatAck => "HeartbeatAck",
+            Message::Renew(_) => "Renew",
+            Message::Renewed(_) => "Renewed",
+            Message::Invoke(_) => "Invoke",
+            Message::InvokeResult(_) => "InvokeResult",
         }
     }
 
@@ -466,6 +600,14 @@ impl Message {
             Message::Approved(_) => T_APPROVED,
             Message::Rejected(_) => T_REJECTED,
             Message::Expired(_) => T_EXPIRED,
+            Message::Register(_) => T_REGISTER,
+            Message::Registered(_) => T_REGISTERED,
+            Message::Heartbeat(_) => T_HEARTBEAT,
+            Message::HeartbeatAck => T_HEARTBEAT_ACK,
+            Message::Renew(_) => T_RENEW,
+            Message::Renewed(_) => T_RENEWED,
+            Message::Invoke(_) => T_INVOKE,
+            Message::InvokeResult(_) => T_INVOKE_RESULT,
         }
     }
 
@@ -537,16 +679,35 @@ impl Message {
             }
             Message::Approved(m) => {
                 w.str(&m.request_id);
-                w.count(m.certificates.len());
-                for c in &m.certificates {
-                    w.bytes(c);
-                }
+                w.certificates(&m.certificates);
             }
             Message::Rejected(m) => {
                 w.str(&m.request_id);
                 w.str(&m.reason);
             }
             Message::Expired(m) => w.str(&m.request_id),
+            Message::Register(m) => {
+                w.str(&m.device_id);
+                w.strs(&m.capabilities);
+            }
+            Message::Registered(m) => w.raw(&m.heartbeat_secs.to_be_bytes()),
+            Message::Heartbeat(m) => w.str(&m.device_id),
+            Message::HeartbeatAck => {}
+            Message::Renew(m) => {
+                w.str(&m.device_id);
+                w.raw(&m.signature);
+            }
+            Message::Renewed(m) => w.certificates(&m.certificates),
+            Message::Invoke(m) => {
+                w.str(&m.invocation_id);
+                w.str(&m.capability);
+                w.bytes(&m.payload);
+            }
+            Message::InvokeResult(m) => {
+                w.str(&m.invocation_id);
+                w.0.push(u8::from(m.ok));
+                w.bytes(&m.payload);
+            }
         }
         w.0
     }
@@ -590,6 +751,14 @@ impl Message {
             T_APPROVED => "Approved",
             T_REJECTED => "Rejected",
             T_EXPIRED => "Expired",
+            T_REGISTER => "Register",
+            T_REGISTERED => "Registered",
+            T_HEARTBEAT => "Heartbeat",
+            T_HEARTBEAT_ACK => "HeartbeatAck",
+            T_RENEW => "Renew",
+            T_RENEWED => "Renewed",
+            T_INVOKE => "Invoke",
+            T_INVOKE_RESULT => "InvokeResult",
             other => return Err(DecodeError::UnknownType(other)),
         };
         let mut r = Reader {
@@ -678,30 +847,58 @@ impl Message {
                 request_id: r.id("request_id")?,
                 check_code: r.check_code("check_code")?,
             }),
-            T_APPROVED => {
-                let request_id = r.id("request_id")?;
-                let n = r.count("certificates", MAX_CERTIFICATES, 1)?;
-                let mut certificates = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let c = r.bytes("certificates", MAX_CERTIFICATE_LEN)?;
-                    if c.is_empty() {
-                        return Err(r.invalid("certificates", "empty certificate"));
-                    }
-                    certificates.push(c.to_vec());
-                }
-                Message::Approved(Approved {
-                    request_id,
-                    certificates,
-                })
-            }
+            T_APPROVED => Message::Approved(Approved {
+                request_id: r.id("request_id")?,
+                certificates: r.certificates("certificates")?,
+            }),
             T_REJECTED => Message::Rejected(Rejected {
                 request_id: r.id("request_id")?,
                 reason: r.reason("reason")?,
             }),
-            // The match on `ty` above admits only the types listed here.
-            _ => Message::Expired(Expired {
+            T_EXPIRED => Message::Expired(Expired {
                 request_id: r.id("request_id")?,
             }),
+            T_REGISTER => Message::Register(Register {
+                device_id: r.id("device_id")?,
+                capabilities: r.capabilities("capabilities")?,
+            }),
+            T_REGISTERED => {
+                let heartbeat_secs = u32::from_be_bytes(r.array("heartbeat_secs")?);
+                if heartbeat_secs == 0 {
+                    return Err(r.invalid("heartbeat_secs", "zero"));
+                }
+                Message::Registered(Registered { heartbeat_secs })
+            }
+            T_HEARTBEAT => Message::Heartbeat(Heartbeat {
+                device_id: r.id("device_id")?,
+            }),
+            T_HEARTBEAT_ACK => Message::HeartbeatAck,
+            T_RENEW => Message::Renew(Renew {
+                device_id: r.id("device_id")?,
+                signature: r.array("signature")?,
+            }),
+            T_RENEWED => Message::Renewed(Renewed {
+                certificates: r.certificates("certificates")?,
+            }),
+            T_INVOKE => Message::Invoke(Invoke {
+                invocation_id: r.id("invocation_id")?,
+                capability: r.capability("capability")?,
+                payload: r.bytes("payload", MAX_PAYLOAD_LEN)?.to_vec(),
+            }),
+            // The match on `ty` above admits only the types listed here.
+            _ => {
+                let invocation_id = r.id("invocation_id")?;
+                let ok = match r.array::<1>("ok")? {
+                    [0] => false,
+                    [1] => true,
+                    _ => return Err(r.invalid("ok", "neither 0 nor 1")),
+                };
+                Message::InvokeResult(InvokeResult {
+                    invocation_id,
+                    ok,
+                    payload: r.bytes("payload", MAX_PAYLOAD_LEN)?.to_vec(),
+                })
+            }
         };
         if !r.buf.is_empty() {
             return Err(DecodeError::TrailingBytes {
@@ -734,6 +931,12 @@ impl Writer {
     /// all their entries): bytes that never decode to the same message.
     fn count(&mut self, n: usize) {
         self.0.push(u8::try_from(n).unwrap_or(u8::MAX));
+    }
+    fn certificates(&mut self, v: &[Vec<u8>]) {
+        self.count(v.len());
+        for c in v {
+            self.bytes(c);
+        }
     }
     fn strs(&mut self, v: &[String]) {
         self.count(v.len());
@@ -863,6 +1066,23 @@ impl<'a> Reader<'a> {
             caps.push(c);
         }
         Ok(caps)
+    }
+
+    fn capability(&mut self, field: &'static str) -> Result<String, DecodeError> {
+        self.checked(field, MAX_CAPABILITY_LEN, check_capability)
+    }
+
+    fn certificates(&mut self, field: &'static str) -> Result<Vec<Vec<u8>>, DecodeError> {
+        let n = self.count(field, MAX_CERTIFICATES, 1)?;
+        let mut certificates = Vec::with_capacity(n);
+        for _ in 0..n {
+            let c = self.bytes(field, MAX_CERTIFICATE_LEN)?;
+            if c.is_empty() {
+                return Err(self.invalid(field, "empty certificate"));
+            }
+            certificates.push(c.to_vec());
+        }
+        Ok(certificates)
     }
 }
 

@@ -83,7 +83,109 @@ fn samples() -> Vec<Message> {
         Message::Expired(Expired {
             request_id: "req-1".into(),
         }),
+        Message::Register(Register {
+            device_id: "kgd1node".into(),
+            capabilities: vec!["echo".into()],
+        }),
+        Message::Registered(Registered { heartbeat_secs: 5 }),
+        Message::Heartbeat(Heartbeat {
+            device_id: "kgd1node".into(),
+        }),
+        Message::HeartbeatAck,
+        Message::Renew(Renew {
+            device_id: "kgd1node".into(),
+            signature: [3; 64],
+        }),
+        Message::Renewed(Renewed {
+            certificates: vec![vec![0x30; 300], vec![0x30; 400]],
+        }),
+        Message::Invoke(Invoke {
+            invocation_id: "inv-1".into(),
+            capability: "echo".into(),
+            payload: vec![0; MAX_PAYLOAD_LEN],
+        }),
+        Message::InvokeResult(InvokeResult {
+            invocation_id: "inv-1".into(),
+            ok: true,
+            payload: b"pong".to_vec(),
+        }),
     ]
+}
+
+#[test]
+fn node_rpc_fields_are_checked() {
+    let invalid = |bytes: &[u8], message, field, problem| {
+        assert_eq!(
+            Message::decode(bytes),
+            Err(DecodeError::Invalid {
+                message,
+                field,
+                problem
+            }),
+            "{bytes:?}"
+        );
+    };
+    invalid(
+        &[1, 0x41, 0, 0, 0, 0],
+        "Registered",
+        "heartbeat_secs",
+        "zero",
+    );
+    let result = Message::InvokeResult(InvokeResult {
+        invocation_id: "i".into(),
+        ok: false,
+        payload: vec![],
+    })
+    .encode();
+    let mut two = result.clone();
+    let at = result.len() - 3;
+    assert_eq!(two[at], 0, "the ok byte");
+    two[at] = 2;
+    invalid(&two, "InvokeResult", "ok", "neither 0 nor 1");
+    let mut bad_cap = Message::Invoke(Invoke {
+        invocation_id: "i".into(),
+        capability: "echo".into(),
+        payload: vec![],
+    })
+    .encode();
+    let at = bad_cap.len() - 4;
+    bad_cap[at] = b'E';
+    assert!(matches!(
+        Message::decode(&bad_cap),
+        Err(DecodeError::Invalid {
+            message: "Invoke",
+            field: "capability",
+            ..
+        })
+    ));
+    let over = Message::Invoke(Invoke {
+        invocation_id: "i".into(),
+        capability: "echo".into(),
+        payload: vec![0; MAX_PAYLOAD_LEN + 1],
+    })
+    .encode();
+    assert!(matches!(
+        Message::decode(&over),
+        Err(DecodeError::FieldTooLong {
+            message: "Invoke",
+            field: "payload",
+            ..
+        })
+    ));
+    assert!(matches!(
+        Message::decode(&[1, 0x45, 0]),
+        Err(DecodeError::Invalid {
+            message: "Renewed",
+            ..
+        })
+    ));
+    assert_eq!(
+        Message::decode(&[1, 0x43, 0]),
+        Err(DecodeError::TrailingBytes {
+            message: "HeartbeatAck",
+            extra: 1
+        })
+    );
 }
 
 #[test]
@@ -437,7 +539,7 @@ fn unknown_refusal_codes_decode_to_other_and_known_ones_are_canonical() {
             problem: "non-zero for a code that takes none"
         })
     );
-    for code in 1..=12u8 {
+    for code in 1..=20u8 {
         let detail = if code == 9 { 30 } else { 0 };
         let Message::Refused(r) = Message::decode(&bytes(code, detail)).unwrap() else {
             panic!()
@@ -555,6 +657,36 @@ fn message() -> impl Strategy<Value = Message> {
             reason
         })),
         id().prop_map(|r| Message::Expired(Expired { request_id: r })),
+        (id(), caps()).prop_map(|(d, c)| Message::Register(Register {
+            device_id: d,
+            capabilities: c
+        })),
+        (1..=u32::MAX).prop_map(|h| Message::Registered(Registered { heartbeat_secs: h })),
+        id().prop_map(|d| Message::Heartbeat(Heartbeat { device_id: d })),
+        Just(Message::HeartbeatAck),
+        (id(), arr::<64>()).prop_map(|(d, s)| Message::Renew(Renew {
+            device_id: d,
+            signature: s
+        })),
+        vec(vec(any::<u8>(), 1..=3000), 1..=4)
+            .prop_map(|c| Message::Renewed(Renewed { certificates: c })),
+        (
+            id(),
+            "[a-z0-9._-]{1,32}",
+            vec(any::<u8>(), 0..=MAX_PAYLOAD_LEN)
+        )
+            .prop_map(|(i, c, p)| Message::Invoke(Invoke {
+                invocation_id: i,
+                capability: c,
+                payload: p
+            })),
+        (id(), any::<bool>(), vec(any::<u8>(), 0..=MAX_PAYLOAD_LEN)).prop_map(|(i, ok, p)| {
+            Message::InvokeResult(InvokeResult {
+                invocation_id: i,
+                ok,
+                payload: p,
+            })
+        }),
     ]
 }
 
