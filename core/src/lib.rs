@@ -9,6 +9,7 @@ pub mod ca;
 pub mod config;
 pub mod device;
 pub mod identity;
+pub mod node;
 pub mod pairing;
 pub mod plugin_host;
 pub mod state;
