@@ -36,8 +36,9 @@ pub struct Conn {
     closing: Mutex<Option<String>>,
     /// A client's endpoint lives as long as its connection.
     _endpoint: Option<quinn::Endpoint>,
-    /// An inbound connection holds a place under `max_connections`.
-    _slot: Option<Slot>,
+    /// An inbound connection holds a place under `max_connections`, given
+    /// back before its `Closed` event.
+    slot: Mutex<Option<Slot>>,
 }
 
 impl Conn {
@@ -170,7 +171,7 @@ impl Registry {
             streams: Mutex::new(HashMap::new()),
             closing: Mutex::new(None),
             _endpoint: new.endpoint,
-            _slot: new.slot,
+            slot: Mutex::new(new.slot),
         });
         lock(&self.conns).insert(id, conn.clone());
         self.events.emit(
@@ -217,23 +218,25 @@ impl Registry {
         mut recv: RecvStream,
     ) {
         let mut decoder = Decoder::new(conn.max_frame_len);
+        let mut frames = Vec::new();
         let refusal = loop {
             match recv.read_chunk(usize::MAX, true).await {
-                Ok(Some(chunk)) => match decoder.push(&chunk.bytes) {
-                    Ok(frames) => {
-                        for payload in frames {
-                            self.events.emit(
-                                &conn.host,
-                                TransportEvent::Frame(FrameReceived {
-                                    connection: id,
-                                    stream,
-                                    payload,
-                                }),
-                            );
-                        }
+                Ok(Some(chunk)) => {
+                    let pushed = decoder.push(&chunk.bytes, &mut frames);
+                    for payload in frames.drain(..) {
+                        self.events.emit(
+                            &conn.host,
+                            TransportEvent::Frame(FrameReceived {
+                                connection: id,
+                                stream,
+                                payload,
+                            }),
+                        );
                     }
-                    Err(err) => break err,
-                },
+                    if let Err(err) = pushed {
+                        break err;
+                    }
+                }
                 Ok(None) => match decoder.finish() {
                     Ok(()) => {
                         self.events.emit(
@@ -268,6 +271,7 @@ impl Registry {
     async fn watch_close(self: Arc<Self>, id: ConnectionId, conn: Arc<Conn>) {
         let err = conn.quic.closed().await;
         self.remove(id);
+        lock(&conn.slot).take();
         let reason = match err {
             ConnectionError::LocallyClosed => lock(&conn.closing)
                 .clone()
@@ -300,6 +304,10 @@ pub fn describe_close(err: &ConnectionError) -> String {
                 None => format!("closed by peer: {close}"),
             }
         }
+        ConnectionError::TransportError(e) => match tls_alert(u64::from(e.code)) {
+            Some(alert) => format!("TLS alert {alert}: {}", e.reason),
+            None => e.to_string(),
+        },
         ConnectionError::TimedOut => "idle timeout".to_owned(),
         other => other.to_string(),
     }

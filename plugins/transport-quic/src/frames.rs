@@ -80,18 +80,18 @@ impl Decoder {
         }
     }
 
-    /// Takes the next bytes of the stream and returns the frames they
-    /// complete, in order.
+    /// Takes the next bytes of the stream and appends the frames they
+    /// complete to `frames`, in order.
     ///
     /// # Errors
-    /// [`FrameError::TooLong`] for an oversized frame (frames completed
-    /// earlier in the same call are dropped with it: the stream is refused
-    /// as a whole from there), and the same error for every later call.
-    pub fn push(&mut self, mut data: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
+    /// [`FrameError::TooLong`] for an oversized frame, and the same error
+    /// for every later call. The frames completed before it (in this call
+    /// too) are in `frames`, so what is delivered does not depend on how
+    /// the bytes were chunked; nothing from the oversized frame on is.
+    pub fn push(&mut self, mut data: &[u8], frames: &mut Vec<Vec<u8>>) -> Result<(), FrameError> {
         if let Some(err) = self.failed {
             return Err(err);
         }
-        let mut frames = Vec::new();
         while !data.is_empty() {
             let want = match self.want {
                 Some(want) => want,
@@ -125,7 +125,7 @@ impl Decoder {
                 self.want = None;
             }
         }
-        Ok(frames)
+        Ok(())
     }
 
     /// The stream finished: fine between frames.
@@ -153,6 +153,12 @@ impl Decoder {
 mod tests {
     use super::*;
 
+    /// Pushes `data`, returning what came out.
+    fn push(d: &mut Decoder, data: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
+        let mut out = Vec::new();
+        d.push(data, &mut out).map(|()| out)
+    }
+
     fn stream(frames: &[&[u8]]) -> Vec<u8> {
         frames
             .iter()
@@ -168,7 +174,7 @@ mod tests {
             let mut d = Decoder::new(1024);
             let mut out = Vec::new();
             for part in bytes.chunks(chunk) {
-                out.extend(d.push(part).unwrap());
+                d.push(part, &mut out).unwrap();
             }
             d.finish().unwrap();
             assert_eq!(out, frames.map(<[u8]>::to_vec), "chunk size {chunk}");
@@ -178,27 +184,37 @@ mod tests {
     #[test]
     fn an_oversized_frame_is_refused_on_its_prefix_alone() {
         let mut d = Decoder::new(10);
-        assert_eq!(d.push(&encode(b"ok", 10).unwrap()).unwrap(), vec![b"ok"]);
-        let err = d.push(&11u32.to_be_bytes()).unwrap_err();
+        assert_eq!(
+            push(&mut d, &encode(b"ok", 10).unwrap()).unwrap(),
+            vec![b"ok"]
+        );
+        let err = push(&mut d, &11u32.to_be_bytes()).unwrap_err();
         assert_eq!(err, FrameError::TooLong { len: 11, max: 10 });
         assert_eq!(err.to_string(), "frame of 11 bytes exceeds the limit of 10");
         // Nothing after the refusal comes out, even a well-formed frame.
-        assert_eq!(d.push(&encode(b"later", 10).unwrap()), Err(err));
+        assert_eq!(push(&mut d, &encode(b"later", 10).unwrap()), Err(err));
         assert_eq!(d.finish(), Err(err));
     }
 
     #[test]
-    fn frames_before_an_oversized_one_in_the_same_chunk_are_dropped() {
+    fn frames_before_an_oversized_one_in_the_same_chunk_still_come_out() {
         let mut d = Decoder::new(4);
         let mut bytes = encode(b"ok", 4).unwrap();
         bytes.extend_from_slice(&5u32.to_be_bytes());
-        assert!(d.push(&bytes).is_err());
+        bytes.extend_from_slice(b"12345");
+        bytes.extend(encode(b"late", 4).unwrap());
+        let mut out = Vec::new();
+        assert_eq!(
+            d.push(&bytes, &mut out),
+            Err(FrameError::TooLong { len: 5, max: 4 })
+        );
+        assert_eq!(out, vec![b"ok".to_vec()]);
     }
 
     #[test]
     fn a_frame_of_exactly_the_limit_passes() {
         let mut d = Decoder::new(3);
-        assert_eq!(d.push(&stream(&[b"abc"])).unwrap(), vec![b"abc"]);
+        assert_eq!(push(&mut d, &stream(&[b"abc"])).unwrap(), vec![b"abc"]);
         assert_eq!(
             encode(b"abcd", 3),
             Err(FrameError::TooLong { len: 4, max: 3 })
@@ -210,7 +226,7 @@ mod tests {
         let bytes = stream(&[b"hello"]);
         for cut in 1..bytes.len() {
             let mut d = Decoder::new(100);
-            assert!(d.push(&bytes[..cut]).unwrap().is_empty());
+            assert!(push(&mut d, &bytes[..cut]).unwrap().is_empty());
             assert_eq!(d.finish(), Err(FrameError::Truncated { buffered: cut }));
         }
     }

@@ -290,8 +290,14 @@ fn algorithms(provider: &CryptoProvider) -> &WebPkiSupportedAlgorithms {
 }
 
 /// The server chain's last certificate must hash to the pin.
-#[derive(Debug)]
 struct PinMismatch;
+
+// rustls shows the cause of a certificate error with `Debug`.
+impl fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 impl fmt::Display for PinMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
