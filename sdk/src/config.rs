@@ -31,7 +31,31 @@
 //! the gateway, not be ignored). An empty text is an empty table, so a type
 //! whose fields all have defaults parses from it. Errors are one line; the
 //! host puts the slot and the config file's location in front of them.
+//!
+//! Durations are written as people write them (`"90s"`, `"10m"`,
+//! `"1h30m"`, see [`parse_duration`]); [`duration`] reads such a field, and
+//! a bad one is reported with its line and field like any other error:
+//!
+//! ```
+//! use std::time::Duration;
+//! #[derive(Debug, serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config {
+//!     #[serde(deserialize_with = "keygate_sdk::config::duration")]
+//!     timeout: Duration,
+//! }
+//! let config: Config = keygate_sdk::config::parse("timeout = \"1m30s\"").unwrap();
+//! assert_eq!(config.timeout, Duration::from_secs(90));
+//! let err = keygate_sdk::config::parse::<Config>("\ntimeout = \"10\"").unwrap_err();
+//! assert_eq!(
+//!     err.message(),
+//!     "line 2: field \"timeout\": \"10\" is not a duration such as \"90s\", \"10m\" or \"1h30m\""
+//! );
+//! ```
 
+use std::time::Duration;
+
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::PluginError;
@@ -40,6 +64,60 @@ use crate::PluginError;
 /// [module docs](self) for the error format.
 pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, PluginError> {
     toml::from_str::<T>(text).map_err(|err| describe(text, err))
+}
+
+/// Parses a duration as people write it in config and on the command
+/// line: one or more `<number><unit>` groups, unit `s`, `m` or `h`
+/// (`90s`, `10m`, `1h`, `1h30m`).
+///
+/// # Errors
+/// A message saying what is expected.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let expected = || format!("{text:?} is not a duration such as \"90s\", \"10m\" or \"1h30m\"");
+    let mut total: u64 = 0;
+    let mut number: Option<u64> = None;
+    for c in text.trim().chars() {
+        match c {
+            '0'..='9' => {
+                let digit = u64::from(c as u8 - b'0');
+                number = Some(
+                    number
+                        .unwrap_or(0)
+                        .checked_mul(10)
+                        .and_then(|n| n.checked_add(digit))
+                        .ok_or_else(expected)?,
+                );
+            }
+            's' | 'm' | 'h' => {
+                let unit = match c {
+                    's' => 1,
+                    'm' => 60,
+                    _ => 3600,
+                };
+                let n = number.take().ok_or_else(expected)?;
+                total = n
+                    .checked_mul(unit)
+                    .and_then(|secs| total.checked_add(secs))
+                    .ok_or_else(expected)?;
+            }
+            _ => return Err(expected()),
+        }
+    }
+    if number.is_some() || text.trim().is_empty() {
+        return Err(expected());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Reads a duration field written as a string (see [`parse_duration`]):
+/// `#[serde(deserialize_with = "keygate_sdk::config::duration")]`.
+///
+/// # Errors
+/// The deserializer's error for a value that is not a string or not a
+/// duration.
+pub fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 /// One line: `line N: field "a.b": message`, with the parts that are known.
@@ -186,6 +264,17 @@ mod tests {
                 limits: Limits { max: 9 }
             }
         );
+    }
+
+    #[test]
+    fn durations_parse_as_written() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["", "10", "m", "10 m", "1d", "-5s", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

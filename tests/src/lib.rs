@@ -25,6 +25,7 @@ const PACKAGES: &[&str] = &[
     "keygate-fixture-abi-version",
     "keygate-fixture-not-a-plugin",
     "keygate-fixture-memory-cdylib",
+    "keygate-fixture-quic-cdylib",
     "keygate-fixture-pinned",
     "keygate-fixture-pre-batch",
 ];

@@ -1,0 +1,339 @@
+//! Open connections and their streams, and the tasks that serve them: one
+//! that accepts the peer's streams, one reader per stream (frames in, via
+//! [`Decoder`]), and one that waits for the connection to end and reports
+//! why.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use keygate_sdk::{
+    ConnectionId, ConnectionInfo, FrameReceived, PluginContext, PluginError, StreamId,
+    TransportEvent, TransportHost,
+};
+use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
+use rustls::pki_types::CertificateDer;
+
+use crate::codes;
+use crate::frames::{Decoder, FrameError};
+use crate::runtime::EventSink;
+
+/// A stream's sending half, shared by the host's calls that write to it.
+pub type Sender = Arc<tokio::sync::Mutex<SendStream>>;
+
+/// One open connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// The QUIC connection.
+    pub quic: quinn::Connection,
+    /// Where its events go.
+    pub host: TransportHost,
+    /// Longest frame accepted and sent.
+    pub max_frame_len: u32,
+    /// Sending halves of its streams, until finished.
+    streams: Mutex<HashMap<StreamId, Sender>>,
+    /// Why this side closed it, once it did.
+    closing: Mutex<Option<String>>,
+    /// A client's endpoint lives as long as its connection.
+    _endpoint: Option<quinn::Endpoint>,
+    /// An inbound connection holds a place under `max_connections`, given
+    /// back before its `Closed` event.
+    slot: Mutex<Option<Slot>>,
+}
+
+impl Conn {
+    /// The sending half of `stream`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`](keygate_sdk::ErrorKind::NotFound) for a
+    /// stream this side finished, or one it never had.
+    pub fn sender(&self, id: ConnectionId, stream: StreamId) -> Result<Sender, PluginError> {
+        lock(&self.streams).get(&stream).cloned().ok_or_else(|| {
+            PluginError::not_found(format!(
+                "connection {id}: stream {stream} is not open for sending"
+            ))
+        })
+    }
+
+    /// Forgets the sending half of `stream` (finished or refused).
+    pub fn take_sender(&self, stream: StreamId) -> Option<Sender> {
+        lock(&self.streams).remove(&stream)
+    }
+
+    /// Closes the connection, remembering why for its `Closed` event.
+    pub fn close(&self, code: u32, reason: &str) {
+        *lock(&self.closing) = Some(format!("closed locally: code {code}: {reason}"));
+        self.quic.close(VarInt::from_u32(code), reason.as_bytes());
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while these locks are held.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A place among the inbound connections a listener allows; given back
+/// when dropped.
+#[derive(Debug)]
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// Takes a place if fewer than `max` are taken.
+    pub fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Every open connection of a transport, and what its tasks share.
+#[derive(Debug)]
+pub struct Registry {
+    conns: Mutex<HashMap<ConnectionId, Arc<Conn>>>,
+    next_id: AtomicU64,
+    events: EventSink,
+    log: PluginContext,
+}
+
+/// What a completed handshake hands to [`Registry::start`].
+#[derive(Debug)]
+pub struct Established {
+    /// The connection.
+    pub quic: quinn::Connection,
+    /// Where its events go.
+    pub host: TransportHost,
+    /// Its frame limit.
+    pub max_frame_len: u32,
+    /// True when this side connected out.
+    pub outbound: bool,
+    /// The client endpoint, for an outbound connection.
+    pub endpoint: Option<quinn::Endpoint>,
+    /// The listener place, for an inbound connection.
+    pub slot: Option<Slot>,
+}
+
+impl Registry {
+    /// An empty registry whose tasks emit through `events`.
+    pub fn new(events: EventSink, log: PluginContext) -> Self {
+        Self {
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            events,
+            log,
+        }
+    }
+
+    /// The connection `id`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`](keygate_sdk::ErrorKind::NotFound) when it
+    /// is closed or never was.
+    pub fn get(&self, id: ConnectionId) -> Result<Arc<Conn>, PluginError> {
+        lock(&self.conns)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| PluginError::not_found(format!("connection {id}")))
+    }
+
+    /// Removes `id`, so the host's later calls on it find nothing.
+    pub fn remove(&self, id: ConnectionId) -> Option<Arc<Conn>> {
+        lock(&self.conns).remove(&id)
+    }
+
+    /// Every open connection.
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        lock(&self.conns).values().cloned().collect()
+    }
+
+    /// Registers a connection whose handshake completed, emits `Connected`
+    /// and starts its tasks. Must run on the runtime.
+    pub fn start(self: &Arc<Self>, new: Established) -> ConnectionId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let peer_certificates = new
+            .quic
+            .peer_identity()
+            .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .map(|chain| chain.iter().map(|c| c.as_ref().to_vec()).collect())
+            .unwrap_or_default();
+        let conn = Arc::new(Conn {
+            quic: new.quic.clone(),
+            host: new.host.clone(),
+            max_frame_len: new.max_frame_len,
+            streams: Mutex::new(HashMap::new()),
+            closing: Mutex::new(None),
+            _endpoint: new.endpoint,
+            slot: Mutex::new(new.slot),
+        });
+        lock(&self.conns).insert(id, conn.clone());
+        self.events.emit(
+            &new.host,
+            TransportEvent::Connected(ConnectionInfo {
+                connection: id,
+                remote_addr: new.quic.remote_address().to_string(),
+                peer_certificates,
+                outbound: new.outbound,
+            }),
+        );
+        tokio::spawn(self.clone().accept_streams(id, conn.clone()));
+        tokio::spawn(self.clone().watch_close(id, conn));
+        id
+    }
+
+    /// Registers a stream (opened by either side) and starts its reader.
+    /// Must run on the runtime.
+    pub fn add_stream(
+        self: &Arc<Self>,
+        id: ConnectionId,
+        conn: &Arc<Conn>,
+        send: SendStream,
+        recv: RecvStream,
+    ) -> StreamId {
+        let stream = u64::from(send.id());
+        lock(&conn.streams).insert(stream, Arc::new(tokio::sync::Mutex::new(send)));
+        tokio::spawn(self.clone().read_stream(id, conn.clone(), stream, recv));
+        stream
+    }
+
+    async fn accept_streams(self: Arc<Self>, id: ConnectionId, conn: Arc<Conn>) {
+        // Ends with the connection.
+        while let Ok((send, recv)) = conn.quic.accept_bi().await {
+            self.add_stream(id, &conn, send, recv);
+        }
+    }
+
+    async fn read_stream(
+        self: Arc<Self>,
+        id: ConnectionId,
+        conn: Arc<Conn>,
+        stream: StreamId,
+        mut recv: RecvStream,
+    ) {
+        let mut decoder = Decoder::new(conn.max_frame_len);
+        let mut frames = Vec::new();
+        let refusal = loop {
+            match recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => {
+                    let pushed = decoder.push(&chunk.bytes, &mut frames);
+                    for payload in frames.drain(..) {
+                        self.events.emit(
+                            &conn.host,
+                            TransportEvent::Frame(FrameReceived {
+                                connection: id,
+                                stream,
+                                payload,
+                            }),
+                        );
+                    }
+                    if let Err(err) = pushed {
+                        break err;
+                    }
+                }
+                Ok(None) => match decoder.finish() {
+                    Ok(()) => {
+                        self.events.emit(
+                            &conn.host,
+                            TransportEvent::StreamFinished {
+                                connection: id,
+                                stream,
+                            },
+                        );
+                        return;
+                    }
+                    Err(err) => break err,
+                },
+                // Reset by the peer, or the connection is gone: nothing
+                // more comes, and what was partial is dropped.
+                Err(_) => return,
+            }
+        };
+        let code = match refusal {
+            FrameError::TooLong { .. } => codes::FRAME_TOO_LONG,
+            FrameError::Truncated { .. } => codes::TRUNCATED_FRAME,
+        };
+        self.log.debug(&format!(
+            "connection {id}: stream {stream} refused ({refusal}): reset with code {code}"
+        ));
+        let _ = recv.stop(VarInt::from_u32(code));
+        if let Some(sender) = conn.take_sender(stream) {
+            let _ = sender.lock().await.reset(VarInt::from_u32(code));
+        }
+    }
+
+    async fn watch_close(self: Arc<Self>, id: ConnectionId, conn: Arc<Conn>) {
+        let err = conn.quic.closed().await;
+        self.remove(id);
+        lock(&conn.slot).take();
+        let reason = match err {
+            ConnectionError::LocallyClosed => lock(&conn.closing)
+                .clone()
+                .unwrap_or_else(|| "closed locally".to_owned()),
+            other => describe_close(&other),
+        };
+        self.events.emit(
+            &conn.host,
+            TransportEvent::Closed {
+                connection: id,
+                reason,
+            },
+        );
+    }
+}
+
+/// Why a connection ended, for the host's logs: the peer's code and reason
+/// as it sent them, and TLS alerts by name.
+pub fn describe_close(err: &ConnectionError) -> String {
+    match err {
+        ConnectionError::ApplicationClosed(close) => format!(
+            "closed by peer: code {}: {}",
+            close.error_code,
+            String::from_utf8_lossy(&close.reason)
+        ),
+        ConnectionError::ConnectionClosed(close) => {
+            let code = u64::from(close.error_code);
+            match tls_alert(code) {
+                Some(alert) => format!("refused by peer: TLS alert {alert} ({close})"),
+                None => format!("closed by peer: {close}"),
+            }
+        }
+        ConnectionError::TransportError(e) => match tls_alert(u64::from(e.code)) {
+            Some(alert) => format!("TLS alert {alert}: {}", e.reason),
+            None => e.to_string(),
+        },
+        ConnectionError::TimedOut => "idle timeout".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// The TLS alert a QUIC crypto error code (0x100 + alert) carries.
+pub fn tls_alert(code: u64) -> Option<&'static str> {
+    if !(0x100..0x200).contains(&code) {
+        return None;
+    }
+    Some(match code - 0x100 {
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        80 => "internal_error",
+        109 => "missing_extension",
+        112 => "unrecognized_name",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        _ => "other",
+    })
+}
