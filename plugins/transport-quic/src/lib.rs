@@ -30,12 +30,12 @@
 //! - **No session resumption**: the server issues no tickets and keeps no
 //!   session cache (and the client does not try), so every connection is a
 //!   full handshake and the host's check runs on every connection.
-//! - Client: [`ServerTrust::Roots`] verifies chain and server name;
-//!   [`ServerTrust::PinnedCaSha256`] needs the chain's last certificate to
-//!   hash to the pin, and the leaf to verify (with the server name) against
-//!   it; [`ServerTrust::ChannelBoundLater`] accepts any server certificate,
-//!   for PIN pairing only, where [`Transport::export_keying_material`] is
-//!   bound into the pairing proof.
+//! - Client, by [`ServerTrust`](keygate_sdk::ServerTrust): `Roots`
+//!   verifies chain and server name; `PinnedCaSha256` needs the chain's
+//!   last certificate to hash to the pin, and the leaf to verify (with the
+//!   server name) against it; `ChannelBoundLater` accepts any server
+//!   certificate, for PIN pairing only, where
+//!   [`Transport::export_keying_material`] is bound into the pairing proof.
 //!
 //! # Config (`[plugins.transport.config]`)
 //! Every key is optional. Durations are strings with units (`"90s"`,
