@@ -293,6 +293,27 @@ mod tests {
     }
 
     #[test]
+    fn the_validity_window_includes_both_of_its_ends() {
+        let s = setup();
+        let key = DeviceKey::from_seed(&[1; 32]);
+        let enrolled = s.m.enroll(&key.public_key(), "n", &[], s.now).unwrap();
+        s.m.refresh().unwrap();
+        let cert = enrolled.certificate;
+        let named = enrolled.device.device_id.to_string();
+        let cred = NodeCredential::Certificate(Some(&cert.der));
+        let second = Duration::from_secs(1);
+        for at in [cert.not_before, cert.not_after] {
+            assert!(authorize(&s.m, cred, &named, at).is_ok(), "{at:?}");
+        }
+        for at in [cert.not_before - second, cert.not_after + second] {
+            assert_eq!(
+                code(authorize(&s.m, cred, &named, at)),
+                RefusalCode::CertificateExpired
+            );
+        }
+    }
+
+    #[test]
     fn a_certificate_from_another_ca_or_garbage_is_refused() {
         let s = setup();
         let (id, _) = device(&s, 1);
