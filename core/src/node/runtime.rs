@@ -284,6 +284,7 @@ mod tests {
         let (conn, invoke) = r.invoke(&id(1), "echo", b"hi".to_vec(), t(1)).unwrap();
         assert_eq!(conn, 7);
         assert_eq!(invoke.payload, b"hi");
+        assert_eq!(r.waiting(), 1);
         let answer = InvokeResult {
             invocation_id: invoke.invocation_id.clone(),
             ok: true,
