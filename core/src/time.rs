@@ -80,47 +80,9 @@ pub fn human_duration(d: Duration) -> String {
 }
 
 /// Parses a duration as people write it in config and on the command
-/// line: one or more `<number><unit>` groups, unit `s`, `m` or `h`
-/// (`90s`, `10m`, `1h`, `1h30m`).
-///
-/// # Errors
-/// A message saying what is expected.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let expected = || format!("{text:?} is not a duration such as \"90s\", \"10m\" or \"1h30m\"");
-    let mut total: u64 = 0;
-    let mut number: Option<u64> = None;
-    for c in text.trim().chars() {
-        match c {
-            '0'..='9' => {
-                let digit = u64::from(c as u8 - b'0');
-                number = Some(
-                    number
-                        .unwrap_or(0)
-                        .checked_mul(10)
-                        .and_then(|n| n.checked_add(digit))
-                        .ok_or_else(expected)?,
-                );
-            }
-            's' | 'm' | 'h' => {
-                let unit = match c {
-                    's' => 1,
-                    'm' => 60,
-                    _ => 3600,
-                };
-                let n = number.take().ok_or_else(expected)?;
-                total = n
-                    .checked_mul(unit)
-                    .and_then(|secs| total.checked_add(secs))
-                    .ok_or_else(expected)?;
-            }
-            _ => return Err(expected()),
-        }
-    }
-    if number.is_some() || text.trim().is_empty() {
-        return Err(expected());
-    }
-    Ok(Duration::from_secs(total))
-}
+/// line (`90s`, `10m`, `1h30m`): the SDK's parser, so the host and plugins
+/// read durations alike.
+pub use keygate_sdk::config::parse_duration;
 
 #[cfg(test)]
 mod tests {
@@ -164,17 +126,6 @@ mod tests {
         );
         assert_eq!(unix_secs(UNIX_EPOCH - Duration::from_secs(5)), 0);
         assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_secs(5)), 0);
-    }
-
-    #[test]
-    fn durations_parse_as_written() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        for bad in ["", "10", "m", "10 m", "1d", "-5s", "99999999999999999999s"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
-        }
     }
 
     #[test]

@@ -153,16 +153,11 @@ fn check_signed_and_current(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
-
-    use keygate_sdk::SecretStore;
-    use keygate_store_memory::MemoryStore;
 
     use super::*;
     use crate::ca::CertificateAuthority;
     use crate::identity::DeviceKey;
-    use crate::state::{IdentitySettings, StateStore};
 
     struct Setup {
         _dir: tempfile::TempDir,
@@ -171,16 +166,8 @@ mod tests {
     }
 
     fn setup() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn SecretStore> = Arc::new(MemoryStore::new());
         let now = SystemTime::now();
-        let m = IdentityManager::open(
-            StateStore::plain(store),
-            dir.path(),
-            IdentitySettings::default(),
-            now,
-        )
-        .unwrap();
+        let (dir, m) = super::super::testing::identity(now);
         Setup { _dir: dir, m, now }
     }
 

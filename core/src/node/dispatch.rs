@@ -118,16 +118,12 @@ fn state_refusal(device: &DeviceId, e: IdentityError) -> Refusal {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use keygate_proto::{Heartbeat, PinAccepted, Register, Renew};
-    use keygate_sdk::SecretStore;
-    use keygate_store_memory::MemoryStore;
 
     use super::*;
     use crate::identity::{CertFingerprint, DeviceKey};
-    use crate::state::{IdentitySettings, StateStore};
 
     const BINDING: [u8; 32] = [9; 32];
 
@@ -142,16 +138,8 @@ mod tests {
     }
 
     fn setup() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn SecretStore> = Arc::new(MemoryStore::new());
         let now = SystemTime::now();
-        let m = IdentityManager::open(
-            StateStore::plain(store),
-            dir.path(),
-            IdentitySettings::default(),
-            now,
-        )
-        .unwrap();
+        let (dir, m) = super::super::testing::identity(now);
         let key = DeviceKey::from_seed(&[1; 32]);
         let enrolled = m.enroll(&key.public_key(), "printer", &[], now).unwrap();
         m.refresh().unwrap();

@@ -11,3 +11,30 @@ mod runtime;
 pub use auth::{NodeCredential, Refusal, authorize};
 pub use dispatch::{NodeRequest, dispatch};
 pub use runtime::{ConnectionId, Node, NodeRuntime, Swept};
+
+/// Shared by the tests of this module.
+#[cfg(test)]
+mod testing {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use keygate_sdk::SecretStore;
+    use keygate_store_memory::MemoryStore;
+
+    use crate::state::{IdentityManager, IdentitySettings, StateStore};
+
+    /// A fresh identity state on a memory store, its lock in a temporary
+    /// folder (keep the folder as long as the state).
+    pub(super) fn identity(now: SystemTime) -> (tempfile::TempDir, IdentityManager) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn SecretStore> = Arc::new(MemoryStore::new());
+        let m = IdentityManager::open(
+            StateStore::plain(store),
+            dir.path(),
+            IdentitySettings::default(),
+            now,
+        )
+        .unwrap();
+        (dir, m)
+    }
+}

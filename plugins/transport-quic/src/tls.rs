@@ -18,10 +18,10 @@
 //!
 //! Client side, one verifier per [`ServerTrust`]:
 //! - `Roots`: rustls' webpki verifier (chain and server name);
-//! - `PinnedCaSha256`: [`PinnedCaVerifier`], the last certificate of the
+//! - `PinnedCaSha256`: [`CustomServerVerifier`], the last certificate of the
 //!   chain must hash to the pin and the leaf must verify, with the server
 //!   name, against that certificate as the only root;
-//! - `ChannelBoundLater`: [`AnyServerCert`], which takes any certificate
+//! - `ChannelBoundLater`: [`CustomServerVerifier`] too, taking any certificate
 //!   (the handshake signature is still checked against it). For PIN pairing
 //!   only, where the caller binds the exported keying material into its
 //!   proof.
@@ -257,13 +257,18 @@ pub fn client_config(
             }
             ServerTrust::PinnedCaSha256(pin) => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier {
-                    pin: *pin,
+                .with_custom_certificate_verifier(Arc::new(CustomServerVerifier {
+                    check: ServerCheck::PinnedCa(*pin),
                     provider,
                 })),
-            ServerTrust::ChannelBoundLater => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServerCert { provider })),
+            ServerTrust::ChannelBoundLater => {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(CustomServerVerifier {
+                        check: ServerCheck::Any,
+                        provider,
+                    }))
+            }
         };
     let mut config = match identity {
         Some(identity) => {
@@ -307,14 +312,26 @@ impl fmt::Display for PinMismatch {
 
 impl std::error::Error for PinMismatch {}
 
-/// `ServerTrust::PinnedCaSha256`. See the [module docs](self).
+/// What a [`CustomServerVerifier`] accepts.
+#[derive(Debug, Clone, Copy)]
+pub enum ServerCheck {
+    /// `ServerTrust::PinnedCaSha256`: the chain's last certificate hashes
+    /// to this, and the leaf verifies against it with the server name.
+    PinnedCa([u8; 32]),
+    /// `ServerTrust::ChannelBoundLater`: any certificate, for PIN pairing
+    /// only (the handshake signature is still checked against it).
+    Any,
+}
+
+/// The client's verifier for the trusts rustls has none for. See the
+/// [module docs](self).
 #[derive(Debug)]
-pub struct PinnedCaVerifier {
-    pin: [u8; 32],
+pub struct CustomServerVerifier {
+    check: ServerCheck,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinnedCaVerifier {
+impl ServerCertVerifier for CustomServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -323,12 +340,16 @@ impl ServerCertVerifier for PinnedCaVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        let pin = match self.check {
+            ServerCheck::Any => return Ok(ServerCertVerified::assertion()),
+            ServerCheck::PinnedCa(pin) => pin,
+        };
         let mismatch = || {
             Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(PinMismatch))))
         };
         let (ca, between) = intermediates.split_last().ok_or_else(mismatch)?;
         let digest: [u8; 32] = Sha256::digest(ca.as_ref()).into();
-        if digest != self.pin {
+        if digest != pin {
             return Err(mismatch());
         }
         let mut roots = RootCertStore::empty();
@@ -342,47 +363,6 @@ impl ServerCertVerifier for PinnedCaVerifier {
         .build()
         .map_err(|e| Error::General(format!("pinned CA: {e}")))?;
         webpki.verify_server_cert(end_entity, between, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms(&self.provider))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms(&self.provider))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        algorithms(&self.provider).supported_schemes()
-    }
-}
-
-/// `ServerTrust::ChannelBoundLater`: any certificate, for PIN pairing only.
-#[derive(Debug)]
-pub struct AnyServerCert {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
