@@ -12,6 +12,9 @@
 //!   answers): what a paired device, connected with its certificate, says
 //!   to the gateway and hears from it.
 //!
+//! - [`link`]: the channel binding's exporter label, which message goes
+//!   on which stream, and the codes a gateway closes a connection with.
+//!
 //! Each flow is a chain of types: a step consumes its state and returns the
 //! next one with the message to send, or an error that names what was
 //! wrong. Both sides feed the transport's [`Binding`] (CA fingerprint and
@@ -29,6 +32,7 @@
 
 mod crypto;
 mod error;
+pub mod link;
 pub mod pin;
 pub mod qr;
 mod renew;

@@ -119,9 +119,11 @@ impl PairingService {
 
     /// A conversation with the device at `peer` on a connection whose TLS
     /// exporter value is `channel_binding`.
-    pub fn conversation(&self, peer: SocketAddr, channel_binding: [u8; 32]) -> Conversation<'_> {
+    /// The conversation holds its own handle on the service (cheap: shared
+    /// state behind `Arc`s), so a connection table can keep it.
+    pub fn conversation(&self, peer: SocketAddr, channel_binding: [u8; 32]) -> Conversation {
         Conversation {
-            service: self,
+            service: self.clone(),
             peer,
             binding: Binding {
                 ca_fingerprint: *self.identity.ca().fingerprint().as_bytes(),
@@ -150,14 +152,14 @@ enum State {
 }
 
 /// One connection's pairing (see the [module docs](self)).
-pub struct Conversation<'s> {
-    service: &'s PairingService,
+pub struct Conversation {
+    service: PairingService,
     peer: SocketAddr,
     binding: Binding,
     state: State,
 }
 
-impl std::fmt::Debug for Conversation<'_> {
+impl std::fmt::Debug for Conversation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conversation")
             .field("peer", &self.peer)
@@ -209,7 +211,7 @@ fn session_refusal(r: SessionRefusal) -> Refusal {
     Refusal::new(code, r)
 }
 
-impl Conversation<'_> {
+impl Conversation {
     /// Whether the conversation ended (a refusal was sent).
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
@@ -595,7 +597,7 @@ impl Conversation<'_> {
     }
 }
 
-impl Drop for Conversation<'_> {
+impl Drop for Conversation {
     fn drop(&mut self) {
         self.abandon();
     }
