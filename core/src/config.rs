@@ -118,6 +118,14 @@ pub struct Config {
     pub pairing: PairingSettings,
 }
 
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+/// The shortest client or server certificate validity: 10 seconds (for
+/// tests of renewal; devices renew at two thirds of it).
+pub const MIN_CERT_VALIDITY: Duration = Duration::from_secs(10);
+/// The longest client or server certificate validity: 366 days.
+pub const MAX_CERT_VALIDITY: Duration = Duration::from_secs(366 * 86_400);
+
 /// The default `gateway.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
 /// The default `gateway.advertise`.
@@ -134,7 +142,21 @@ pub struct GatewaySettings {
     /// gives its own), in order of preference; never empty. QR codes carry
     /// them.
     pub advertise: Vec<GatewayAddr>,
+    /// `heartbeat`: how often nodes heartbeat (told to them when they
+    /// register); a node silent for three intervals is dropped.
+    pub heartbeat: Duration,
+    /// `invoke_timeout`: how long an invocation waits for its node's answer.
+    pub invoke_timeout: Duration,
+    /// `max_frame_len`: the longest frame, bytes, either way.
+    pub max_frame_len: u32,
 }
+
+/// The default `gateway.heartbeat`.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// The default `gateway.invoke_timeout`.
+pub const DEFAULT_INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default `gateway.max_frame_len`: 1 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: u32 = 1 << 20;
 
 impl Default for GatewaySettings {
     fn default() -> Self {
@@ -145,7 +167,13 @@ impl Default for GatewaySettings {
                 GatewayAddr::parse_with_default_port(a, Some(listen.port())).expect("valid default")
             })
             .collect();
-        Self { listen, advertise }
+        Self {
+            listen,
+            advertise,
+            heartbeat: DEFAULT_HEARTBEAT,
+            invoke_timeout: DEFAULT_INVOKE_TIMEOUT,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+        }
     }
 }
 
@@ -215,6 +243,9 @@ struct RawConfig {
 struct RawGateway {
     listen: Option<Spanned<String>>,
     advertise: Option<Spanned<Vec<Spanned<String>>>>,
+    heartbeat: Option<Spanned<String>>,
+    invoke_timeout: Option<Spanned<String>>,
+    max_frame_len: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -236,6 +267,8 @@ struct RawIdentity {
     ca_common_name: Option<Spanned<String>>,
     ca_validity_days: Option<Spanned<u64>>,
     client_cert_validity_hours: Option<Spanned<u64>>,
+    client_cert_validity: Option<Spanned<String>>,
+    server_cert_validity: Option<Spanned<String>>,
     lock_timeout_secs: Option<Spanned<u64>>,
     snapshot_interval: Option<Spanned<u64>>,
     change_retention: Option<Spanned<u64>>,
@@ -416,9 +449,36 @@ impl Ctx<'_> {
             let days = positive(&days, "identity.ca_validity_days", 36_500)?;
             settings.ca_validity = std::time::Duration::from_secs(days * 86_400);
         }
-        if let Some(hours) = raw.client_cert_validity_hours {
-            let hours = positive(&hours, "identity.client_cert_validity_hours", 24 * 366)?;
-            settings.client_validity = std::time::Duration::from_secs(hours * 3600);
+        match (raw.client_cert_validity_hours, raw.client_cert_validity) {
+            (Some(_), Some(both)) => {
+                return Err(self.invalid(
+                    both.span().start,
+                    "identity.client_cert_validity",
+                    "give either client_cert_validity or the older client_cert_validity_hours, \
+                     not both",
+                ));
+            }
+            (Some(hours), None) => {
+                let hours = positive(&hours, "identity.client_cert_validity_hours", 24 * 366)?;
+                settings.client_validity = std::time::Duration::from_secs(hours * 3600);
+            }
+            (None, Some(d)) => {
+                settings.client_validity = self.duration_within(
+                    &d,
+                    "identity.client_cert_validity",
+                    MIN_CERT_VALIDITY,
+                    MAX_CERT_VALIDITY,
+                )?;
+            }
+            (None, None) => {}
+        }
+        if let Some(d) = raw.server_cert_validity {
+            settings.server_validity = self.duration_within(
+                &d,
+                "identity.server_cert_validity",
+                MIN_CERT_VALIDITY,
+                MAX_CERT_VALIDITY,
+            )?;
         }
         if let Some(secs) = raw.lock_timeout_secs {
             let secs = positive(&secs, "identity.lock_timeout_secs", 3600)?;
@@ -494,7 +554,52 @@ impl Ctx<'_> {
                 }
             }
         }
+        if let Some(d) = raw.heartbeat {
+            settings.heartbeat =
+                self.duration_within(&d, "gateway.heartbeat", SECOND, 60 * MINUTE)?;
+        }
+        if let Some(d) = raw.invoke_timeout {
+            settings.invoke_timeout =
+                self.duration_within(&d, "gateway.invoke_timeout", SECOND, 60 * MINUTE)?;
+        }
+        if let Some(n) = raw.max_frame_len {
+            let len = *n.get_ref();
+            const MIN: i64 = keygate_proto::MAX_MESSAGE_LEN as i64;
+            const MAX: i64 = 64 << 20;
+            if !(MIN..=MAX).contains(&len) {
+                return Err(self.invalid(
+                    n.span().start,
+                    "gateway.max_frame_len",
+                    format!("must be between {MIN} and {MAX} bytes, not {len}"),
+                ));
+            }
+            settings.max_frame_len = u32::try_from(len).unwrap_or(DEFAULT_MAX_FRAME_LEN);
+        }
         Ok(settings)
+    }
+
+    /// A duration (with units) between `min` and `max`.
+    fn duration_within(
+        &self,
+        v: &Spanned<String>,
+        key: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        crate::time::parse_duration(v.get_ref())
+            .and_then(|d| {
+                if (min..=max).contains(&d) {
+                    Ok(d)
+                } else {
+                    Err(format!(
+                        "must be between {} and {}, not {}",
+                        crate::time::human_duration(min),
+                        crate::time::human_duration(max),
+                        crate::time::human_duration(d)
+                    ))
+                }
+            })
+            .map_err(|m| self.invalid(v.span().start, key, m))
     }
 
     fn pairing(&self, raw: RawPairing) -> Result<PairingSettings, ConfigError> {
@@ -548,23 +653,8 @@ impl Ctx<'_> {
             limit.free_failures = u32::try_from(n).unwrap_or(0);
         }
         let duration = |v: &Spanned<String>, key: &str, min: Duration, max: Duration| {
-            crate::time::parse_duration(v.get_ref())
-                .and_then(|d| {
-                    if (min..=max).contains(&d) {
-                        Ok(d)
-                    } else {
-                        Err(format!(
-                            "must be between {} and {}, not {}",
-                            crate::time::human_duration(min),
-                            crate::time::human_duration(max),
-                            crate::time::human_duration(d)
-                        ))
-                    }
-                })
-                .map_err(|m| self.invalid(v.span().start, key, m))
+            self.duration_within(v, key, min, max)
         };
-        const SECOND: Duration = Duration::from_secs(1);
-        const MINUTE: Duration = Duration::from_secs(60);
         if let Some(d) = raw.failure_delay {
             limit.base_delay = duration(&d, "pairing.failure_delay", SECOND, 10 * MINUTE)?;
         }
@@ -840,6 +930,45 @@ mod tests {
         assert_eq!(c.pairing.pin_digits, 8);
         assert_eq!(c.pairing.code_ttl, std::time::Duration::from_secs(600));
         assert_eq!(c.pairing.max_attempts, 5);
+    }
+
+    #[test]
+    fn certificate_validities_and_node_settings_take_durations() {
+        let c = parse("[plugins.store]\nuse = \"memory\"\n[identity]\nclient_cert_validity = \"20s\"\nserver_cert_validity = \"7d\"\n[gateway]\nheartbeat = \"5s\"\ninvoke_timeout = \"2m\"\nmax_frame_len = 65536\n").unwrap();
+        assert_eq!(c.identity.client_validity, Duration::from_secs(20));
+        assert_eq!(c.identity.server_validity, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.gateway.heartbeat, Duration::from_secs(5));
+        assert_eq!(c.gateway.invoke_timeout, Duration::from_secs(120));
+        assert_eq!(c.gateway.max_frame_len, 65536);
+        let d = parse("[plugins.store]\nuse = \"memory\"\n").unwrap();
+        assert_eq!(d.gateway.max_frame_len, DEFAULT_MAX_FRAME_LEN);
+        assert_eq!(d.gateway.heartbeat, DEFAULT_HEARTBEAT);
+        for (body, expected) in [
+            (
+                "[identity]\nclient_cert_validity = \"5s\"\n",
+                ":4: identity.client_cert_validity: must be between 10s and",
+            ),
+            (
+                "[identity]\nclient_cert_validity_hours = 2\nclient_cert_validity = \"1h\"\n",
+                ":5: identity.client_cert_validity: give either",
+            ),
+            (
+                "[identity]\nserver_cert_validity = \"soon\"\n",
+                ":4: identity.server_cert_validity: \"soon\" is not a duration",
+            ),
+            (
+                "[gateway]\nheartbeat = \"0s\"\n",
+                ":4: gateway.heartbeat: must be between 1s and",
+            ),
+            (
+                "[gateway]\nmax_frame_len = 100\n",
+                ":4: gateway.max_frame_len: must be between 16384 and",
+            ),
+        ] {
+            let text = format!("[plugins.store]\nuse = \"memory\"\n{body}");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{body}: {err}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod ca;
 pub mod config;
 pub mod device;
+pub mod gateway;
 pub mod identity;
 pub mod node;
 pub mod pairing;

@@ -67,8 +67,8 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, PluginError> {
 }
 
 /// Parses a duration as people write it in config and on the command
-/// line: one or more `<number><unit>` groups, unit `s`, `m` or `h`
-/// (`90s`, `10m`, `1h`, `1h30m`).
+/// line: one or more `<number><unit>` groups, unit `s`, `m`, `h` or `d`
+/// (`90s`, `10m`, `1h`, `1h30m`, `7d`).
 ///
 /// # Errors
 /// A message saying what is expected.
@@ -88,11 +88,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                         .ok_or_else(expected)?,
                 );
             }
-            's' | 'm' | 'h' => {
+            's' | 'm' | 'h' | 'd' => {
                 let unit = match c {
                     's' => 1,
                     'm' => 60,
-                    _ => 3600,
+                    'h' => 3600,
+                    _ => 86_400,
                 };
                 let n = number.take().ok_or_else(expected)?;
                 total = n
@@ -272,6 +273,8 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(129_600)));
         for bad in ["", "10", "m", "10 m", "1d", "-5s", "99999999999999999999s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }

@@ -2,9 +2,14 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Subcommand;
+use keygate_core::gateway::admin::AdminServer;
+use keygate_core::gateway::{DEFAULT_WORKERS, Gateway, GatewayOptions};
+use keygate_core::pairing::gateway::{PairingService, PolicySlot, ServiceSettings};
 use keygate_core::state::watch::DEFAULT_WATCH_INTERVAL;
 use keygate_core::state::{RevocationEvent, Watcher};
 
@@ -12,33 +17,87 @@ use keygate_core::state::{RevocationEvent, Watcher};
 #[derive(Subcommand)]
 pub enum GatewayCommand {
     /// Load the config, plugins and identity state (creating the CA on first
-    /// boot), follow revocations, and serve until Ctrl-C (SIGINT) or SIGTERM.
-    Run,
+    /// boot), listen on `[gateway] listen` for pairing and node RPC, follow
+    /// revocations, and serve until Ctrl-C (SIGINT) or SIGTERM.
+    Run {
+        /// DEVELOPMENT ONLY: let node methods through without a client
+        /// certificate. Refused unless `[gateway] listen` is a loopback
+        /// address; revoked devices are still refused.
+        #[arg(long)]
+        insecure_node_rpc_opt_out: bool,
+    },
 }
 
 pub fn run(cmd: GatewayCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
-        GatewayCommand::Run => serve(config_path),
+        GatewayCommand::Run {
+            insecure_node_rpc_opt_out,
+        } => serve(config_path, insecure_node_rpc_opt_out),
     }
 }
 
-fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
+/// How often revocations are looked for and housekeeping runs.
+const TICK: Duration = Duration::from_millis(250);
+
+fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
     let opened = super::identity::open(config_path).context("gateway not started")?;
-    for plugin in &opened._host.loaded {
-        tracing::info!(
-            plugin = %plugin.label,
-            source = %plugin.origin,
-            sdk = %plugin.sdk_version,
-            "{}",
-            plugin.info.description
+    let config = &opened.config;
+    let host = &opened._host;
+    let Some(transport) = host.transport.clone() else {
+        bail!(
+            "gateway not started: {} has no [plugins.transport] table; add\n\n  \
+             [plugins.transport]\n  use = \"quic\"\n",
+            config.path.display()
         );
-    }
+    };
     let manager = opened.manager.clone();
     manager
         .refresh()
         .context("cannot load the revocation index")?;
+    let policy = host.approval.clone().map(|policy| PolicySlot {
+        name: host
+            .loaded
+            .iter()
+            .find(|p| p.info.kind == keygate_sdk::PluginKind::Approval)
+            .map(|p| p.info.name.to_string())
+            .unwrap_or_default(),
+        policy,
+    });
+    let pairing = PairingService::new(
+        manager.clone(),
+        policy,
+        ServiceSettings::from(&config.pairing),
+    );
+    let options = GatewayOptions {
+        listen: config.gateway.listen,
+        advertise: config.gateway.advertise.clone(),
+        max_frame_len: config.gateway.max_frame_len,
+        heartbeat: config.gateway.heartbeat,
+        invoke_timeout: config.gateway.invoke_timeout,
+        server_validity: config.identity.server_validity,
+        node_rpc_opt_out: opt_out,
+        workers: DEFAULT_WORKERS,
+    };
+    if opt_out {
+        tracing::warn!(
+            "INSECURE: --insecure-node-rpc-opt-out is on: node methods are served WITHOUT a \
+             client certificate to anyone who can reach {}. Never use this outside development.",
+            options.listen
+        );
+    }
     let watcher = Watcher::start(manager.clone(), DEFAULT_WATCH_INTERVAL)
         .context("cannot start the revocation watcher")?;
+    let gateway = Arc::new(
+        Gateway::start(manager.clone(), pairing, transport, options)
+            .context("gateway not started")?,
+    );
+    let admin = match AdminServer::start(&config.state_dir, gateway.clone()) {
+        Ok(admin) => admin,
+        Err(e) => {
+            gateway.shutdown();
+            return Err(e).context("gateway not started");
+        }
+    };
 
     let (tx, rx) = std::sync::mpsc::channel();
     ctrlc::set_handler(move || {
@@ -46,33 +105,43 @@ fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
     })
     .context("cannot install the Ctrl-C handler")?;
     tracing::info!(
-        config = %opened.config.path.display(),
-        state_dir = %opened.config.state_dir.display(),
+        listen = %gateway.local_addr(),
+        config = %config.path.display(),
+        state_dir = %config.state_dir.display(),
+        admin = %admin.path().display(),
         ca = %manager.ca().fingerprint(),
         "gateway ready; press Ctrl-C to stop"
     );
     loop {
-        if rx
-            .recv_timeout(std::time::Duration::from_millis(50))
-            .is_ok()
-        {
+        // Revocations wake the loop at once; housekeeping runs at least
+        // every TICK.
+        match watcher.events().recv_timeout(TICK) {
+            Ok(event) => revoked(&gateway, &event),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
+        }
+        gateway.tick(SystemTime::now());
+        if rx.try_recv().is_ok() {
             break;
         }
-        while let Ok(event) = watcher.events().try_recv() {
-            match event {
-                RevocationEvent::Device(id) => {
-                    tracing::warn!(device_id = %id, "revocation seen: device")
-                }
-                RevocationEvent::Certificate {
-                    fingerprint,
-                    device_id,
-                } => {
-                    tracing::warn!(%fingerprint, device_id = %device_id, "revocation seen: certificate")
-                }
-            }
+    }
+    tracing::info!("gateway stopping: closing connections");
+    admin.stop();
+    gateway.shutdown();
+    drop(watcher);
+    tracing::info!("gateway stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn revoked(gateway: &Gateway, event: &RevocationEvent) {
+    match event {
+        RevocationEvent::Device(id) => tracing::warn!(device_id = %id, "revocation seen: device"),
+        RevocationEvent::Certificate {
+            fingerprint,
+            device_id,
+        } => {
+            tracing::warn!(%fingerprint, device_id = %device_id, "revocation seen: certificate")
         }
     }
-    tracing::info!("gateway stopping");
-    drop(watcher);
-    Ok(ExitCode::SUCCESS)
+    gateway.revoked(event);
 }

@@ -16,6 +16,7 @@ mod devices;
 mod format;
 mod gateway;
 mod identity;
+mod nodes;
 mod pairing;
 mod plugins;
 mod requests;
@@ -69,6 +70,9 @@ enum Command {
     /// The identity state as a whole: check it for unreadable records.
     #[command(subcommand)]
     State(state::StateCommand),
+    /// Connected nodes of the running gateway: list, invoke.
+    #[command(subcommand)]
+    Nodes(nodes::NodesCommand),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
@@ -87,6 +91,7 @@ pub fn main() -> ExitCode {
         Command::Certs(cmd) => certs::run(cmd, &cli.config),
         Command::Pairing(cmd) => pairing::run(cmd, &cli.config),
         Command::State(cmd) => state::run(cmd, &cli.config),
+        Command::Nodes(cmd) => nodes::run(cmd, &cli.config),
     };
     match result {
         Ok(code) => code,

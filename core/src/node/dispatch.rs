@@ -1,6 +1,7 @@
 //! One node request in, its answer out: the checks of [`authorize`] first,
 //! then what the request asks of the identity state and the runtime.
 
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use keygate_proto::{Message, RefusalCode, Refused, Registered, Renewed};
@@ -26,10 +27,11 @@ pub struct NodeRequest<'a> {
 
 /// Answers a node request (`Register`, `Heartbeat`, `Renew`) at `now`: the
 /// message to send back on its stream, a `Refused` naming why when it is
-/// refused.
+/// refused. The runtime is locked only for what changes it, never across a
+/// write to the identity state (a renewal's certificate).
 pub fn dispatch(
     identity: &IdentityManager,
-    runtime: &mut NodeRuntime,
+    runtime: &Mutex<NodeRuntime>,
     request: NodeRequest<'_>,
     now: SystemTime,
 ) -> Message {
@@ -41,7 +43,7 @@ pub fn dispatch(
 
 fn serve(
     identity: &IdentityManager,
-    runtime: &mut NodeRuntime,
+    runtime: &Mutex<NodeRuntime>,
     request: NodeRequest<'_>,
     now: SystemTime,
 ) -> Result<Message, Refusal> {
@@ -55,6 +57,7 @@ fn serve(
         Message::Register(m) => {
             let device = authorize(identity, credential, &m.device_id, now)?;
             let record = record(identity, &device)?;
+            let mut runtime = lock(runtime);
             runtime.register(connection, device, record.name, m.capabilities, now);
             Ok(Message::Registered(Registered {
                 heartbeat_secs: runtime.heartbeat_secs(),
@@ -62,7 +65,7 @@ fn serve(
         }
         Message::Heartbeat(m) => {
             let device = authorize(identity, credential, &m.device_id, now)?;
-            runtime.heartbeat(connection, &device, now)?;
+            lock(runtime).heartbeat(connection, &device, now)?;
             Ok(Message::HeartbeatAck)
         }
         Message::Renew(m) => {
@@ -88,6 +91,12 @@ fn serve(
             reason: format!("{} is not a node request", other.name()),
         }),
     }
+}
+
+/// The runtime's lock; a worker that panicked holding it left every entry
+/// whole (each change is one insert, update or removal).
+pub(crate) fn lock(runtime: &Mutex<NodeRuntime>) -> std::sync::MutexGuard<'_, NodeRuntime> {
+    runtime.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn record(identity: &IdentityManager, device: &DeviceId) -> Result<DeviceRecord, Refusal> {
@@ -130,7 +139,7 @@ mod tests {
     struct Setup {
         _dir: tempfile::TempDir,
         m: IdentityManager,
-        r: NodeRuntime,
+        r: Mutex<NodeRuntime>,
         now: SystemTime,
         key: DeviceKey,
         id: DeviceId,
@@ -146,7 +155,10 @@ mod tests {
         Setup {
             _dir: dir,
             m,
-            r: NodeRuntime::new(Duration::from_secs(5), Duration::from_secs(10)),
+            r: Mutex::new(NodeRuntime::new(
+                Duration::from_secs(5),
+                Duration::from_secs(10),
+            )),
             now,
             id: enrolled.device.device_id,
             key,
@@ -161,7 +173,7 @@ mod tests {
             channel_binding: BINDING,
             message,
         };
-        dispatch(&s.m, &mut s.r, request, s.now)
+        dispatch(&s.m, &s.r, request, s.now)
     }
 
     fn refused(m: Message) -> RefusalCode {
@@ -195,7 +207,7 @@ mod tests {
             Message::Registered(Registered { heartbeat_secs: 5 })
         );
         assert_eq!(send(&mut s, Some(&cert), heartbeat), Message::HeartbeatAck);
-        let nodes = s.r.nodes();
+        let nodes = lock(&s.r).nodes();
         assert_eq!(
             (nodes[0].device_id, nodes[0].name.as_str()),
             (s.id, "printer")
@@ -214,7 +226,7 @@ mod tests {
         ] {
             assert_eq!(refused(send(&mut s, None, m)), RefusalCode::NoCertificate);
         }
-        assert!(s.r.nodes().is_empty());
+        assert!(lock(&s.r).nodes().is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod dispatch;
 mod runtime;
 
 pub use auth::{NodeCredential, Refusal, authorize};
+pub(crate) use dispatch::lock;
 pub use dispatch::{NodeRequest, dispatch};
 pub use runtime::{ConnectionId, Node, NodeRuntime, Swept};
 

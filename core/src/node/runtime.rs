@@ -230,6 +230,18 @@ impl NodeRuntime {
         nodes
     }
 
+    /// The connections `device_id` registered on.
+    pub fn connections_of(&self, device_id: &DeviceId) -> Vec<ConnectionId> {
+        let mut found: Vec<ConnectionId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.device_id == *device_id)
+            .map(|(&c, _)| c)
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
     /// How many invocations wait for an answer.
     pub fn waiting(&self) -> usize {
         self.waiting.len()

@@ -52,6 +52,9 @@ pub struct IdentitySettings {
     pub ca_validity: Duration,
     /// Validity of client certificates.
     pub client_validity: Duration,
+    /// Validity of the gateway's server certificate (re-issued at two
+    /// thirds of it).
+    pub server_validity: Duration,
     /// How long a mutation waits for the state lock.
     pub lock_timeout: Duration,
     /// A reader writes an index snapshot once this many changes accumulated
@@ -72,6 +75,7 @@ impl Default for IdentitySettings {
             ca_common_name: "Keygate CA".into(),
             ca_validity: DEFAULT_CA_VALIDITY,
             client_validity: DEFAULT_CLIENT_VALIDITY,
+            server_validity: crate::ca::DEFAULT_SERVER_VALIDITY,
             lock_timeout: Duration::from_secs(10),
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
             change_retention: DEFAULT_CHANGE_RETENTION,
