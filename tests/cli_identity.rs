@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use keygate_core::identity::DeviceKey;
 use keygate_core::state::lock::StateLock;
-use keygate_tests::{GatewayProcess, json, keygate, ok, run, setup};
+use keygate_tests::{GatewayProcess, json, keygate, ok, run, serving, setup};
 use serde_json::Value;
 
 /// The object in JSON array `rows` whose `field` is `value`.
@@ -279,7 +279,7 @@ fn a_tampered_record_is_named_skipped_by_listings_refused_by_mutations_and_left_
 
 #[test]
 fn a_running_gateway_sees_a_cli_revocation() {
-    let (_dir, config) = setup("");
+    let (_dir, config) = setup(&serving());
     let (id, _) = enroll(&config, 6, "zeta");
     let mut gateway = GatewayProcess::start(&config, &[]);
     ok(&config, &["devices", "revoke", &id, "--reason", "test"]);
@@ -340,7 +340,7 @@ fn every_command_that_prints_a_result_speaks_json() {
 
 #[test]
 fn commands_are_quiet_unless_asked_and_never_colour_a_pipe() {
-    let (_dir, config) = setup("");
+    let (_dir, config) = setup(&serving());
     let quiet = run(keygate(&config)
         .env_remove("KEYGATE_LOG")
         .args(["devices", "list"]));

@@ -132,8 +132,8 @@ fn invalid_config_values_name_file_line_and_field() {
             "pairing.pin_digits: must be between 6 and 12",
         ),
         (
-            "[pairing]\ncode_ttl = \"2d\"\n",
-            "pairing.code_ttl: \"2d\" is not a duration",
+            "[pairing]\ncode_ttl = \"2w\"\n",
+            "pairing.code_ttl: \"2w\" is not a duration",
         ),
         (
             "[pairing]\ncode_ttl = \"10s\"\n",

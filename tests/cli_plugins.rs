@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
-use keygate_tests::{cdylib, keygate, run, toml_path, write_config};
+use keygate_tests::{cdylib, keygate, run, serving, toml_path, write_config};
 
 #[test]
 fn plugins_check_prints_the_manifest_and_sha256() {
@@ -200,7 +200,10 @@ fn bad_config_is_refused_with_file_line_and_key() {
 #[test]
 fn gateway_run_loads_plugins_reports_them_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), "[plugins.store]\nuse = \"memory\"\n");
+    let cfg = write_config(
+        dir.path(),
+        &format!("[plugins.store]\nuse = \"memory\"\n{}", serving()),
+    );
     let mut child = keygate(&cfg)
         .args(["gateway", "run"])
         .stderr(Stdio::piped())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use keygate_core::identity::DeviceKey;
 use keygate_sdk::SecretStore;
-use keygate_tests::{GatewayProcess, keygate, open_identity, run, write_config};
+use keygate_tests::{GatewayProcess, keygate, open_identity, run, serving, write_config};
 use serde_json::Value;
 // Link the built-in store so its registration is present.
 use keygate_store_fs as _;
@@ -17,7 +17,10 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        "state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n",
+        &format!(
+            "state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n{}",
+            serving()
+        ),
     );
     (dir, config)
 }

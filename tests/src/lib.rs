@@ -10,9 +10,10 @@ use std::time::SystemTime;
 use keygate_core::config::Config;
 use keygate_core::plugin_host::PluginHost;
 use keygate_core::state::IdentityManager;
-// The built-in stores the configs below name.
+// The built-in plugins the configs below name.
 use keygate_store_fs as _;
 use keygate_store_memory as _;
+use keygate_transport_quic as _;
 
 /// The packages whose artifacts the tests use.
 const PACKAGES: &[&str] = &[
@@ -140,6 +141,26 @@ pub fn setup(extra: &str) -> (tempfile::TempDir, PathBuf) {
         &format!("state_dir = \"state\"\n[plugins.store]\nuse = \"filesystem\"\n{extra}"),
     );
     (dir, config)
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago (the OS picked it;
+/// another process could take it before the gateway binds it, which the
+/// ephemeral range makes unlikely).
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port()
+}
+
+/// The config tables `gateway run` needs besides the store: the built-in
+/// `quic` transport, listening on a free loopback port (so tests running
+/// at once never share one).
+pub fn serving() -> String {
+    format!(
+        "[plugins.transport]\nuse = \"quic\"\n[gateway]\nlisten = \"127.0.0.1:{}\"\nadvertise = [\"127.0.0.1\"]\n",
+        free_port()
+    )
 }
 
 /// Runs `keygate ARGS` on `config` and asserts it succeeded.
