@@ -10,8 +10,8 @@ use clap::Subcommand;
 use keygate_core::gateway::admin::AdminServer;
 use keygate_core::gateway::{DEFAULT_WORKERS, Gateway, GatewayOptions};
 use keygate_core::pairing::gateway::{PairingService, PolicySlot, ServiceSettings};
+use keygate_core::state::Watcher;
 use keygate_core::state::watch::DEFAULT_WATCH_INTERVAL;
-use keygate_core::state::{RevocationEvent, Watcher};
 
 /// Gateway commands.
 #[derive(Subcommand)]
@@ -116,7 +116,7 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
         // Revocations wake the loop at once; housekeeping runs at least
         // every TICK.
         match watcher.events().recv_timeout(TICK) {
-            Ok(event) => revoked(&gateway, &event),
+            Ok(event) => gateway.revoked(&event),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
         }
@@ -131,17 +131,4 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
     drop(watcher);
     tracing::info!("gateway stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-fn revoked(gateway: &Gateway, event: &RevocationEvent) {
-    match event {
-        RevocationEvent::Device(id) => tracing::warn!(device_id = %id, "revocation seen: device"),
-        RevocationEvent::Certificate {
-            fingerprint,
-            device_id,
-        } => {
-            tracing::warn!(%fingerprint, device_id = %device_id, "revocation seen: certificate")
-        }
-    }
-    gateway.revoked(event);
 }

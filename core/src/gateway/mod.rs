@@ -135,6 +135,30 @@ impl Shared {
         }
     }
 
+    /// Closes the connections `event` ends: those made with the revoked
+    /// certificate or by the revoked device.
+    fn revoked(&self, event: &RevocationEvent) {
+        let mut hit = self.connections.revoked_by(event);
+        // Opt-out connections carry no certificate: their node registered
+        // under the device id.
+        if let RevocationEvent::Device(id) = event {
+            hit.extend(crate::node::lock(&self.runtime).connections_of(id));
+        }
+        hit.sort_unstable();
+        hit.dedup();
+        let reason = match event {
+            RevocationEvent::Device(id) => format!("device {id} revoked"),
+            RevocationEvent::Certificate {
+                fingerprint,
+                device_id,
+            } => format!("certificate {fingerprint} of device {device_id} revoked"),
+        };
+        tracing::warn!(connections = hit.len(), "revocation seen: {reason}");
+        for connection in hit {
+            self.close(connection, close::REVOKED, &reason);
+        }
+    }
+
     fn close(&self, connection: ConnectionId, code: u32, reason: &str) {
         if let Err(error) = self.transport.close_connection(connection, code, reason) {
             tracing::debug!(connection, %error, "closing a connection that is gone");
@@ -147,7 +171,7 @@ type Shards = Arc<Vec<Mutex<Sender<worker::Work>>>>;
 
 /// The host's side of the transport: the handshake check and the events.
 struct Callbacks {
-    identity: Arc<IdentityManager>,
+    shared: Arc<Shared>,
     shards: Shards,
 }
 
@@ -157,7 +181,11 @@ impl TransportCallbacks for Callbacks {
             .first()
             .ok_or_else(|| PluginError::invalid("an empty certificate chain"))?;
         let fingerprint = CertFingerprint::of_der(leaf);
-        check_client(&self.identity, &fingerprint).map_err(PluginError::invalid)
+        let shared = &self.shared;
+        check_client(&shared.identity, &fingerprint, |event| {
+            shared.revoked(&event)
+        })
+        .map_err(PluginError::invalid)
     }
 
     fn on_event(&self, event: TransportEvent) {
@@ -176,12 +204,26 @@ impl TransportCallbacks for Callbacks {
 
 /// The handshake's check of a client certificate that chained to the CA:
 /// the identity state must know it, and neither it nor its device may be
-/// revoked.
+/// revoked. A certificate the gateway's index does not know yet (issued a
+/// moment ago by another process, e.g. `keygate pairing approve`) makes it
+/// read the change log once before deciding; the revocations that read
+/// finds go to `revoked`, as the watcher's would.
 pub fn check_client(
     identity: &IdentityManager,
     fingerprint: &CertFingerprint,
+    mut revoked: impl FnMut(RevocationEvent),
 ) -> Result<(), String> {
-    match identity.certificate_status(fingerprint) {
+    let mut status = identity.certificate_status(fingerprint);
+    if matches!(status, CertStatus::Unknown) {
+        match identity.refresh() {
+            Ok(events) => events.into_iter().for_each(&mut revoked),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the change log for an unknown certificate")
+            }
+        }
+        status = identity.certificate_status(fingerprint);
+    }
+    match status {
         CertStatus::Valid(_) => Ok(()),
         CertStatus::CertificateRevoked(_) => Err(format!("certificate {fingerprint} is revoked")),
         CertStatus::DeviceRevoked(device) => Err(format!(
@@ -260,7 +302,7 @@ impl Gateway {
         }
         let shards: Shards = Arc::new(shards);
         let host = TransportHost::new(Callbacks {
-            identity: identity.clone(),
+            shared: shared.clone(),
             shards: shards.clone(),
         });
         let params = ListenParams {
@@ -373,28 +415,10 @@ impl Gateway {
         }
     }
 
-    /// Closes the connections a revocation ends.
+    /// Closes the connections a revocation ends. The state
+    /// [`Watcher`](crate::state::Watcher)'s events go here.
     pub fn revoked(&self, event: &RevocationEvent) {
-        let shared = &self.shared;
-        let mut hit = shared.connections.revoked_by(event);
-        // Opt-out connections carry no certificate: their node registered
-        // under the device id.
-        if let RevocationEvent::Device(id) = event {
-            let runtime = crate::node::lock(&shared.runtime);
-            hit.extend(runtime.connections_of(id));
-        }
-        hit.sort_unstable();
-        hit.dedup();
-        let reason = match event {
-            RevocationEvent::Device(id) => format!("device {id} revoked"),
-            RevocationEvent::Certificate { fingerprint, .. } => {
-                format!("certificate {fingerprint} revoked")
-            }
-        };
-        for connection in hit {
-            tracing::warn!(connection, %reason, "closing a revoked connection");
-            shared.close(connection, close::REVOKED, &reason);
-        }
+        self.shared.revoked(event);
     }
 
     /// Housekeeping at `now`: fails invocations past their deadline,
