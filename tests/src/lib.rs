@@ -313,6 +313,11 @@ impl GatewayProcess {
     /// `KEYGATE_LOG`; an empty value removes the variable) and waits for
     /// its ready line.
     pub fn start(config: &Path, env: &[(&str, &str)]) -> GatewayProcess {
+        Self::start_with(config, env, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments after `gateway run`.
+    pub fn start_with(config: &Path, env: &[(&str, &str)], args: &[&str]) -> GatewayProcess {
         use std::io::BufRead;
         let mut cmd = keygate(config);
         for (k, v) in env {
@@ -324,6 +329,7 @@ impl GatewayProcess {
         }
         let mut child = cmd
             .args(["gateway", "run"])
+            .args(args)
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
