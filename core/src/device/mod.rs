@@ -5,9 +5,11 @@
 //! A node keeps all of it in its own SecretStore under its own state dir,
 //! never in the gateway's: the private key never leaves the device.
 
+pub mod capability;
 pub mod code_input;
 pub mod identity;
 pub mod pairing;
+pub mod schedule;
 
 pub use code_input::{CodeInputError, read_code};
 pub use identity::{Credentials, DeviceIdentity, DeviceIdentityError, PendingPairing};
