@@ -16,6 +16,7 @@ mod devices;
 mod format;
 mod gateway;
 mod identity;
+mod node;
 mod pairing;
 mod plugins;
 mod requests;
@@ -69,13 +70,16 @@ enum Command {
     /// The identity state as a whole: check it for unreadable records.
     #[command(subcommand)]
     State(state::StateCommand),
+    /// This machine as a node: pair with a gateway, run.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet_level = match cli.command {
-        Command::Gateway(_) => "info",
+        Command::Gateway(_) | Command::Node(node::NodeCommand::Run(_)) => "info",
         _ => "warn",
     };
     init_logging(quiet_level, cli.verbose);
@@ -87,6 +91,8 @@ pub fn main() -> ExitCode {
         Command::Certs(cmd) => certs::run(cmd, &cli.config),
         Command::Pairing(cmd) => pairing::run(cmd, &cli.config),
         Command::State(cmd) => state::run(cmd, &cli.config),
+        // A node has no config file: its state dir is all it needs.
+        Command::Node(cmd) => node::run(cmd),
     };
     match result {
         Ok(code) => code,

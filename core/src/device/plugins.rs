@@ -34,6 +34,9 @@ pub enum DevicePluginError {
     /// The built-in is not linked, or refused its settings.
     #[error(transparent)]
     Host(#[from] HostError),
+    /// The state dir has no absolute path (the current folder is gone).
+    #[error("the state dir: {0}")]
+    Path(#[from] std::io::Error),
     /// The settings could not be written as TOML.
     #[error("cannot describe the device store's settings: {0}")]
     Settings(#[from] toml::ser::Error),
@@ -58,6 +61,8 @@ fn constructed(label: &str) -> impl Fn(PluginError) -> HostError + '_ {
 /// The device's store: `filesystem`, rooted at `state_dir/store`, keyed
 /// by `state_dir/store.key` (both made on first use).
 pub fn open_store(state_dir: &Path) -> Result<Arc<dyn SecretStore>, DevicePluginError> {
+    // The store resolves relative paths against the context's folder.
+    let state_dir = &std::path::absolute(state_dir)?;
     let (library, info) = find_builtin(PluginKind::Store, "filesystem")?;
     let mut table = toml::Table::new();
     table.insert(
