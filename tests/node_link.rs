@@ -958,61 +958,66 @@ fn device_transport() -> (Arc<dyn Transport>, tempfile::TempDir) {
 
 #[test]
 fn pin_pairing_over_quic_shows_the_check_code_polls_and_gets_the_certificate_once_approved() {
-    let gw = PairingGateway::new(None, RateLimitSettings::default());
+    let gw = Arc::new(PairingGateway::new(None, RateLimitSettings::default()));
     let pin = gw.mint_pin();
     let identity = device();
     let (transport, _dir) = device_transport();
-    let stop = AtomicBool::new(false);
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let (gw, stop) = (gw.clone(), stop.clone());
+        std::thread::spawn(move || gw.serve(&stop))
+    };
+    // Plain threads and channels with deadlines: a device that never
+    // polls fails the test instead of hanging it.
     let (notices_tx, notices) = mpsc::channel();
-    std::thread::scope(|s| {
-        let server = s.spawn(|| gw.serve(&stop));
-        let paired = s.spawn(|| {
+    let (done_tx, done) = mpsc::channel();
+    {
+        let (transport, identity) = (transport.clone(), identity.clone());
+        let settings = enrol_settings(vec![gw.gateway.addr.clone()]);
+        std::thread::spawn(move || {
             let code = PairingCode::parse(&pin).unwrap();
-            let settings = enrol_settings(vec![gw.gateway.addr.clone()]);
             let result = enrol::pair(&transport, &identity, Some(&code), &settings, &mut |n| {
                 let _ = notices_tx.send(n);
             });
-            drop(notices_tx);
-            result
+            let _ = done_tx.send(result);
         });
+    }
+    let Notice::CheckCode { check_code } = notices.recv_timeout(WAIT).unwrap() else {
+        panic!("the check code first");
+    };
+    let Notice::Waiting {
+        request_id,
+        check_code: waiting_code,
+    } = notices.recv_timeout(WAIT).unwrap()
+    else {
+        panic!("then the wait");
+    };
+    assert_eq!(waiting_code, check_code);
+    // The operator sees the same check code beside the request.
+    let listed = gw.manager.approvals().unwrap().records;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, request_id);
+    assert_eq!(listed[0].check_code, check_code);
+    // The device waits, asking again...
+    assert!(done.recv_timeout(Duration::from_millis(700)).is_err());
+    gw.manager
+        .approve_request(&request_id, "operator:test", SystemTime::now())
+        .unwrap()
+        .unwrap();
+    // ... and gets its answer at its next question.
+    let credentials = done.recv_timeout(WAIT).unwrap().expect("paired");
+    stop.store(true, Ordering::SeqCst);
+    let streams = server.join().unwrap();
+    assert!(
+        streams >= 4,
+        "the hello, then a Resume every 200 ms on a new stream: {streams}"
+    );
+    assert_eq!(credentials.device_id, identity.key().unwrap().device_id());
+    assert_eq!(credentials.ca_der, gw.manager.ca().certificate_der());
+    assert_eq!(credentials.gateways, std::slice::from_ref(&gw.gateway.addr));
+    assert_eq!(identity.credentials().unwrap(), Some(credentials));
+    assert_eq!(identity.pending().unwrap(), None);
 
-        let Notice::CheckCode { check_code } = notices.recv_timeout(WAIT).unwrap() else {
-            panic!("the check code first");
-        };
-        let Notice::Waiting {
-            request_id,
-            check_code: waiting_code,
-        } = notices.recv_timeout(WAIT).unwrap()
-        else {
-            panic!("then the wait");
-        };
-        assert_eq!(waiting_code, check_code);
-        // The operator sees the same check code beside the request.
-        let listed = gw.manager.approvals().unwrap().records;
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].id, request_id);
-        assert_eq!(listed[0].check_code, check_code);
-        // The device asks again while it waits.
-        std::thread::sleep(Duration::from_millis(700));
-        assert!(!paired.is_finished());
-        gw.manager
-            .approve_request(&request_id, "operator:test", SystemTime::now())
-            .unwrap()
-            .unwrap();
-        let credentials = paired.join().unwrap().expect("paired");
-        stop.store(true, Ordering::SeqCst);
-        let streams = server.join().unwrap();
-        assert!(
-            streams >= 3,
-            "hello, then Resumes on new streams: {streams}"
-        );
-
-        assert_eq!(credentials.device_id, identity.key().unwrap().device_id());
-        assert_eq!(credentials.ca_der, gw.manager.ca().certificate_der());
-        assert_eq!(credentials.gateways, std::slice::from_ref(&gw.gateway.addr));
-        assert_eq!(identity.credentials().unwrap(), Some(credentials));
-        assert_eq!(identity.pending().unwrap(), None);
-    });
     // Paired once: pairing again is refused, naming the device.
     let err = enrol::pair(
         &transport,
