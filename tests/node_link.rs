@@ -1144,6 +1144,15 @@ fn a_rate_limited_device_waits_the_time_it_was_given_and_tries_the_same_code_aga
         };
         assert_eq!(*wait, Duration::from_secs(1));
         assert!(started.elapsed() >= *wait);
+        // It waited as told: one wait was enough.
+        assert_eq!(
+            notices
+                .iter()
+                .filter(|n| matches!(n, Notice::RateLimited { .. }))
+                .count(),
+            1,
+            "{notices:?}"
+        );
         assert!(
             matches!(notices.last(), Some(Notice::CheckCode { .. })),
             "{notices:?}"
