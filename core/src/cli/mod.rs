@@ -16,6 +16,7 @@ mod devices;
 mod format;
 mod gateway;
 mod identity;
+mod node;
 mod nodes;
 mod pairing;
 mod plugins;
@@ -73,13 +74,16 @@ enum Command {
     /// Connected nodes of the running gateway: list, invoke.
     #[command(subcommand)]
     Nodes(nodes::NodesCommand),
+    /// This machine as a node: pair with a gateway, run.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet_level = match cli.command {
-        Command::Gateway(_) => "info",
+        Command::Gateway(_) | Command::Node(node::NodeCommand::Run(_)) => "info",
         _ => "warn",
     };
     init_logging(quiet_level, cli.verbose);
@@ -92,6 +96,8 @@ pub fn main() -> ExitCode {
         Command::Pairing(cmd) => pairing::run(cmd, &cli.config),
         Command::State(cmd) => state::run(cmd, &cli.config),
         Command::Nodes(cmd) => nodes::run(cmd, &cli.config),
+        // A node has no config file: its state dir is all it needs.
+        Command::Node(cmd) => node::run(cmd),
     };
     match result {
         Ok(code) => code,

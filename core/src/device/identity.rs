@@ -269,6 +269,20 @@ impl DeviceIdentity {
         self.store_credentials_for(&self.key()?, credentials, expected_ca)
     }
 
+    /// Replaces the credentials with renewed ones after
+    /// [`Credentials::verify`] accepts them for this device's key and
+    /// `expected_ca` (the CA of the credentials they replace). Unlike
+    /// [`store_credentials`](Self::store_credentials) it leaves a pending
+    /// pairing alone. Refused credentials write nothing.
+    pub fn replace_credentials(
+        &self,
+        credentials: &Credentials,
+        expected_ca: &CertFingerprint,
+    ) -> Result<(), DeviceIdentityError> {
+        credentials.verify(&self.key()?, expected_ca)?;
+        self.put(CREDENTIALS_RECORD, credentials)
+    }
+
     /// [`store_credentials`](Self::store_credentials) with this device's
     /// key already at hand (from [`key`](Self::key)).
     pub(crate) fn store_credentials_for(
@@ -394,5 +408,43 @@ mod tests {
         assert!(err.to_string().contains("not signed by the CA"), "{err}");
 
         assert_eq!(id.credentials().unwrap(), None);
+    }
+
+    #[test]
+    fn renewed_credentials_replace_the_old_ones_after_the_same_checks_and_leave_pending_alone() {
+        let id = identity();
+        let key = id.key().unwrap();
+        let ca_a = ca("A");
+        let first = credentials_for(&ca_a, &key);
+        id.store_credentials(&first, &ca_a.fingerprint()).unwrap();
+        let pending = PendingPairing {
+            request_id: "r2".into(),
+            gateways: vec![],
+            ca_fingerprint: ca_a.fingerprint(),
+            check_code: "ABCDEF".into(),
+        };
+        id.set_pending(&pending).unwrap();
+
+        let renewed = credentials_for(&ca_a, &key);
+        assert_ne!(renewed.certificate_der, first.certificate_der);
+        id.replace_credentials(&renewed, &ca_a.fingerprint())
+            .unwrap();
+        assert_eq!(id.credentials().unwrap(), Some(renewed.clone()));
+        assert_eq!(id.pending().unwrap(), Some(pending));
+
+        // From another CA: refused, the kept ones stay.
+        let ca_b = ca("B");
+        let foreign = credentials_for(&ca_b, &key);
+        assert!(
+            id.replace_credentials(&foreign, &ca_a.fingerprint())
+                .is_err()
+        );
+        let mut forged = foreign;
+        forged.ca_der = ca_a.certificate_der().to_vec();
+        assert!(
+            id.replace_credentials(&forged, &ca_a.fingerprint())
+                .is_err()
+        );
+        assert_eq!(id.credentials().unwrap(), Some(renewed));
     }
 }
