@@ -502,6 +502,39 @@ fn a_link_knows_its_gateways_ca_and_channel_binding_and_moves_frames_as_the_prot
 }
 
 #[test]
+fn exchanges_dropped_unfinished_give_their_streams_back() {
+    // QUIC allows a peer 100 open streams at once: a side that never
+    // finishes its half would run out after that many refused hellos.
+    let gateway = Gateway::start();
+    let (link, conn) = link_to(&gateway);
+    let link = Arc::new(link);
+    let (opened, device) = mpsc::channel();
+    {
+        let link = link.clone();
+        std::thread::spawn(move || {
+            for i in 0..150u32 {
+                let exchange = link.exchange().unwrap();
+                exchange.send(&i.to_be_bytes()).unwrap();
+                if opened.send(i).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    for i in 0..150u32 {
+        assert_eq!(
+            device
+                .recv_timeout(WAIT)
+                .expect("a new stream: none is leaked"),
+            i
+        );
+        // Streams arrive in any order; each is answered by finishing it.
+        let (stream, _) = gateway.frame(conn);
+        gateway.transport.finish_stream(conn, stream).unwrap();
+    }
+}
+
+#[test]
 fn a_closed_link_says_why_to_every_waiting_call() {
     let gateway = Gateway::start();
     let (link, conn) = link_to(&gateway);
@@ -688,6 +721,8 @@ fn a_lost_connection_is_retried_with_backoff_and_a_stop_closes_the_connection() 
     );
     let conn3 = gateway.connected().connection;
     gateway.registers(conn3, 60);
+    // Serving: a stop now reaches a node waiting for its next heartbeat.
+    assert!(gateway.invoke(conn3, "echo", b"x").ok);
 
     agent.control.stop();
     agent.result().expect("a stopped agent ends with Ok");

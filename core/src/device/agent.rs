@@ -32,7 +32,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::capability::{self, Reply};
 use super::identity::{Credentials, DeviceIdentity, DeviceIdentityError};
 use super::link::{CloseCause, Closure, Link, LinkError, connect_params};
-use super::schedule::{self, Backoff, jitter};
+use super::schedule::{self, Backoff, Ended, Reconnect};
 use crate::identity::{DeviceId, DeviceKey, DeviceKeyError};
 
 /// The application code the node closes its connection with.
@@ -265,18 +265,15 @@ impl Agent {
     /// (revoked, expired, not paired, its state unreadable).
     pub fn run(&self) -> Result<(), AgentError> {
         let key = self.identity.key()?;
-        let mut failures: u32 = 0;
+        let mut reconnect = Reconnect::new(self.settings.backoff, self.settings.shutdown_pause);
         let mut rng = rand::rng();
         loop {
             if self.control.is_stopped() {
                 return Ok(());
             }
-            let end = match self.open_session(&key, false) {
-                Ok(session) => {
-                    failures = 0;
-                    self.serve(session, &key)
-                }
-                Err(end) => end,
+            let (end, registered) = match self.open_session(&key, false) {
+                Ok(session) => (self.serve(session, &key), true),
+                Err(end) => (end, false),
             };
             if self.control.is_stopped() {
                 return Ok(());
@@ -291,7 +288,11 @@ impl Agent {
                     });
                 }
                 End::Shutdown(reason) => {
-                    let delay = jitter(self.settings.shutdown_pause, &mut rng);
+                    let ended = Ended {
+                        registered,
+                        shutdown: true,
+                    };
+                    let delay = reconnect.delay(ended, &mut rng);
                     tracing::info!(
                         "reconnecting in {} ms because the gateway is shutting down ({reason})",
                         delay.as_millis()
@@ -299,8 +300,11 @@ impl Agent {
                     delay
                 }
                 End::Lost(reason) => {
-                    let delay = self.settings.backoff.delay(failures, &mut rng);
-                    failures = failures.saturating_add(1);
+                    let ended = Ended {
+                        registered,
+                        shutdown: false,
+                    };
+                    let delay = reconnect.delay(ended, &mut rng);
                     tracing::info!("reconnecting in {} ms because {reason}", delay.as_millis());
                     delay
                 }

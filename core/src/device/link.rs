@@ -15,6 +15,7 @@
 //! [`LinkError::Closed`] with the transport's reason text and what that
 //! text means for the device ([`CloseCause`], from [`classify_close`]).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -407,6 +408,7 @@ impl Link {
             link: self,
             stream,
             events: rx,
+            finished: Cell::new(false),
         })
     }
 
@@ -500,11 +502,15 @@ impl Drop for Link {
     }
 }
 
-/// One stream this side opened, for frames both ways.
+/// One stream this side opened, for frames both ways. Dropping it
+/// finishes this side of the stream if [`finish`](Self::finish) was not
+/// called: a stream left half-open would keep counting against the
+/// connection's stream limit.
 pub struct Exchange<'a> {
     link: &'a Link,
     stream: StreamId,
     events: Receiver<StreamEvent>,
+    finished: Cell<bool>,
 }
 
 impl std::fmt::Debug for Exchange<'_> {
@@ -531,6 +537,7 @@ impl Exchange<'_> {
 
     /// Finishes this side of the stream.
     pub fn finish(&self) -> Result<(), LinkError> {
+        self.finished.set(true);
         self.link
             .transport
             .finish_stream(self.link.connection, self.stream)
@@ -550,6 +557,12 @@ impl Exchange<'_> {
 
 impl Drop for Exchange<'_> {
     fn drop(&mut self) {
+        if !self.finished.get() {
+            let _ = self
+                .link
+                .transport
+                .finish_stream(self.link.connection, self.stream);
+        }
         let mut routes = self.link.router.lock();
         if let Some(route) = routes.own.get_mut(&self.stream) {
             // Later events on it are dropped, not taken for a stream the

@@ -47,6 +47,56 @@ impl Backoff {
     }
 }
 
+/// How long a node waits before reconnecting, from how the last
+/// connection ended: the backoff grows with each attempt that did not
+/// get as far as a successful `Register`, and starts over after one; a
+/// gateway that shut down is given a short jittered pause instead.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    backoff: Backoff,
+    shutdown_pause: Duration,
+    failures: u32,
+}
+
+/// How a connection (or an attempt at one) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// It got as far as a successful `Register`.
+    pub registered: bool,
+    /// The gateway closed it because it shuts down.
+    pub shutdown: bool,
+}
+
+impl Reconnect {
+    /// Waits by `backoff`, or up to `shutdown_pause` after a shutdown.
+    pub fn new(backoff: Backoff, shutdown_pause: Duration) -> Self {
+        Self {
+            backoff,
+            shutdown_pause,
+            failures: 0,
+        }
+    }
+
+    /// The longest wait the next loss would bring, were it not
+    /// registered first.
+    pub fn ceiling(&self) -> Duration {
+        self.backoff.ceiling(self.failures)
+    }
+
+    /// The wait before reconnecting after a connection that `ended` so.
+    pub fn delay<R: Rng + ?Sized>(&mut self, ended: Ended, rng: &mut R) -> Duration {
+        if ended.registered {
+            self.failures = 0;
+        }
+        if ended.shutdown {
+            return jitter(self.shutdown_pause, rng);
+        }
+        let delay = self.backoff.delay(self.failures, rng);
+        self.failures = self.failures.saturating_add(1);
+        delay
+    }
+}
+
 /// A duration drawn uniformly from `0..=max` (millisecond steps).
 pub fn jitter<R: Rng + ?Sized>(max: Duration, rng: &mut R) -> Duration {
     let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
@@ -129,6 +179,52 @@ mod tests {
         }
         assert_eq!(jitter(Duration::ZERO, &mut rng), Duration::ZERO);
         assert!(jitter(3 * MS, &mut rng) <= 3 * MS);
+    }
+
+    #[test]
+    fn reconnection_backs_off_until_a_register_succeeds_and_pauses_briefly_after_a_shutdown() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut r = Reconnect::new(Backoff::default(), Duration::from_secs(2));
+        let lost = Ended {
+            registered: false,
+            shutdown: false,
+        };
+        for ceiling in [500, 1000, 2000, 4000] {
+            assert_eq!(r.ceiling(), ceiling * MS);
+            assert!(r.delay(lost, &mut rng) <= ceiling * MS);
+        }
+        assert_eq!(r.ceiling(), 8000 * MS);
+        // A shutdown pause is short whatever came before, and counts no
+        // failure.
+        for _ in 0..100 {
+            let pause = r.delay(
+                Ended {
+                    registered: false,
+                    shutdown: true,
+                },
+                &mut rng,
+            );
+            assert!(pause <= Duration::from_secs(2));
+        }
+        assert_eq!(r.ceiling(), 8000 * MS);
+        // A connection that registered starts the backoff over.
+        let delay = r.delay(
+            Ended {
+                registered: true,
+                shutdown: false,
+            },
+            &mut rng,
+        );
+        assert!(delay <= 500 * MS, "{delay:?}");
+        assert_eq!(r.ceiling(), 1000 * MS);
+        r.delay(
+            Ended {
+                registered: true,
+                shutdown: true,
+            },
+            &mut rng,
+        );
+        assert_eq!(r.ceiling(), 500 * MS);
     }
 
     #[test]
