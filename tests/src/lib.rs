@@ -11,6 +11,7 @@ use keygate_core::config::Config;
 use keygate_core::plugin_host::PluginHost;
 use keygate_core::state::IdentityManager;
 // The built-in plugins the configs below name.
+use keygate_approval_pin_qr as _;
 use keygate_store_fs as _;
 use keygate_store_memory as _;
 use keygate_transport_quic as _;

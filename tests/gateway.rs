@@ -1,0 +1,743 @@
+//! `keygate gateway run` end to end: real gateway processes listening on
+//! 127.0.0.1, devices pairing with `keygate node pair`, nodes served by
+//! `keygate node run`, the operator's CLI in other processes, and hostile
+//! clients built from the device library ([`Link`]) over the built-in
+//! `quic` transport.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant, SystemTime};
+
+use keygate_core::device::DeviceIdentity;
+use keygate_core::device::link::{CloseCause, Link, LinkError, connect_params};
+use keygate_core::device::pairing::{DevicePairing, DevicePairingError, PairingCode, Progress};
+use keygate_core::device::plugins::open_transport;
+use keygate_core::identity::DeviceKey;
+use keygate_proto::{Binding, Heartbeat, Message, RefusalCode, Register};
+use keygate_sdk::{ServerTrust, TlsIdentity, Transport};
+use keygate_tests::{
+    GatewayProcess, free_port, json, keygate, keygate_bin, ok, open_identity, run, write_config,
+};
+use sha2::Digest;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+// ---- a gateway ----------------------------------------------------------
+
+/// A gateway's folder and config, and the process when it runs.
+struct Gw {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    addr: String,
+    process: Option<GatewayProcess>,
+    /// The test's client transport: every link of the test uses it, as one
+    /// device process does.
+    client: Arc<dyn Transport>,
+}
+
+/// What a test changes in the config.
+#[derive(Default)]
+struct Setup<'a> {
+    auto_approve: bool,
+    /// Lines of `[gateway]` besides listen and advertise.
+    gateway: &'a str,
+    /// Lines of `[identity]`.
+    identity: &'a str,
+    /// Lines of `[pairing]`.
+    pairing: &'a str,
+}
+
+impl Gw {
+    fn new(setup: Setup<'_>) -> Gw {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let text = format!(
+            "state_dir = \"state\"\n\
+             [plugins.store]\nuse = \"filesystem\"\n\
+             [plugins.approval]\nuse = \"pin-qr\"\n[plugins.approval.config]\nauto_approve = {}\n\
+             [plugins.transport]\nuse = \"quic\"\n\
+             [gateway]\nlisten = \"127.0.0.1:{port}\"\nadvertise = [\"127.0.0.1\"]\nheartbeat = \"1s\"\n{}\n\
+             [identity]\nlock_timeout_secs = 30\n{}\n\
+             [pairing]\n{}\n",
+            setup.auto_approve, setup.gateway, setup.identity, setup.pairing
+        );
+        let config = write_config(dir.path(), &text);
+        let client = open_transport(dir.path()).unwrap();
+        Gw {
+            dir,
+            config,
+            addr: format!("127.0.0.1:{port}"),
+            process: None,
+            client,
+        }
+    }
+
+    fn start(mut self) -> Gw {
+        self.start_again();
+        self
+    }
+
+    fn start_again(&mut self) {
+        self.process = Some(GatewayProcess::start(&self.config, &[]));
+    }
+
+    fn process(&mut self) -> &mut GatewayProcess {
+        self.process.as_mut().expect("the gateway runs")
+    }
+
+    fn stop(&mut self) {
+        let process = self.process.take().expect("the gateway runs");
+        assert!(process.stop(), "the gateway exits 0 on SIGINT");
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        ok(&self.config, args).stdout
+    }
+
+    fn mint_pin(&self) -> String {
+        let v = json(&self.config, &["pairing", "mint", "--pin", "--json"]);
+        v["code"].as_str().unwrap().to_owned()
+    }
+
+    fn mint_qr(&self) -> String {
+        let v = json(&self.config, &["pairing", "mint", "--qr", "--json"]);
+        v["uri"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until `nodes list --json` shows a node that `pick` accepts.
+    fn wait_node(&self, what: &str, pick: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let nodes = json(&self.config, &["nodes", "list", "--json"]);
+            if let Some(n) = nodes.as_array().unwrap().iter().find(|n| pick(n)) {
+                return n.clone();
+            }
+            assert!(Instant::now() < deadline, "no node {what}: {nodes}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Enrols a device straight into the state (as `devices enroll`
+    /// does) at `now`: its key and the TLS identity it connects with.
+    fn enroll(&self, seed: u8, now: SystemTime) -> (DeviceKey, TlsIdentity) {
+        let key = DeviceKey::from_seed(&[seed; 32]);
+        let (_host, manager) = open_identity(&self.config);
+        let enrolled = manager
+            .enroll(&key.public_key(), &format!("dev{seed}"), &[], now)
+            .unwrap();
+        let identity = TlsIdentity {
+            cert_chain: vec![
+                enrolled.certificate.der.clone(),
+                manager.ca().certificate_der().to_vec(),
+            ],
+            private_key_der: key.to_pkcs8_der().unwrap().to_vec(),
+        };
+        (key, identity)
+    }
+
+    fn ca_der(&self) -> Vec<u8> {
+        let (_host, manager) = open_identity(&self.config);
+        manager.ca().certificate_der().to_vec()
+    }
+}
+
+// ---- devices ------------------------------------------------------------
+
+/// Connects to `gw` trusting its CA, with `identity` if given.
+fn connect(gw: &Gw, client: Option<TlsIdentity>) -> Result<Link, LinkError> {
+    let params = connect_params(&gw.addr, ServerTrust::Roots(vec![gw.ca_der()]), client).unwrap();
+    Link::connect(gw.client.clone(), params)
+}
+
+fn ask(link: &Link, message: Message) -> Message {
+    let answer = link.request(&message.encode(), WAIT).expect("an answer");
+    Message::decode(&answer).expect("a message")
+}
+
+fn refused(message: Message) -> RefusalCode {
+    match message {
+        Message::Refused(r) => r.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn register(key: &DeviceKey) -> Message {
+    Message::Register(Register {
+        device_id: key.device_id().to_string(),
+        capabilities: vec!["echo".into()],
+    })
+}
+
+/// A `keygate node …` child whose stderr the test reads line by line.
+struct NodeProcess {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl NodeProcess {
+    fn spawn(args: &[&str], code: Option<&str>) -> NodeProcess {
+        let mut cmd = Command::new(keygate_bin());
+        cmd.args(args)
+            .env_remove("KEYGATE_PAIRING_CODE")
+            .env("KEYGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(code) = code {
+            cmd.env("KEYGATE_PAIRING_CODE", code);
+        }
+        let mut child = cmd.spawn().expect("spawn keygate node");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        NodeProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("the node never said {needle:?}:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Waits for the exit: (code, stdout, the rest of stderr).
+    fn finish(mut self) -> (Option<i32>, String, String) {
+        use std::io::Read;
+        let status = self.child.wait().unwrap();
+        let mut out = String::new();
+        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
+        }
+        (status.code(), out, self.seen.join("\n"))
+    }
+
+    fn interrupt(&self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn state_dir(gw: &Gw, name: &str) -> String {
+    gw.dir.path().join(name).display().to_string()
+}
+
+/// Pairs a node with a PIN approved by the operator; returns its device id.
+fn pair_with_pin(gw: &Gw, node_dir: &str) -> String {
+    let pin = gw.mint_pin();
+    let mut pair = NodeProcess::spawn(
+        &["node", "pair", "--gateway", &gw.addr, "--state-dir", node_dir, "--name", "kitchen"],
+        Some(&pin),
+    );
+    let line = pair.wait_for("check code:");
+    let shown = line.split_whitespace().nth(2).unwrap().to_owned();
+    let requests = json(&gw.config, &["pairing", "list", "--json"]);
+    let request = requests
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "pending")
+        .unwrap_or_else(|| panic!("no pending request: {requests}"));
+    assert_eq!(request["check_code"], shown.as_str(), "the operator sees the device's check code");
+    gw.cli(&["pairing", "approve", request["id"].as_str().unwrap()]);
+    let (code, out, err) = pair.finish();
+    assert_eq!(code, Some(0), "{err}");
+    let device_id = out.trim().to_owned();
+    assert_eq!(device_id, request["device_id"].as_str().unwrap());
+    device_id
+}
+
+fn invoke_echo(gw: &Gw, device_id: &str, text: &str) -> String {
+    gw.cli(&["nodes", "invoke", device_id, "echo", text]).trim().to_owned()
+}
+
+// ---- pairing and nodes --------------------------------------------------
+
+#[test]
+fn pin_pairing_approved_by_the_operator_then_the_node_registers_heartbeats_and_echoes() {
+    let gw = Gw::new(Setup::default()).start();
+    let node_dir = state_dir(&gw, "node");
+    let device_id = pair_with_pin(&gw, &node_dir);
+
+    let _node = NodeProcess::spawn(&["node", "run", "--gateway", &gw.addr, "--state-dir", &node_dir], None);
+    let first = gw.wait_node("registered", |n| n["device_id"] == device_id.as_str());
+    assert_eq!(first["name"], "kitchen");
+    assert!(first["capabilities"].as_array().unwrap().contains(&"echo".into()));
+    // Heartbeats move the last heartbeat on (the interval is 1 s).
+    gw.wait_node("heartbeating", |n| {
+        n["device_id"] == device_id.as_str() && n["last_heartbeat"] != first["last_heartbeat"]
+    });
+    assert_eq!(invoke_echo(&gw, &device_id, "hello, node"), "hello, node");
+}
+
+#[test]
+fn qr_pairing_with_auto_approve_needs_only_the_uri() {
+    let gw = Gw::new(Setup {
+        auto_approve: true,
+        ..Setup::default()
+    })
+    .start();
+    let uri = gw.mint_qr();
+    let node_dir = state_dir(&gw, "node");
+    // No --gateway: the URI carries the address.
+    let pair = NodeProcess::spawn(&["node", "pair", "--state-dir", &node_dir, "--name", "scanner"], Some(&uri));
+    let (code, out, err) = pair.finish();
+    assert_eq!(code, Some(0), "{err}");
+    let device_id = out.trim().to_owned();
+    let devices = json(&gw.config, &["devices", "list", "--json"]);
+    assert!(devices.to_string().contains(&device_id), "{devices}");
+
+    let _node = NodeProcess::spawn(&["node", "run", "--state-dir", &node_dir], None);
+    gw.wait_node("registered", |n| n["device_id"] == device_id.as_str());
+    assert_eq!(invoke_echo(&gw, &device_id, "qr"), "qr");
+}
+
+// ---- who may do what on the port ----------------------------------------
+
+/// A device's pairing over `link`, run to its end: the last progress, or
+/// why it stopped.
+fn converse(
+    link: &Link,
+    identity: &DeviceIdentity,
+    code: &str,
+) -> Result<Progress, DevicePairingError> {
+    let binding = Binding {
+        ca_fingerprint: link.ca_fingerprint(),
+        channel_binding: link.channel_binding(),
+    };
+    let code = PairingCode::parse(code).unwrap();
+    let (mut pairing, hello) =
+        DevicePairing::start(&mut rand::rng(), identity, &code, "probe", &[], vec![], binding)?;
+    let exchange = link.exchange().unwrap();
+    exchange.send(&hello).unwrap();
+    loop {
+        let answer = exchange.recv(WAIT).expect("the gateway answers");
+        match pairing.on_message(&answer)? {
+            Progress::Send(next) => exchange.send(&next).unwrap(),
+            Progress::Accepted { .. } => {}
+            done => return Ok(done),
+        }
+    }
+}
+
+fn fresh_device() -> DeviceIdentity {
+    DeviceIdentity::new(Arc::new(keygate_store_memory::MemoryStore::new()))
+}
+
+/// Connects as an unpaired device does for a PIN (no certificate; the
+/// server is authenticated by the pairing proof).
+fn connect_unpaired(gw: &Gw) -> Link {
+    unpaired(&gw.client, &gw.addr)
+}
+
+fn unpaired(client: &Arc<dyn Transport>, addr: &str) -> Link {
+    let params = connect_params(addr, ServerTrust::ChannelBoundLater, None).unwrap();
+    Link::connect(client.clone(), params).unwrap()
+}
+
+fn refusal_of(e: DevicePairingError) -> RefusalCode {
+    match e {
+        DevicePairingError::Refused { code, .. } => code,
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[test]
+fn without_a_certificate_a_device_may_pair_but_node_methods_are_refused() {
+    let gw = Gw::new(Setup::default()).start();
+    let pin = gw.mint_pin();
+    let link = connect_unpaired(&gw);
+    let key = DeviceKey::from_seed(&[1; 32]);
+    assert_eq!(refused(ask(&link, register(&key))), RefusalCode::NoCertificate);
+    let heartbeat = Message::Heartbeat(Heartbeat {
+        device_id: key.device_id().to_string(),
+    });
+    assert_eq!(refused(ask(&link, heartbeat)), RefusalCode::NoCertificate);
+    // The same connection pairs.
+    let device = fresh_device();
+    match converse(&link, &device, &pin).unwrap() {
+        Progress::Waiting { check_code, .. } => assert!(!check_code.is_empty()),
+        other => panic!("expected to wait for the operator, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_certificate_from_another_ca_fails_the_handshake() {
+    let gw = Gw::new(Setup::default()).start();
+    let other = Gw::new(Setup::default());
+    let (_, foreign) = other.enroll(2, SystemTime::now());
+    let err = match connect(&gw, Some(foreign)) {
+        Err(e) => e.to_string(),
+        Ok(link) => {
+            let closure = link.wait_closed(WAIT).expect("the gateway closes it");
+            closure.reason
+        }
+    };
+    assert!(err.contains("unknown_ca") || err.contains("UnknownIssuer"), "{err}");
+}
+
+#[test]
+fn a_revoked_device_is_closed_within_a_second_and_cannot_connect_again() {
+    let gw = Gw::new(Setup::default()).start();
+    let (key, identity) = gw.enroll(3, SystemTime::now());
+    let link = connect(&gw, Some(identity.clone())).unwrap();
+    assert!(matches!(ask(&link, register(&key)), Message::Registered(_)));
+    let id = key.device_id().to_string();
+    gw.cli(&["devices", "revoke", &id, "--reason", "lost"]);
+    let revoked_at = Instant::now();
+    let closure = link.wait_closed(Duration::from_secs(5)).expect("closed");
+    let took = revoked_at.elapsed();
+    assert!(took <= Duration::from_secs(1), "closed {took:?} after the CLI revoked it");
+    assert_eq!(closure.cause, CloseCause::Revoked, "{}", closure.reason);
+    // A new handshake with the same certificate is refused: every
+    // connection is a full handshake, so nothing skips the check.
+    let again = match connect(&gw, Some(identity)) {
+        Err(e) => e.to_string(),
+        Ok(link) => link.wait_closed(WAIT).expect("refused").reason,
+    };
+    assert!(again.contains("certificate_revoked"), "{again}");
+}
+
+#[test]
+fn a_revoked_certificate_is_closed_within_a_second_and_cannot_connect_again() {
+    let gw = Gw::new(Setup::default()).start();
+    let (key, identity) = gw.enroll(4, SystemTime::now());
+    let link = connect(&gw, Some(identity.clone())).unwrap();
+    assert!(matches!(ask(&link, register(&key)), Message::Registered(_)));
+    let fingerprint = hex::encode(sha2::Sha256::digest(&identity.cert_chain[0]));
+    gw.cli(&["certs", "revoke", &fingerprint]);
+    let revoked_at = Instant::now();
+    let closure = link.wait_closed(Duration::from_secs(5)).expect("closed");
+    let took = revoked_at.elapsed();
+    assert!(took <= Duration::from_secs(1), "closed {took:?} after the CLI revoked it");
+    assert_eq!(closure.cause, CloseCause::Revoked, "{}", closure.reason);
+    let again = match connect(&gw, Some(identity)) {
+        Err(e) => e.to_string(),
+        Ok(link) => link.wait_closed(WAIT).expect("refused").reason,
+    };
+    assert!(again.contains("certificate_revoked"), "{again}");
+}
+
+#[test]
+fn a_request_naming_another_devices_id_is_refused() {
+    let gw = Gw::new(Setup::default()).start();
+    let (_, mine) = gw.enroll(5, SystemTime::now());
+    let (theirs, _) = gw.enroll(6, SystemTime::now());
+    let link = connect(&gw, Some(mine)).unwrap();
+    assert_eq!(refused(ask(&link, register(&theirs))), RefusalCode::CertificateMismatch);
+    let heartbeat = Message::Heartbeat(Heartbeat {
+        device_id: theirs.device_id().to_string(),
+    });
+    assert_eq!(refused(ask(&link, heartbeat)), RefusalCode::CertificateMismatch);
+    assert!(gw.cli(&["nodes", "list", "--json"]).trim() == "[]");
+}
+
+#[test]
+fn an_expired_certificate_is_refused_at_the_handshake() {
+    let gw = Gw::new(Setup {
+        identity: "client_cert_validity = \"10s\"",
+        ..Setup::default()
+    })
+    .start();
+    // Issued a minute ago for ten seconds.
+    let (_, expired) = gw.enroll(7, SystemTime::now() - Duration::from_secs(60));
+    let err = match connect(&gw, Some(expired)) {
+        Err(e) => e.to_string(),
+        Ok(link) => link.wait_closed(WAIT).expect("refused").reason,
+    };
+    assert!(err.contains("certificate_expired") || err.contains("Expired"), "{err}");
+}
+
+#[test]
+fn opt_out_serves_node_methods_without_a_certificate_and_warns_loudly() {
+    let gw = Gw::new(Setup::default());
+    let (key, _) = gw.enroll(8, SystemTime::now());
+    let mut process =
+        GatewayProcess::start_with(&gw.config, &[], &["--insecure-node-rpc-opt-out"]);
+    assert!(process.seen.iter().any(|l| l.contains("INSECURE")), "{:?}", process.seen);
+    let link = connect_unpaired(&gw);
+    assert!(matches!(ask(&link, register(&key)), Message::Registered(_)));
+    let listed = json(&gw.config, &["nodes", "list", "--json"]);
+    assert_eq!(listed[0]["device_id"], key.device_id().to_string().as_str());
+    // Revocation still applies.
+    gw.cli(&["devices", "revoke", &key.device_id().to_string()]);
+    process.wait_for("revocation seen", WAIT);
+    let closure = link.wait_closed(Duration::from_secs(5)).expect("closed");
+    assert_eq!(closure.cause, CloseCause::Revoked);
+}
+
+#[test]
+fn opt_out_is_refused_on_an_address_other_hosts_reach() {
+    let gw = Gw::new(Setup::default());
+    let text = std::fs::read_to_string(&gw.config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:", "listen = \"0.0.0.0:");
+    std::fs::write(&gw.config, text).unwrap();
+    let out = run(keygate(&gw.config).args(["gateway", "run", "--insecure-node-rpc-opt-out"]));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("only on a loopback listen address"), "{}", out.stderr);
+}
+
+// ---- PIN attempts over the network -----------------------------------------
+
+#[test]
+fn wrong_pins_over_the_network_burn_the_code_and_concurrent_ones_never_exceed_its_limit() {
+    let gw = Gw::new(Setup {
+        pairing: "max_attempts = 5\nfree_failures = 1000",
+        ..Setup::default()
+    })
+    .start();
+    let pin = gw.mint_pin();
+    let wrong = if pin.starts_with('9') { "1".to_owned() + &pin[1..] } else { "9".to_owned() + &pin[1..] };
+    let (client, addr) = (&gw.client, gw.addr.as_str());
+    let outcomes: Vec<RefusalCode> = std::thread::scope(|s| {
+        let tries: Vec<_> = (0..20)
+            .map(|_| {
+                s.spawn(|| {
+                    let link = unpaired(client, addr);
+                    refusal_of(converse(&link, &fresh_device(), &wrong).unwrap_err())
+                })
+            })
+            .collect();
+        tries.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let tested = outcomes
+        .iter()
+        .filter(|c| **c == RefusalCode::ConfirmationFailed)
+        .count();
+    assert_eq!(tested, 5, "exactly the code's 5 attempts were tested: {outcomes:?}");
+    // The code is burned: the right PIN no longer pairs.
+    let link = connect_unpaired(&gw);
+    let code = refusal_of(converse(&link, &fresh_device(), &pin).unwrap_err());
+    assert!(
+        matches!(code, RefusalCode::UnknownCode | RefusalCode::NoAttemptsLeft),
+        "{code:?}"
+    );
+    let requests = json(&gw.config, &["pairing", "list", "--json"]);
+    assert_eq!(requests.as_array().unwrap().len(), 0, "{requests}");
+}
+
+// ---- hostile traffic beside a working node --------------------------------
+
+#[test]
+fn oversized_frames_garbage_half_open_streams_floods_and_idle_connections_leave_a_node_working() {
+    let gw = Gw::new(Setup {
+        gateway: "max_frame_len = 16384",
+        pairing: "free_failures = 2\nfailure_delay = \"30s\"",
+        ..Setup::default()
+    })
+    .start();
+    let (key, identity) = gw.enroll(9, SystemTime::now());
+    let node = connect(&gw, Some(identity)).unwrap();
+    assert!(matches!(ask(&node, register(&key)), Message::Registered(_)));
+    let heartbeat = || {
+        Message::Heartbeat(Heartbeat {
+            device_id: key.device_id().to_string(),
+        })
+    };
+
+    // A frame over the gateway's limit: the stream is reset, the
+    // connection lives on.
+    let mut params = connect_params(&gw.addr, ServerTrust::Roots(vec![gw.ca_der()]), None).unwrap();
+    params.max_frame_len = 1 << 20;
+    let big = Link::connect(gw.client.clone(), params).unwrap();
+    let exchange = big.exchange().unwrap();
+    exchange.send(&vec![7u8; 20_000]).unwrap();
+    assert!(exchange.recv(Duration::from_secs(5)).is_err(), "no answer to an oversized frame");
+    assert_eq!(refused(ask(&big, register(&key))), RefusalCode::NoCertificate);
+
+    // Garbage in a frame: refused as malformed.
+    let garbage = big.request(&[0xde, 0xad, 0xbe, 0xef], WAIT).unwrap();
+    assert_eq!(refused(Message::decode(&garbage).unwrap()), RefusalCode::UnsupportedVersion);
+    let garbage = big.request(&[1, 0xff, 0, 0], WAIT).unwrap();
+    assert_eq!(refused(Message::decode(&garbage).unwrap()), RefusalCode::Malformed);
+
+    // Half-open: a stream that sends nothing, and a pairing left after its
+    // hello.
+    let pin = gw.mint_pin();
+    let idle_exchange = big.exchange().unwrap();
+    let half = connect_unpaired(&gw);
+    let device = fresh_device();
+    let binding = Binding {
+        ca_fingerprint: half.ca_fingerprint(),
+        channel_binding: half.channel_binding(),
+    };
+    let (_pairing, hello) = DevicePairing::start(
+        &mut rand::rng(),
+        &device,
+        &PairingCode::parse(&pin).unwrap(),
+        "half",
+        &[],
+        vec![],
+        binding,
+    )
+    .unwrap();
+    let half_exchange = half.exchange().unwrap();
+    half_exchange.send(&hello).unwrap();
+    half_exchange.recv(WAIT).expect("a challenge");
+
+    // A flood of wrong PINs from one address: it is told to wait.
+    let wrong = "00000001";
+    let mut limited = false;
+    for _ in 0..10 {
+        let link = connect_unpaired(&gw);
+        if let Err(e) = converse(&link, &fresh_device(), wrong)
+            && let DevicePairingError::Refused {
+                code: RefusalCode::RateLimited { retry_after_secs },
+                ..
+            } = e
+        {
+            assert!(retry_after_secs >= 1);
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "a flood of wrong PINs from one address is rate limited");
+
+    // Many idle connections.
+    let idle: Vec<Link> = (0..200).map(|_| connect_unpaired(&gw)).collect();
+
+    // The node is still served.
+    assert!(matches!(ask(&node, heartbeat()), Message::HeartbeatAck));
+    assert_eq!(
+        gw.cli(&["nodes", "list", "--json"]).matches("kgd1").count(),
+        1,
+        "the node is still listed"
+    );
+    drop((idle, idle_exchange));
+}
+
+#[test]
+fn past_the_connection_limit_new_connections_are_refused_and_the_node_keeps_working() {
+    let gw = Gw::new(Setup::default());
+    let text = std::fs::read_to_string(&gw.config).unwrap().replace(
+        "[plugins.transport]\nuse = \"quic\"\n",
+        "[plugins.transport]\nuse = \"quic\"\n[plugins.transport.config]\nmax_connections = 20\n",
+    );
+    std::fs::write(&gw.config, text).unwrap();
+    let gw = gw.start();
+    let (key, identity) = gw.enroll(10, SystemTime::now());
+    let node = connect(&gw, Some(identity)).unwrap();
+    assert!(matches!(ask(&node, register(&key)), Message::Registered(_)));
+    let mut held = Vec::new();
+    let mut refused_at = None;
+    for n in 0..30 {
+        match connect(&gw, None) {
+            Ok(link) => held.push(link),
+            Err(e) => {
+                refused_at = Some((n, e.to_string()));
+                break;
+            }
+        }
+    }
+    let (n, why) = refused_at.expect("the 21st connection is refused");
+    assert_eq!(n, 19, "{why}");
+    let heartbeat = Message::Heartbeat(Heartbeat {
+        device_id: key.device_id().to_string(),
+    });
+    assert!(matches!(ask(&node, heartbeat), Message::HeartbeatAck));
+}
+
+// ---- restarts and renewal ----------------------------------------------------
+
+/// Pairs a node with a QR code (auto-approved) and starts `node run`.
+fn paired_node(gw: &Gw, name: &str) -> (String, NodeProcess) {
+    let node_dir = state_dir(gw, name);
+    let pair = NodeProcess::spawn(&["node", "pair", "--state-dir", &node_dir, "--name", name], Some(&gw.mint_qr()));
+    let (code, out, err) = pair.finish();
+    assert_eq!(code, Some(0), "{err}");
+    let device_id = out.trim().to_owned();
+    let node = NodeProcess::spawn(&["node", "run", "--state-dir", &node_dir], None);
+    gw.wait_node("registered", |n| n["device_id"] == device_id.as_str());
+    (device_id, node)
+}
+
+#[test]
+fn after_a_gateway_restart_nodes_reconnect_without_pairing_again() {
+    let mut gw = Gw::new(Setup {
+        auto_approve: true,
+        ..Setup::default()
+    })
+    .start();
+    let (device_id, mut node) = paired_node(&gw, "survivor");
+    let devices_before = gw.cli(&["devices", "list", "--json"]);
+    gw.stop();
+    node.wait_for("reconnect");
+    gw.start_again();
+    gw.wait_node("back", |n| n["device_id"] == device_id.as_str());
+    assert_eq!(invoke_echo(&gw, &device_id, "again"), "again");
+    assert_eq!(gw.cli(&["devices", "list", "--json"]), devices_before, "state intact");
+    assert_eq!(
+        json(&gw.config, &["pairing", "list", "--json"]).as_array().unwrap().len(),
+        1,
+        "no second pairing"
+    );
+    node.interrupt();
+    let (code, _, err) = node.finish();
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn nodes_renew_through_short_lived_certificates_and_the_gateway_renews_its_own() {
+    let mut gw = Gw::new(Setup {
+        auto_approve: true,
+        identity: "client_cert_validity = \"20s\"\nserver_cert_validity = \"15s\"",
+        ..Setup::default()
+    })
+    .start();
+    let first_server_leaf = connect(&gw, None).unwrap().peer_certificates()[0].clone();
+    let (device_id, _node) = paired_node(&gw, "renewer");
+    // 45 s: the node's certificate is renewed at about 13 s, 26 s and 40 s.
+    let until = Instant::now() + Duration::from_secs(45);
+    let mut served = 0;
+    while Instant::now() < until {
+        assert_eq!(invoke_echo(&gw, &device_id, "still here"), "still here");
+        served += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(served > 20);
+    let certs = json(&gw.config, &["certs", "list", "--json"]);
+    let mine = certs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["device_id"] == device_id.as_str())
+        .count();
+    assert!(mine >= 3, "issued and renewed at least twice: {certs}");
+    gw.process().wait_for("server certificate renewed", WAIT);
+    let later_server_leaf = connect(&gw, None).unwrap().peer_certificates()[0].clone();
+    assert_ne!(first_server_leaf, later_server_leaf, "new handshakes get the new certificate");
+}
