@@ -1,0 +1,274 @@
+//! The `quic` transport plugin against bare quinn + rustls with the same
+//! certificates, in one process run, as ratios (issue 8):
+//! 1. full mTLS handshakes per second (Ed25519 CA and leaves, client
+//!    certificate required and verified on both paths, no session
+//!    resumption on either path), many in flight;
+//! 2. one stream moving 1 GiB (1 MiB frames through `send_frame`, received
+//!    as `Frame` events; bare: `write_all` / `read` of 1 MiB buffers).
+//!
+//! Rounds alternate between the two paths (which goes first alternates
+//! too), so load from elsewhere on the machine hits both alike; it prints
+//! each round, the medians and their ratio.
+//!
+//! Run: `cargo bench -p keygate-transport-quic --bench vs_quinn`
+//! (`-- handshakes` or `-- stream` runs one part; `-- --direct` measures a
+//! plain `QuicTransport` instead of the built-in through the plugin ABI;
+//! `-- quick` is a few seconds' check that both paths work, and is what
+//! `cargo test` runs.)
+
+mod bare;
+mod certs;
+mod plugin;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certs::Certs;
+// Linked for its built-in registration (the plugin ABI path).
+use keygate_transport_quic as _;
+
+/// Sizes of one run.
+struct Plan {
+    quick: bool,
+    direct: bool,
+    handshakes: bool,
+    stream: bool,
+    /// Handshake rounds per path, handshakes per round, in flight.
+    hs_rounds: usize,
+    hs_per_round: usize,
+    in_flight: usize,
+    /// Stream rounds per path, frame size, frames per round.
+    st_rounds: usize,
+    frame: usize,
+    frames: usize,
+}
+
+impl Plan {
+    fn from_args() -> Self {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let has = |a: &str| args.iter().any(|x| x == a);
+        // `cargo bench` passes `--bench`; `cargo test` does not.
+        let quick = has("quick") || !has("--bench");
+        let (handshakes, stream) = match (has("handshakes"), has("stream")) {
+            (false, false) => (true, true),
+            picked => picked,
+        };
+        let plan = Self {
+            quick,
+            direct: has("--direct"),
+            handshakes,
+            stream,
+            hs_rounds: 11,
+            hs_per_round: 1000,
+            in_flight: 64,
+            st_rounds: 5,
+            frame: 1 << 20,
+            frames: 1024,
+        };
+        if quick {
+            Self {
+                hs_rounds: 1,
+                hs_per_round: 32,
+                in_flight: 8,
+                st_rounds: 1,
+                frames: 16,
+                ..plan
+            }
+        } else {
+            plan
+        }
+    }
+}
+
+/// Datagrams the kernel dropped for want of socket receive buffer, all
+/// sockets together (Linux `/proc/net/snmp`): a lost handshake flight
+/// costs a retransmission timeout, so rounds with drops are slower.
+fn udp_drops() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time this process has used, all threads (Linux `/proc/self/stat`,
+/// user + system, in clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime and
+    // stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
+/// One measured round of one path.
+struct Sample {
+    /// Units per second of wall time.
+    rate: f64,
+    /// CPU seconds of the whole process per unit (µs for handshakes, ms
+    /// per GB for the stream: see the caller's `cpu_unit`).
+    cpu: f64,
+    drops: u64,
+}
+
+fn sample(amount: f64, cpu_scale: f64, measure: &mut impl FnMut() -> Duration) -> Sample {
+    let (drops, cpu) = (udp_drops(), cpu_seconds());
+    let took = measure();
+    Sample {
+        rate: amount / took.as_secs_f64(),
+        cpu: (cpu_seconds() - cpu) * cpu_scale / amount,
+        drops: udp_drops().saturating_sub(drops),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// What one part measures: `amount` units a round, shown as `unit`/s and
+/// CPU `cpu_unit` per unit (CPU seconds times `cpu_scale`).
+struct Measure {
+    what: &'static str,
+    unit: &'static str,
+    amount: f64,
+    cpu_unit: &'static str,
+    cpu_scale: f64,
+}
+
+/// Runs `rounds` alternating rounds of `plugin` and `bare`, prints them and
+/// the medians: throughput and its ratio (plugin / bare), and the
+/// process's CPU time per unit and its ratio (bare / plugin, so that both
+/// ratios read "the plugin does this share of what bare quinn does").
+fn alternate(
+    m: &Measure,
+    rounds: usize,
+    mut plugin: impl FnMut() -> Duration,
+    mut bare: impl FnMut() -> Duration,
+) {
+    let (mut p, mut b) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (ps, bs) = if round % 2 == 0 {
+            let ps = sample(m.amount, m.cpu_scale, &mut plugin);
+            (ps, sample(m.amount, m.cpu_scale, &mut bare))
+        } else {
+            let bs = sample(m.amount, m.cpu_scale, &mut bare);
+            (sample(m.amount, m.cpu_scale, &mut plugin), bs)
+        };
+        println!(
+            "{} round {round:>2}: plugin {:>7.1} {}/s {:>6.1} {} ({} UDP drops) | bare {:>7.1} {}/s {:>6.1} {} ({} UDP drops) | ratio {:.1} %",
+            m.what,
+            ps.rate,
+            m.unit,
+            ps.cpu,
+            m.cpu_unit,
+            ps.drops,
+            bs.rate,
+            m.unit,
+            bs.cpu,
+            m.cpu_unit,
+            bs.drops,
+            100.0 * ps.rate / bs.rate
+        );
+        p.push(ps);
+        b.push(bs);
+    }
+    let med = |v: &[Sample], f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
+    let ratios = p.iter().zip(&b).map(|(p, b)| p.rate / b.rate).collect();
+    let (pr, br) = (med(&p, |s| s.rate), med(&b, |s| s.rate));
+    let (pc, bc) = (med(&p, |s| s.cpu), med(&b, |s| s.cpu));
+    println!(
+        "{} medians: plugin {pr:.1} {}/s, bare {br:.1} {}/s: ratio {:.1} % (median of round ratios {:.1} %); CPU plugin {pc:.1}, bare {bc:.1} {}: ratio {:.1} %",
+        m.what,
+        m.unit,
+        m.unit,
+        100.0 * pr / br,
+        100.0 * median(ratios),
+        m.cpu_unit,
+        100.0 * bc / pc
+    );
+}
+
+fn handshakes(plan: &Plan, certs: &Certs) {
+    let plugin = plugin::Handshakes::new(certs, plan.direct);
+    let bare = bare::Handshakes::new(certs);
+    // Warm-up: sockets, allocator, CPU frequency.
+    let warm = plan.hs_per_round / 4 + 1;
+    plugin.round(warm, plan.in_flight);
+    bare.round(warm, plan.in_flight);
+    let (n, k) = (plan.hs_per_round, plan.in_flight);
+    println!(
+        "handshakes: {} rounds of {n} per path, {k} in flight",
+        plan.hs_rounds
+    );
+    alternate(
+        &Measure {
+            what: "handshakes",
+            unit: "",
+            amount: n as f64,
+            cpu_unit: "CPU-µs each",
+            cpu_scale: 1e6,
+        },
+        plan.hs_rounds,
+        || plugin.round(n, k),
+        || bare.round(n, k),
+    );
+}
+
+fn stream(plan: &Plan, certs: &Certs) {
+    let data = Arc::new((0..plan.frame).map(|i| i as u8).collect::<Vec<u8>>());
+    let plugin = plugin::Stream::new(certs, plan.direct, plan.frame);
+    let bare = bare::Stream::new(certs, plan.frame);
+    let warm = plan.frames / 4 + 1;
+    plugin.round(&data, warm);
+    bare.round(&data, warm);
+    let mib = plan.frames * plan.frame / (1 << 20);
+    println!(
+        "stream: {} rounds of {mib} MiB per path, frames of {} bytes",
+        plan.st_rounds, plan.frame
+    );
+    alternate(
+        &Measure {
+            what: "stream",
+            unit: "MB",
+            amount: (plan.frames * plan.frame) as f64 / 1e6,
+            cpu_unit: "CPU-ms/MB",
+            cpu_scale: 1e3,
+        },
+        plan.st_rounds,
+        || plugin.round(&data, plan.frames),
+        || bare.round(&data, plan.frames),
+    );
+}
+
+fn main() {
+    let plan = Plan::from_args();
+    println!(
+        "quic transport vs bare quinn ({}{}; both ends in this process)",
+        if plan.quick { "quick" } else { "full" },
+        if plan.direct {
+            ", plugin called directly"
+        } else {
+            ", plugin through the ABI"
+        }
+    );
+    let certs = Certs::new();
+    if plan.handshakes {
+        handshakes(&plan, &certs);
+    }
+    if plan.stream {
+        stream(&plan, &certs);
+    }
+}
