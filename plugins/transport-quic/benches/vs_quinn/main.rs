@@ -13,6 +13,7 @@
 //! Run: `cargo bench -p keygate-transport-quic --bench vs_quinn`
 //! (`-- handshakes` or `-- stream` runs one part; `-- --direct` measures a
 //! plain `QuicTransport` instead of the built-in through the plugin ABI;
+//! `-- --in-flight N` and `-- --rounds N` change the handshake part;
 //! `-- quick` is a few seconds' check that both paths work, and is what
 //! `cargo test` runs.)
 
@@ -47,6 +48,15 @@ impl Plan {
     fn from_args() -> Self {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let has = |a: &str| args.iter().any(|x| x == a);
+        let value = |a: &str| {
+            args.iter()
+                .position(|x| x == a)
+                .and_then(|i| args.get(i + 1))
+                .map(|v| {
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("{a} {v}: not a number"))
+                })
+        };
         // `cargo bench` passes `--bench`; `cargo test` does not.
         let quick = has("quick") || !has("--bench");
         let (handshakes, stream) = match (has("handshakes"), has("stream")) {
@@ -58,9 +68,9 @@ impl Plan {
             direct: has("--direct"),
             handshakes,
             stream,
-            hs_rounds: 11,
+            hs_rounds: value("--rounds").unwrap_or(11),
             hs_per_round: 1000,
-            in_flight: 64,
+            in_flight: value("--in-flight").unwrap_or(64),
             st_rounds: 5,
             frame: 1 << 20,
             frames: 1024,
