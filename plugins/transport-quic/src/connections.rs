@@ -1,7 +1,7 @@
 //! Open connections and their streams, and the tasks that serve them: one
-//! that accepts the peer's streams, one reader per stream (frames in, via
-//! [`Decoder`]), and one that waits for the connection to end and reports
-//! why.
+//! per connection that accepts the peer's streams and, when the connection
+//! ends, reports why; and one reader per stream (frames in, via
+//! [`Decoder`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -34,7 +34,8 @@ pub struct Conn {
     streams: Mutex<HashMap<StreamId, Sender>>,
     /// Why this side closed it, once it did.
     closing: Mutex<Option<String>>,
-    /// A client's endpoint lives as long as its connection.
+    /// The client endpoint an outbound connection runs on (shared with the
+    /// transport's other outbound connections), kept while it lives.
     _endpoint: Option<quinn::Endpoint>,
     /// An inbound connection holds a place under `max_connections`, given
     /// back before its `Closed` event.
@@ -183,8 +184,7 @@ impl Registry {
                 outbound: new.outbound,
             }),
         );
-        tokio::spawn(self.clone().accept_streams(id, conn.clone()));
-        tokio::spawn(self.clone().watch_close(id, conn));
+        tokio::spawn(self.clone().serve(id, conn));
         id
     }
 
@@ -203,11 +203,33 @@ impl Registry {
         stream
     }
 
-    async fn accept_streams(self: Arc<Self>, id: ConnectionId, conn: Arc<Conn>) {
-        // Ends with the connection.
-        while let Ok((send, recv)) = conn.quic.accept_bi().await {
-            self.add_stream(id, &conn, send, recv);
-        }
+    /// Accepts the peer's streams until the connection ends (quinn then
+    /// answers every accept with the error that ended it), then reports
+    /// the end. One task per connection, not one more just to wait.
+    async fn serve(self: Arc<Self>, id: ConnectionId, conn: Arc<Conn>) {
+        let err = loop {
+            match conn.quic.accept_bi().await {
+                Ok((send, recv)) => {
+                    self.add_stream(id, &conn, send, recv);
+                }
+                Err(err) => break err,
+            }
+        };
+        self.remove(id);
+        lock(&conn.slot).take();
+        let reason = match err {
+            ConnectionError::LocallyClosed => lock(&conn.closing)
+                .clone()
+                .unwrap_or_else(|| "closed locally".to_owned()),
+            other => describe_close(&other),
+        };
+        self.events.emit(
+            &conn.host,
+            TransportEvent::Closed {
+                connection: id,
+                reason,
+            },
+        );
     }
 
     async fn read_stream(
@@ -266,25 +288,6 @@ impl Registry {
         if let Some(sender) = conn.take_sender(stream) {
             let _ = sender.lock().await.reset(VarInt::from_u32(code));
         }
-    }
-
-    async fn watch_close(self: Arc<Self>, id: ConnectionId, conn: Arc<Conn>) {
-        let err = conn.quic.closed().await;
-        self.remove(id);
-        lock(&conn.slot).take();
-        let reason = match err {
-            ConnectionError::LocallyClosed => lock(&conn.closing)
-                .clone()
-                .unwrap_or_else(|| "closed locally".to_owned()),
-            other => describe_close(&other),
-        };
-        self.events.emit(
-            &conn.host,
-            TransportEvent::Closed {
-                connection: id,
-                reason,
-            },
-        );
     }
 }
 

@@ -56,6 +56,9 @@
 //! (`Connected` with the peer's chain and address, `Frame`,
 //! `StreamFinished`, `Closed` with a reason) are delivered in order from
 //! the event thread; a slow `on_event` delays later events, not the I/O.
+//! Outbound connections share one client endpoint (one UDP socket) per
+//! address family and reuse the client TLS config while trust and
+//! identity stay the same (see [`outbound`]).
 //! A transport has at most one listener; [`Transport::shutdown`] closes
 //! every connection, inbound and outbound, with [`codes::SHUTDOWN`], and
 //! stops listening.
@@ -64,6 +67,7 @@
 pub mod config;
 pub mod connections;
 pub mod frames;
+pub mod outbound;
 pub mod runtime;
 pub mod tls;
 
@@ -76,11 +80,12 @@ use keygate_sdk::{
     ConnectParams, ConnectionId, ListenParams, PluginContext, PluginError, StreamId, TlsIdentity,
     Transport, TransportHost, TransportPlugin,
 };
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, VarInt, WriteError};
 
 use crate::config::QuicConfig;
 use crate::connections::{Established, Registry, Slot};
+use crate::outbound::Outbound;
 use crate::runtime::Runtime;
 use crate::tls::{HostCheckedClientVerifier, SwappableCert};
 
@@ -112,6 +117,7 @@ pub struct QuicTransport {
     log: PluginContext,
     registry: Arc<Registry>,
     listener: Mutex<Option<Listener>>,
+    outbound: Arc<Outbound>,
     /// Dropped last: its threads serve everything above.
     runtime: Runtime,
 }
@@ -129,6 +135,7 @@ impl QuicTransport {
             log,
             registry,
             listener: Mutex::new(None),
+            outbound: Arc::default(),
             runtime,
         })
     }
@@ -275,23 +282,20 @@ impl Transport for QuicTransport {
         host: TransportHost,
     ) -> Result<ConnectionId, PluginError> {
         let remote = resolve(&params.remote_addr)?;
-        let tls = tls::client_config(&params.trust, params.client_identity.as_ref())?;
-        let crypto = QuicClientConfig::try_from(tls)
-            .map_err(|e| PluginError::internal(format!("QUIC client TLS: {e}")))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(self.transport_config());
+        let client = self.outbound.config(
+            &params.trust,
+            params.client_identity.as_ref(),
+            self.transport_config(),
+        )?;
         let registry = self.registry.clone();
+        let outbound = self.outbound.clone();
         let timeout = self.config.handshake_timeout;
         let server_name = params.server_name.clone();
         let max_frame_len = params.max_frame_len;
         let shown = params.remote_addr.clone();
         self.runtime.run(async move {
-            let bind: SocketAddr = if remote.is_ipv6() {
-                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-            } else {
-                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-            };
-            let endpoint = Endpoint::client(bind)
+            let endpoint = outbound
+                .endpoint(remote)
                 .map_err(|e| PluginError::unavailable(format!("{shown}: local socket: {e}")))?;
             let connecting = endpoint
                 .connect_with(client, remote, &server_name)
@@ -413,14 +417,15 @@ impl Transport for QuicTransport {
         for conn in &conns {
             conn.close(codes::SHUTDOWN, "shutdown");
         }
-        let endpoint = listener.map(|l| l.endpoint);
-        if let Some(endpoint) = &endpoint {
+        let mut endpoints = self.outbound.take_endpoints();
+        endpoints.extend(listener.map(|l| l.endpoint));
+        for endpoint in &endpoints {
             endpoint.close(VarInt::from_u32(codes::SHUTDOWN), b"shutdown");
         }
         // Let the close packets go out before the caller drops us.
         self.runtime.run(async move {
             let _ = tokio::time::timeout(SHUTDOWN_DRAIN, async {
-                if let Some(endpoint) = endpoint {
+                for endpoint in endpoints {
                     endpoint.wait_idle().await;
                 }
                 for conn in conns {
