@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use keygate_sdk::{
     ConnectionId, ConnectionInfo, FrameReceived, PluginContext, PluginError, StreamId,
     TransportEvent, TransportHost,
@@ -17,6 +18,9 @@ use rustls::pki_types::CertificateDer;
 use crate::codes;
 use crate::frames::{Decoder, FrameError};
 use crate::runtime::EventSink;
+
+/// Chunks a stream reader takes from quinn per call.
+const READ_BATCH: usize = 32;
 
 /// A stream's sending half, shared by the host's calls that write to it.
 pub type Sender = Arc<tokio::sync::Mutex<SendStream>>;
@@ -241,10 +245,16 @@ impl Registry {
     ) {
         let mut decoder = Decoder::new(conn.max_frame_len);
         let mut frames = Vec::new();
+        // Whatever has arrived, up to this many chunks (about a packet
+        // each) a call: one wake-up and one lock of the connection per
+        // batch instead of per packet.
+        let mut chunks: [Bytes; READ_BATCH] = Default::default();
         let refusal = loop {
-            match recv.read_chunk(usize::MAX, true).await {
-                Ok(Some(chunk)) => {
-                    let pushed = decoder.push(&chunk.bytes, &mut frames);
+            match recv.read_chunks(&mut chunks).await {
+                Ok(Some(n)) => {
+                    let pushed = chunks[..n]
+                        .iter_mut()
+                        .try_for_each(|chunk| decoder.push(&std::mem::take(chunk), &mut frames));
                     for payload in frames.drain(..) {
                         self.events.emit(
                             &conn.host,

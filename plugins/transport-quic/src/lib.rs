@@ -344,11 +344,14 @@ impl Transport for QuicTransport {
         let bytes = frames::encode(frame, conn.max_frame_len)
             .map_err(|e| PluginError::invalid(format!("connection {connection}: {e}")))?;
         let sender = conn.sender(connection, stream)?;
+        // The frame was copied once, into `bytes`: quinn takes that buffer
+        // as it is (`write_all` would copy it again).
+        let bytes = bytes::Bytes::from(bytes);
         self.runtime.run(async move {
             sender
                 .lock()
                 .await
-                .write_all(&bytes)
+                .write_chunk(bytes)
                 .await
                 .map_err(|e| write_error(connection, stream, e))
         })?
