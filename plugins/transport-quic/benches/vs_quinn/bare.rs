@@ -166,16 +166,24 @@ impl Handshakes {
         Self { pair, accepted }
     }
 
-    /// Runs `n` handshakes, `in_flight` at a time.
+    /// Runs `n` handshakes with this server, `in_flight` at a time.
     pub fn round(&self, n: usize, in_flight: usize) -> Duration {
-        let p = &self.pair;
         let before = self.accepted.load(Ordering::Relaxed);
+        let took = self.clients(self.pair.addr, n, in_flight);
+        let accepted = self.accepted.load(Ordering::Relaxed) - before;
+        assert_eq!(accepted, n as u64, "bare server handshakes");
+        took
+    }
+
+    /// Runs `n` handshakes with the server at `addr` (this one, or another
+    /// that closes each connection the same way), `in_flight` at a time.
+    pub fn clients(&self, addr: SocketAddr, n: usize, in_flight: usize) -> Duration {
+        let p = &self.pair;
         let next = Arc::new(AtomicUsize::new(0));
         let start = Instant::now();
         let tasks: Vec<_> = (0..in_flight)
             .map(|_| {
                 let (endpoint, config, next) = (p.client.clone(), p.config.clone(), next.clone());
-                let addr = p.addr;
                 p.client_rt.spawn(async move {
                     while next.fetch_add(1, Ordering::Relaxed) < n {
                         let conn = endpoint
@@ -200,10 +208,7 @@ impl Handshakes {
                 task.await.expect("client task");
             }
         });
-        let took = start.elapsed();
-        let accepted = self.accepted.load(Ordering::Relaxed) - before;
-        assert_eq!(accepted, n as u64, "bare server handshakes");
-        took
+        start.elapsed()
     }
 }
 

@@ -2,7 +2,9 @@
 //! certificates, in one process run, as ratios (issue 8):
 //! 1. full mTLS handshakes per second (Ed25519 CA and leaves, client
 //!    certificate required and verified on both paths, no session
-//!    resumption on either path), many in flight;
+//!    resumption on either path), many in flight: both ends through the
+//!    plugin against both ends bare, then the server side alone (the
+//!    plugin's server against bare quinn's, bare quinn clients for both);
 //! 2. one stream moving 1 GiB (1 MiB frames through `send_frame`, received
 //!    as `Frame` events; bare: `write_all` / `read` of 1 MiB buffers).
 //!
@@ -11,9 +13,10 @@
 //! each round, the medians and their ratio.
 //!
 //! Run: `cargo bench -p keygate-transport-quic --bench vs_quinn`
-//! (`-- handshakes` or `-- stream` runs one part; `-- --direct` measures a
+//! (`-- handshakes`, `-- server-side` or `-- stream` runs one part; `-- --direct` measures a
 //! plain `QuicTransport` instead of the built-in through the plugin ABI;
 //! `-- --in-flight N` and `-- --rounds N` change the handshake part;
+//! `-- --only plugin` (or `bare`) runs one path alone, for `perf`;
 //! `-- quick` is a few seconds' check that both paths work, and is what
 //! `cargo test` runs.)
 
@@ -32,7 +35,10 @@ use keygate_transport_quic as _;
 struct Plan {
     quick: bool,
     direct: bool,
+    /// Both ends through the plugin vs both bare.
     handshakes: bool,
+    /// The plugin's server vs bare quinn's, bare clients.
+    server_side: bool,
     stream: bool,
     /// Handshake rounds per path, handshakes per round, in flight.
     hs_rounds: usize,
@@ -59,18 +65,20 @@ impl Plan {
         };
         // `cargo bench` passes `--bench`; `cargo test` does not.
         let quick = has("quick") || !has("--bench");
-        let (handshakes, stream) = match (has("handshakes"), has("stream")) {
-            (false, false) => (true, true),
-            picked => picked,
-        };
+        let (handshakes, server_side, stream) =
+            match (has("handshakes"), has("server-side"), has("stream")) {
+                (false, false, false) => (true, true, true),
+                (both, server, stream) => (both, both || server, stream),
+            };
         let plan = Self {
             quick,
             direct: has("--direct"),
             handshakes,
+            server_side,
             stream,
             hs_rounds: value("--rounds").unwrap_or(11),
             hs_per_round: 1000,
-            in_flight: value("--in-flight").unwrap_or(64),
+            in_flight: value("--in-flight").unwrap_or(32),
             st_rounds: 5,
             frame: 1 << 20,
             frames: 1024,
@@ -168,6 +176,23 @@ fn alternate(
     mut plugin: impl FnMut() -> Duration,
     mut bare: impl FnMut() -> Duration,
 ) {
+    if let Some(only) = ONLY.get().copied().flatten() {
+        // Profiling: one path alone, so `perf` sees nothing else.
+        let run = |f: &mut dyn FnMut() -> Duration| {
+            let s = sample(m.amount, m.cpu_scale, &mut || f());
+            println!(
+                "{} {only}: {:.1} {}/s {:.1} {} ({} UDP drops)",
+                m.what, s.rate, m.unit, s.cpu, m.cpu_unit, s.drops
+            );
+        };
+        for _ in 0..rounds {
+            match only {
+                "plugin" => run(&mut plugin),
+                _ => run(&mut bare),
+            }
+        }
+        return;
+    }
     let (mut p, mut b) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let (ps, bs) = if round % 2 == 0 {
@@ -223,18 +248,32 @@ fn handshakes(plan: &Plan, certs: &Certs) {
         "handshakes: {} rounds of {n} per path, {k} in flight",
         plan.hs_rounds
     );
-    alternate(
-        &Measure {
-            what: "handshakes",
-            unit: "",
-            amount: n as f64,
-            cpu_unit: "CPU-µs each",
-            cpu_scale: 1e6,
-        },
-        plan.hs_rounds,
-        || plugin.round(n, k),
-        || bare.round(n, k),
-    );
+    let measure = |what| Measure {
+        what,
+        unit: "",
+        amount: n as f64,
+        cpu_unit: "CPU-µs each",
+        cpu_scale: 1e6,
+    };
+    if plan.handshakes {
+        alternate(
+            &measure("handshakes"),
+            plan.hs_rounds,
+            || plugin.round(n, k),
+            || bare.round(n, k),
+        );
+    }
+    if plan.server_side {
+        // The gateway's side alone: the same bare quinn clients against the
+        // plugin's server and against bare quinn's.
+        println!("server side: bare quinn clients against each server");
+        alternate(
+            &measure("server side"),
+            plan.hs_rounds,
+            || plugin.server_round(n, || bare.clients(plugin.addr(), n, k)),
+            || bare.round(n, k),
+        );
+    }
 }
 
 fn stream(plan: &Plan, certs: &Certs) {
@@ -263,8 +302,22 @@ fn stream(plan: &Plan, certs: &Certs) {
     );
 }
 
+/// `--only plugin` or `--only bare`: run one path, for profiling.
+static ONLY: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+
 fn main() {
     let plan = Plan::from_args();
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|path| match path.as_str() {
+            "plugin" => "plugin",
+            "bare" => "bare",
+            other => panic!("--only {other}: plugin or bare"),
+        });
+    let _ = ONLY.set(only);
     println!(
         "quic transport vs bare quinn ({}{}; both ends in this process)",
         if plan.quick { "quick" } else { "full" },
@@ -275,7 +328,7 @@ fn main() {
         }
     );
     let certs = Certs::new();
-    if plan.handshakes {
+    if plan.handshakes || plan.server_side {
         handshakes(&plan, &certs);
     }
     if plan.stream {

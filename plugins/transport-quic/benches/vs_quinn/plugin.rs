@@ -5,6 +5,7 @@
 //! each with its own runtime; the host's `verify_client` answers Ok.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -221,6 +222,21 @@ impl Handshakes {
     /// A listening server and a client transport.
     pub fn new(certs: &Certs, direct: bool) -> Self {
         Self(Pair::new(certs, direct, true, 1 << 20))
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.0.params.remote_addr.parse().expect("bound address")
+    }
+
+    /// Runs `clients`, which make `n` handshakes with [`addr`](Self::addr),
+    /// and checks that the server had them all.
+    pub fn server_round(&self, n: usize, clients: impl FnOnce() -> Duration) -> Duration {
+        let before = self.0.server_tally.seen().connected;
+        let took = clients();
+        let accepted = self.0.server_tally.seen().connected - before;
+        assert_eq!(accepted, n as u64, "plugin server handshakes");
+        took
     }
 
     /// Runs `n` handshakes, `in_flight` at a time (one thread each:
