@@ -12,7 +12,7 @@ use keygate_sdk::{
     ConnectionId, ConnectionInfo, FrameReceived, PluginContext, PluginError, StreamId,
     TransportEvent, TransportHost,
 };
-use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
+use quinn::{ConnectionError, RecvStream, SendStream, VarInt, WriteError};
 use rustls::pki_types::CertificateDer;
 
 use crate::codes;
@@ -22,8 +22,19 @@ use crate::runtime::EventSink;
 /// Chunks a stream reader takes from quinn per call.
 const READ_BATCH: usize = 32;
 
-/// A stream's sending half, shared by the host's calls that write to it.
-pub type Sender = Arc<tokio::sync::Mutex<SendStream>>;
+/// A stream's sending half, shared by the host's calls that write to it;
+/// a write holds the lock until quinn has taken the whole frame.
+pub type Sender = Arc<tokio::sync::Mutex<Outgoing>>;
+
+/// A stream's sending half and what went wrong on it.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The QUIC stream.
+    pub stream: SendStream,
+    /// The error of a write that failed after its `send_frame` returned;
+    /// every later call on the stream reports it.
+    pub failed: Option<WriteError>,
+}
 
 /// One open connection.
 #[derive(Debug)]
@@ -159,9 +170,15 @@ impl Registry {
         lock(&self.conns).values().cloned().collect()
     }
 
-    /// Registers a connection whose handshake completed, emits `Connected`
-    /// and starts its tasks. Must run on the runtime.
-    pub fn start(self: &Arc<Self>, new: Established) -> ConnectionId {
+    /// Registers a connection whose handshake completed and emits
+    /// `Connected`. Returns its id and the work that serves it until it
+    /// ends (accepting the peer's streams, then reporting the close), for
+    /// the caller to run on the runtime: inline in the task that accepted
+    /// an inbound connection, spawned for an outbound one.
+    pub fn start(
+        self: &Arc<Self>,
+        new: Established,
+    ) -> (ConnectionId, impl Future<Output = ()> + Send + use<>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let peer_certificates = new
             .quic
@@ -188,8 +205,7 @@ impl Registry {
                 outbound: new.outbound,
             }),
         );
-        tokio::spawn(self.clone().serve(id, conn));
-        id
+        (id, self.clone().serve(id, conn))
     }
 
     /// Registers a stream (opened by either side) and starts its reader.
@@ -202,7 +218,11 @@ impl Registry {
         recv: RecvStream,
     ) -> StreamId {
         let stream = u64::from(send.id());
-        lock(&conn.streams).insert(stream, Arc::new(tokio::sync::Mutex::new(send)));
+        let outgoing = Outgoing {
+            stream: send,
+            failed: None,
+        };
+        lock(&conn.streams).insert(stream, Arc::new(tokio::sync::Mutex::new(outgoing)));
         tokio::spawn(self.clone().read_stream(id, conn.clone(), stream, recv));
         stream
     }
@@ -296,7 +316,7 @@ impl Registry {
         ));
         let _ = recv.stop(VarInt::from_u32(code));
         if let Some(sender) = conn.take_sender(stream) {
-            let _ = sender.lock().await.reset(VarInt::from_u32(code));
+            let _ = sender.lock().await.stream.reset(VarInt::from_u32(code));
         }
     }
 }

@@ -52,7 +52,14 @@
 //!
 //! # Threads and events
 //! The transport owns a two-thread tokio runtime and one event thread
-//! (see [`runtime`]). Host calls block until done. Events
+//! (see [`runtime`]). Host calls block until done, but for
+//! [`Transport::send_frame`]: it returns once the stream's previous frame
+//! is written (handed whole to quinn) and its own frame is being written,
+//! so the stream does not stop while the caller prepares its next frame,
+//! and a caller is never more than one frame ahead of the stream. A write
+//! that fails after its call returned (the peer stopped the stream, the
+//! connection is gone) is reported by the next `send_frame` or
+//! `finish_stream` on that stream. Events
 //! (`Connected` with the peer's chain and address, `Frame`,
 //! `StreamFinished`, `Closed` with a reason) are delivered in order from
 //! the event thread; a slow `on_event` delays later events, not the I/O.
@@ -197,7 +204,7 @@ async fn accept_loop(
             };
             match outcome {
                 Ok(quic) => {
-                    registry.start(Established {
+                    let (_, serve) = registry.start(Established {
                         quic,
                         host,
                         max_frame_len,
@@ -205,6 +212,8 @@ async fn accept_loop(
                         endpoint: None,
                         slot: Some(slot),
                     });
+                    // This task serves the connection from here on.
+                    serve.await;
                 }
                 Err(why) => log.debug(&format!("inbound handshake from {from} failed: {why}")),
             }
@@ -309,14 +318,16 @@ impl Transport for QuicTransport {
                         connections::describe_close(&e)
                     ))
                 })?;
-            Ok(registry.start(Established {
+            let (id, serve) = registry.start(Established {
                 quic,
                 host,
                 max_frame_len,
                 outbound: true,
                 endpoint: Some(endpoint),
                 slot: None,
-            }))
+            });
+            tokio::spawn(serve);
+            Ok(id)
         })?
     }
 
@@ -348,12 +359,20 @@ impl Transport for QuicTransport {
         // as it is (`write_all` would copy it again).
         let bytes = bytes::Bytes::from(bytes);
         self.runtime.run(async move {
-            sender
-                .lock()
-                .await
-                .write_chunk(bytes)
-                .await
-                .map_err(|e| write_error(connection, stream, e))
+            // The previous frame's write holds the lock until quinn has all
+            // of it; the lock is fair, so frames go out in call order.
+            let mut out = sender.lock_owned().await;
+            if let Some(err) = out.failed.clone() {
+                return Err(write_error(connection, stream, err));
+            }
+            // Written while the caller prepares its next frame, so the
+            // stream never waits for the caller (see the crate docs).
+            tokio::spawn(async move {
+                if let Err(err) = out.stream.write_chunk(bytes).await {
+                    out.failed = Some(err);
+                }
+            });
+            Ok(())
         })?
     }
 
@@ -362,7 +381,12 @@ impl Transport for QuicTransport {
         let sender = conn.sender(connection, stream)?;
         conn.take_sender(stream);
         self.runtime.run(async move {
-            sender.lock().await.finish().map_err(|_| {
+            // After the stream's last write.
+            let mut out = sender.lock().await;
+            if let Some(err) = out.failed.clone() {
+                return Err(write_error(connection, stream, err));
+            }
+            out.stream.finish().map_err(|_| {
                 PluginError::not_found(format!(
                     "connection {connection}: stream {stream} is closed"
                 ))
