@@ -291,11 +291,11 @@ impl Transport for QuicTransport {
         host: TransportHost,
     ) -> Result<ConnectionId, PluginError> {
         let remote = resolve(&params.remote_addr)?;
-        let client = self.outbound.config(
-            &params.trust,
-            params.client_identity.as_ref(),
-            self.transport_config(),
-        )?;
+        let client =
+            self.outbound
+                .config(&params.trust, params.client_identity.as_ref(), || {
+                    self.transport_config()
+                })?;
         let registry = self.registry.clone();
         let outbound = self.outbound.clone();
         let timeout = self.config.handshake_timeout;

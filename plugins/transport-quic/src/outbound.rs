@@ -62,7 +62,7 @@ impl Outbound {
 
     /// The quinn client config for `trust` and `identity`: the last one
     /// when they are the same as last time, else a new one (which is kept
-    /// instead) with `transport` as its transport config.
+    /// instead) with the transport config `transport` makes.
     ///
     /// # Errors
     /// [`ErrorKind::Invalid`](keygate_sdk::ErrorKind::Invalid) for bad
@@ -71,7 +71,7 @@ impl Outbound {
         &self,
         trust: &ServerTrust,
         identity: Option<&TlsIdentity>,
-        transport: Arc<quinn::TransportConfig>,
+        transport: impl FnOnce() -> Arc<quinn::TransportConfig>,
     ) -> Result<quinn::ClientConfig, PluginError> {
         let mut last = lock(&self.last_config);
         if let Some(cached) = last.as_ref()
@@ -84,7 +84,7 @@ impl Outbound {
         let crypto = QuicClientConfig::try_from(tls)
             .map_err(|e| PluginError::internal(format!("QUIC client TLS: {e}")))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(transport);
+        config.transport_config(transport());
         *last = Some(Cached {
             trust: trust.clone(),
             identity: identity.cloned(),
