@@ -46,6 +46,7 @@
 //! | `handshake_timeout` | `"10s"` | longest a handshake may take, inbound or outbound |
 //! | `idle_timeout` | `"30s"` | a connection silent this long is closed (must be > 0) |
 //! | `keep_alive` | `"10s"` | ping interval on idle connections, shorter than `idle_timeout`; `"0s"`: none |
+//! | `socket_buffer` | `4194304` | bytes of receive and send buffer asked of the kernel for each UDP socket (see [`socket`]); `0`: the system's default |
 //! | `max_connections` | `16384` | inbound connections (handshakes included) at once; past it new ones are refused at once with QUIC's `CONNECTION_REFUSED` |
 //!
 //! Unknown keys are refused; errors name the line and the field.
@@ -76,6 +77,7 @@ pub mod connections;
 pub mod frames;
 pub mod outbound;
 pub mod runtime;
+pub mod socket;
 pub mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -267,7 +269,10 @@ impl Transport for QuicTransport {
         server.transport_config(self.transport_config());
         let endpoint = self
             .runtime
-            .run(async move { Endpoint::server(server, addr) })?
+            .run({
+                let (buffer, log) = (self.config.socket_buffer, self.log.clone());
+                async move { socket::endpoint(addr, buffer, Some(server), &log) }
+            })?
             .map_err(|e| PluginError::unavailable(format!("listen on {addr}: {e}")))?;
         let bound = endpoint
             .local_addr()
@@ -298,13 +303,14 @@ impl Transport for QuicTransport {
                 })?;
         let registry = self.registry.clone();
         let outbound = self.outbound.clone();
+        let (buffer, log) = (self.config.socket_buffer, self.log.clone());
         let timeout = self.config.handshake_timeout;
         let server_name = params.server_name.clone();
         let max_frame_len = params.max_frame_len;
         let shown = params.remote_addr.clone();
         self.runtime.run(async move {
             let endpoint = outbound
-                .endpoint(remote)
+                .endpoint(remote, buffer, &log)
                 .map_err(|e| PluginError::unavailable(format!("{shown}: local socket: {e}")))?;
             let connecting = endpoint
                 .connect_with(client, remote, &server_name)

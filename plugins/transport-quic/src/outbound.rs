@@ -12,11 +12,11 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use keygate_sdk::{PluginError, ServerTrust, TlsIdentity};
+use keygate_sdk::{PluginContext, PluginError, ServerTrust, TlsIdentity};
 use quinn::Endpoint;
 use quinn::crypto::rustls::QuicClientConfig;
 
-use crate::tls;
+use crate::{socket, tls};
 
 /// The client config of one (trust, identity) pair.
 #[derive(Debug)]
@@ -40,12 +40,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Outbound {
-    /// The client endpoint for connections to `remote`, made on first use.
-    /// Must run on the runtime.
+    /// The client endpoint for connections to `remote`, made on first use
+    /// with `buffer` bytes of socket buffers. Must run on the runtime.
     ///
     /// # Errors
     /// The socket's error, when it cannot be bound.
-    pub fn endpoint(&self, remote: SocketAddr) -> std::io::Result<Endpoint> {
+    pub fn endpoint(
+        &self,
+        remote: SocketAddr,
+        buffer: u32,
+        log: &PluginContext,
+    ) -> std::io::Result<Endpoint> {
         let (slot, bind): (usize, SocketAddr) = if remote.is_ipv6() {
             (1, (Ipv6Addr::UNSPECIFIED, 0).into())
         } else {
@@ -55,7 +60,7 @@ impl Outbound {
         if let Some(endpoint) = &endpoints[slot] {
             return Ok(endpoint.clone());
         }
-        let endpoint = Endpoint::client(bind)?;
+        let endpoint = socket::endpoint(bind, buffer, None, log)?;
         endpoints[slot] = Some(endpoint.clone());
         Ok(endpoint)
     }

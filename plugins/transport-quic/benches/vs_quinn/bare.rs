@@ -1,8 +1,9 @@
 //! The baseline: bare quinn 0.11 + rustls 0.23 (*ring*), configured as the
 //! plugin configures itself (TLS 1.3 only, ALPN `keygate/1`, client
 //! certificate required and verified against the CA, no session
-//! resumption on either side, the plugin's default idle timeout and
-//! keep-alive, quinn's default flow-control windows), with the server and
+//! resumption on either side, the plugin's default idle timeout,
+//! keep-alive and socket buffers, quinn's default flow-control windows),
+//! with the server and
 //! the client each on a two-worker tokio runtime of its own, as the plugin
 //! runs each transport.
 
@@ -40,6 +41,23 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     ));
     t.keep_alive_interval(Some(defaults.keep_alive));
     Arc::new(t)
+}
+
+/// A quinn endpoint on a UDP socket with the plugin's default socket
+/// buffers, so both paths have the same room for bursts.
+fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> Endpoint {
+    let socket = std::net::UdpSocket::bind(addr).expect("bind");
+    let buffer = QuicConfig::default().socket_buffer as usize;
+    let sock = socket2::SockRef::from(&socket);
+    sock.set_recv_buffer_size(buffer).expect("SO_RCVBUF");
+    sock.set_send_buffer_size(buffer).expect("SO_SNDBUF");
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .expect("endpoint")
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -120,13 +138,11 @@ impl Pair {
         let server_rt = runtime("bare-server");
         let client_rt = runtime("bare-client");
         let config = server_config(certs);
-        let server = server_rt
-            .block_on(async { Endpoint::server(config, (Ipv4Addr::LOCALHOST, 0).into()) })
-            .expect("bare server");
+        let server =
+            server_rt.block_on(async { endpoint((Ipv4Addr::LOCALHOST, 0).into(), Some(config)) });
         let addr = server.local_addr().expect("bound address");
-        let client = client_rt
-            .block_on(async { Endpoint::client((Ipv4Addr::UNSPECIFIED, 0).into()) })
-            .expect("bare client");
+        let client =
+            client_rt.block_on(async { endpoint((Ipv4Addr::UNSPECIFIED, 0).into(), None) });
         Self {
             server,
             client,

@@ -98,21 +98,72 @@ impl Plan {
     }
 }
 
-/// Datagrams the kernel dropped for want of socket receive buffer, all
-/// sockets together (Linux `/proc/net/snmp`): a lost handshake flight
-/// costs a retransmission timeout, so rounds with drops are slower.
-fn udp_drops() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
-    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "RcvbufErrors")
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or(0)
+/// Datagrams the kernel dropped at this process's UDP sockets for want of
+/// receive buffer (Linux `/proc/net/udp`, the sockets whose inodes this
+/// process holds): servers (bound to 127.0.0.1) and clients (bound to
+/// 0.0.0.0). A lost handshake flight costs a retransmission timeout, so
+/// rounds with drops are slower.
+fn udp_drops() -> Drops {
+    let ours: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let mut drops = Drops::default();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(inode), Some(dropped)) =
+            (fields.get(1), fields.get(9), fields.last())
+        else {
+            continue;
+        };
+        if !ours.contains(*inode) {
+            continue;
+        }
+        let dropped: u64 = dropped.parse().unwrap_or(0);
+        if local.starts_with("0100007F:") {
+            drops.server += dropped;
+        } else {
+            drops.client += dropped;
+        }
+    }
+    drops
+}
+
+/// Receive-buffer drops at servers' and at clients' sockets.
+#[derive(Debug, Default, Clone, Copy)]
+struct Drops {
+    server: u64,
+    client: u64,
+}
+
+impl std::ops::Sub for Drops {
+    type Output = Drops;
+    fn sub(self, before: Drops) -> Drops {
+        Drops {
+            server: self.server.saturating_sub(before.server),
+            client: self.client.saturating_sub(before.client),
+        }
+    }
+}
+
+impl std::fmt::Display for Drops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.server, self.client) {
+            (0, 0) => f.write_str("no drops"),
+            (s, c) => write!(f, "drops: {s} server, {c} client"),
+        }
+    }
 }
 
 /// CPU time this process has used, all threads (Linux `/proc/self/stat`,
@@ -138,7 +189,7 @@ struct Sample {
     /// CPU seconds of the whole process per unit (µs for handshakes, ms
     /// per GB for the stream: see the caller's `cpu_unit`).
     cpu: f64,
-    drops: u64,
+    drops: Drops,
 }
 
 fn sample(amount: f64, cpu_scale: f64, measure: &mut impl FnMut() -> Duration) -> Sample {
@@ -147,7 +198,7 @@ fn sample(amount: f64, cpu_scale: f64, measure: &mut impl FnMut() -> Duration) -
     Sample {
         rate: amount / took.as_secs_f64(),
         cpu: (cpu_seconds() - cpu) * cpu_scale / amount,
-        drops: udp_drops().saturating_sub(drops),
+        drops: udp_drops() - drops,
     }
 }
 
@@ -181,7 +232,7 @@ fn alternate(
         let run = |f: &mut dyn FnMut() -> Duration| {
             let s = sample(m.amount, m.cpu_scale, &mut || f());
             println!(
-                "{} {only}: {:.1} {}/s {:.1} {} ({} UDP drops)",
+                "{} {only}: {:.1} {}/s {:.1} {} ({})",
                 m.what, s.rate, m.unit, s.cpu, m.cpu_unit, s.drops
             );
         };
@@ -203,7 +254,7 @@ fn alternate(
             (sample(m.amount, m.cpu_scale, &mut plugin), bs)
         };
         println!(
-            "{} round {round:>2}: plugin {:>7.1} {}/s {:>6.1} {} ({} UDP drops) | bare {:>7.1} {}/s {:>6.1} {} ({} UDP drops) | ratio {:.1} %",
+            "{} round {round:>2}: plugin {:>7.1} {}/s {:>6.1} {} ({}) | bare {:>7.1} {}/s {:>6.1} {} ({}) | ratio {:.1} %",
             m.what,
             ps.rate,
             m.unit,
