@@ -76,10 +76,10 @@ impl Plan {
             handshakes,
             server_side,
             stream,
-            hs_rounds: value("--rounds").unwrap_or(11),
-            hs_per_round: 1000,
+            hs_rounds: value("--rounds").unwrap_or(21),
+            hs_per_round: 500,
             in_flight: value("--in-flight").unwrap_or(32),
-            st_rounds: 5,
+            st_rounds: 7,
             frame: 1 << 20,
             frames: 1024,
         };
@@ -218,9 +218,10 @@ struct Measure {
 }
 
 /// Runs `rounds` alternating rounds of `plugin` and `bare`, prints them and
-/// the medians: throughput and its ratio (plugin / bare), and the
-/// process's CPU time per unit and its ratio (bare / plugin, so that both
-/// ratios read "the plugin does this share of what bare quinn does").
+/// the medians: throughput, the process's CPU time per unit, and the
+/// median over rounds of the ratios plugin / bare for throughput and bare
+/// / plugin for CPU (so that both read "the plugin does this share of what
+/// bare quinn does").
 fn alternate(
     m: &Measure,
     rounds: usize,
@@ -272,18 +273,23 @@ fn alternate(
         b.push(bs);
     }
     let med = |v: &[Sample], f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
-    let ratios = p.iter().zip(&b).map(|(p, b)| p.rate / b.rate).collect();
+    // Each round's two samples ran seconds apart, so their ratio is the
+    // figure least moved by load elsewhere on the machine: the summary is
+    // the median of those.
+    let pairs = || p.iter().zip(&b);
+    let rate_ratio = median(pairs().map(|(p, b)| p.rate / b.rate).collect());
+    let cpu_ratio = median(pairs().map(|(p, b)| b.cpu / p.cpu).collect());
     let (pr, br) = (med(&p, |s| s.rate), med(&b, |s| s.rate));
     let (pc, bc) = (med(&p, |s| s.cpu), med(&b, |s| s.cpu));
     println!(
-        "{} medians: plugin {pr:.1} {}/s, bare {br:.1} {}/s: ratio {:.1} % (median of round ratios {:.1} %); CPU plugin {pc:.1}, bare {bc:.1} {}: ratio {:.1} %",
+        "{} medians: plugin {pr:.1} {}/s {pc:.1} {}, bare {br:.1} {}/s {bc:.1} {} | ratio (median of rounds): throughput {:.1} %, CPU {:.1} %",
         m.what,
         m.unit,
-        m.unit,
-        100.0 * pr / br,
-        100.0 * median(ratios),
         m.cpu_unit,
-        100.0 * bc / pc
+        m.unit,
+        m.cpu_unit,
+        100.0 * rate_ratio,
+        100.0 * cpu_ratio,
     );
 }
 
