@@ -32,6 +32,10 @@ pub struct QuicConfig {
     /// Inbound connections open at once; past it new ones are refused.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: u32,
+    /// Bytes of receive and send buffer asked of the kernel for each UDP
+    /// socket; 0 keeps the system's default.
+    #[serde(default = "defaults::socket_buffer")]
+    pub socket_buffer: u32,
 }
 
 mod defaults {
@@ -49,6 +53,9 @@ mod defaults {
     pub(super) fn max_connections() -> u32 {
         16384
     }
+    pub(super) fn socket_buffer() -> u32 {
+        4 << 20
+    }
 }
 
 impl Default for QuicConfig {
@@ -58,6 +65,7 @@ impl Default for QuicConfig {
             idle_timeout: defaults::idle_timeout(),
             keep_alive: defaults::keep_alive(),
             max_connections: defaults::max_connections(),
+            socket_buffer: defaults::socket_buffer(),
         }
     }
 }
@@ -121,18 +129,20 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(30));
         assert_eq!(c.keep_alive, Duration::from_secs(10));
         assert_eq!(c.max_connections, 16384);
+        assert_eq!(c.socket_buffer, 4 << 20);
     }
 
     #[test]
     fn every_key_is_read() {
         let c = QuicConfig::parse(
-            "handshake_timeout = \"3s\"\nidle_timeout = \"2m\"\nkeep_alive = \"0s\"\nmax_connections = 2\n",
+            "handshake_timeout = \"3s\"\nidle_timeout = \"2m\"\nkeep_alive = \"0s\"\nmax_connections = 2\nsocket_buffer = 0\n",
         )
         .unwrap();
         assert_eq!(c.handshake_timeout, Duration::from_secs(3));
         assert_eq!(c.idle_timeout, Duration::from_secs(120));
         assert_eq!(c.keep_alive, Duration::ZERO);
         assert_eq!(c.max_connections, 2);
+        assert_eq!(c.socket_buffer, 0);
     }
 
     #[test]

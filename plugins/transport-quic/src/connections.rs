@@ -1,25 +1,40 @@
 //! Open connections and their streams, and the tasks that serve them: one
-//! that accepts the peer's streams, one reader per stream (frames in, via
-//! [`Decoder`]), and one that waits for the connection to end and reports
-//! why.
+//! per connection that accepts the peer's streams and, when the connection
+//! ends, reports why; and one reader per stream (frames in, via
+//! [`Decoder`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use keygate_sdk::{
     ConnectionId, ConnectionInfo, FrameReceived, PluginContext, PluginError, StreamId,
     TransportEvent, TransportHost,
 };
-use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
+use quinn::{ConnectionError, RecvStream, SendStream, VarInt, WriteError};
 use rustls::pki_types::CertificateDer;
 
 use crate::codes;
 use crate::frames::{Decoder, FrameError};
 use crate::runtime::EventSink;
 
-/// A stream's sending half, shared by the host's calls that write to it.
-pub type Sender = Arc<tokio::sync::Mutex<SendStream>>;
+/// Chunks a stream reader takes from quinn per call.
+const READ_BATCH: usize = 32;
+
+/// A stream's sending half, shared by the host's calls that write to it;
+/// a write holds the lock until quinn has taken the whole frame.
+pub type Sender = Arc<tokio::sync::Mutex<Outgoing>>;
+
+/// A stream's sending half and what went wrong on it.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The QUIC stream.
+    pub stream: SendStream,
+    /// The error of a write that failed after its `send_frame` returned;
+    /// every later call on the stream reports it.
+    pub failed: Option<WriteError>,
+}
 
 /// One open connection.
 #[derive(Debug)]
@@ -34,7 +49,8 @@ pub struct Conn {
     streams: Mutex<HashMap<StreamId, Sender>>,
     /// Why this side closed it, once it did.
     closing: Mutex<Option<String>>,
-    /// A client's endpoint lives as long as its connection.
+    /// The client endpoint an outbound connection runs on (shared with the
+    /// transport's other outbound connections), kept while it lives.
     _endpoint: Option<quinn::Endpoint>,
     /// An inbound connection holds a place under `max_connections`, given
     /// back before its `Closed` event.
@@ -154,9 +170,15 @@ impl Registry {
         lock(&self.conns).values().cloned().collect()
     }
 
-    /// Registers a connection whose handshake completed, emits `Connected`
-    /// and starts its tasks. Must run on the runtime.
-    pub fn start(self: &Arc<Self>, new: Established) -> ConnectionId {
+    /// Registers a connection whose handshake completed and emits
+    /// `Connected`. Returns its id and the work that serves it until it
+    /// ends (accepting the peer's streams, then reporting the close), for
+    /// the caller to run on the runtime: inline in the task that accepted
+    /// an inbound connection, spawned for an outbound one.
+    pub fn start(
+        self: &Arc<Self>,
+        new: Established,
+    ) -> (ConnectionId, impl Future<Output = ()> + Send + use<>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let peer_certificates = new
             .quic
@@ -183,9 +205,7 @@ impl Registry {
                 outbound: new.outbound,
             }),
         );
-        tokio::spawn(self.clone().accept_streams(id, conn.clone()));
-        tokio::spawn(self.clone().watch_close(id, conn));
-        id
+        (id, self.clone().serve(id, conn))
     }
 
     /// Registers a stream (opened by either side) and starts its reader.
@@ -198,16 +218,42 @@ impl Registry {
         recv: RecvStream,
     ) -> StreamId {
         let stream = u64::from(send.id());
-        lock(&conn.streams).insert(stream, Arc::new(tokio::sync::Mutex::new(send)));
+        let outgoing = Outgoing {
+            stream: send,
+            failed: None,
+        };
+        lock(&conn.streams).insert(stream, Arc::new(tokio::sync::Mutex::new(outgoing)));
         tokio::spawn(self.clone().read_stream(id, conn.clone(), stream, recv));
         stream
     }
 
-    async fn accept_streams(self: Arc<Self>, id: ConnectionId, conn: Arc<Conn>) {
-        // Ends with the connection.
-        while let Ok((send, recv)) = conn.quic.accept_bi().await {
-            self.add_stream(id, &conn, send, recv);
-        }
+    /// Accepts the peer's streams until the connection ends (quinn then
+    /// answers every accept with the error that ended it), then reports
+    /// the end. One task per connection, not one more just to wait.
+    async fn serve(self: Arc<Self>, id: ConnectionId, conn: Arc<Conn>) {
+        let err = loop {
+            match conn.quic.accept_bi().await {
+                Ok((send, recv)) => {
+                    self.add_stream(id, &conn, send, recv);
+                }
+                Err(err) => break err,
+            }
+        };
+        self.remove(id);
+        lock(&conn.slot).take();
+        let reason = match err {
+            ConnectionError::LocallyClosed => lock(&conn.closing)
+                .clone()
+                .unwrap_or_else(|| "closed locally".to_owned()),
+            other => describe_close(&other),
+        };
+        self.events.emit(
+            &conn.host,
+            TransportEvent::Closed {
+                connection: id,
+                reason,
+            },
+        );
     }
 
     async fn read_stream(
@@ -219,10 +265,16 @@ impl Registry {
     ) {
         let mut decoder = Decoder::new(conn.max_frame_len);
         let mut frames = Vec::new();
+        // Whatever has arrived, up to this many chunks (about a packet
+        // each) a call: one wake-up and one lock of the connection per
+        // batch instead of per packet.
+        let mut chunks: [Bytes; READ_BATCH] = Default::default();
         let refusal = loop {
-            match recv.read_chunk(usize::MAX, true).await {
-                Ok(Some(chunk)) => {
-                    let pushed = decoder.push(&chunk.bytes, &mut frames);
+            match recv.read_chunks(&mut chunks).await {
+                Ok(Some(n)) => {
+                    let pushed = chunks[..n]
+                        .iter_mut()
+                        .try_for_each(|chunk| decoder.push(&std::mem::take(chunk), &mut frames));
                     for payload in frames.drain(..) {
                         self.events.emit(
                             &conn.host,
@@ -264,27 +316,8 @@ impl Registry {
         ));
         let _ = recv.stop(VarInt::from_u32(code));
         if let Some(sender) = conn.take_sender(stream) {
-            let _ = sender.lock().await.reset(VarInt::from_u32(code));
+            let _ = sender.lock().await.stream.reset(VarInt::from_u32(code));
         }
-    }
-
-    async fn watch_close(self: Arc<Self>, id: ConnectionId, conn: Arc<Conn>) {
-        let err = conn.quic.closed().await;
-        self.remove(id);
-        lock(&conn.slot).take();
-        let reason = match err {
-            ConnectionError::LocallyClosed => lock(&conn.closing)
-                .clone()
-                .unwrap_or_else(|| "closed locally".to_owned()),
-            other => describe_close(&other),
-        };
-        self.events.emit(
-            &conn.host,
-            TransportEvent::Closed {
-                connection: id,
-                reason,
-            },
-        );
     }
 }
 

@@ -46,16 +46,27 @@
 //! | `handshake_timeout` | `"10s"` | longest a handshake may take, inbound or outbound |
 //! | `idle_timeout` | `"30s"` | a connection silent this long is closed (must be > 0) |
 //! | `keep_alive` | `"10s"` | ping interval on idle connections, shorter than `idle_timeout`; `"0s"`: none |
+//! | `socket_buffer` | `4194304` | bytes of receive and send buffer asked of the kernel for each UDP socket (see [`socket`]); `0`: the system's default |
 //! | `max_connections` | `16384` | inbound connections (handshakes included) at once; past it new ones are refused at once with QUIC's `CONNECTION_REFUSED` |
 //!
 //! Unknown keys are refused; errors name the line and the field.
 //!
 //! # Threads and events
 //! The transport owns a two-thread tokio runtime and one event thread
-//! (see [`runtime`]). Host calls block until done. Events
+//! (see [`runtime`]). Host calls block until done, but for
+//! [`Transport::send_frame`]: it returns once the stream's previous frame
+//! is written (handed whole to quinn) and its own frame is being written,
+//! so the stream does not stop while the caller prepares its next frame,
+//! and a caller is never more than one frame ahead of the stream. A write
+//! that fails after its call returned (the peer stopped the stream, the
+//! connection is gone) is reported by the next `send_frame` or
+//! `finish_stream` on that stream. Events
 //! (`Connected` with the peer's chain and address, `Frame`,
 //! `StreamFinished`, `Closed` with a reason) are delivered in order from
 //! the event thread; a slow `on_event` delays later events, not the I/O.
+//! Outbound connections share one client endpoint (one UDP socket) per
+//! address family and reuse the client TLS config while trust and
+//! identity stay the same (see [`outbound`]).
 //! A transport has at most one listener; [`Transport::shutdown`] closes
 //! every connection, inbound and outbound, with [`codes::SHUTDOWN`], and
 //! stops listening.
@@ -64,7 +75,9 @@
 pub mod config;
 pub mod connections;
 pub mod frames;
+pub mod outbound;
 pub mod runtime;
+pub mod socket;
 pub mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -76,11 +89,12 @@ use keygate_sdk::{
     ConnectParams, ConnectionId, ListenParams, PluginContext, PluginError, StreamId, TlsIdentity,
     Transport, TransportHost, TransportPlugin,
 };
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, VarInt, WriteError};
 
 use crate::config::QuicConfig;
 use crate::connections::{Established, Registry, Slot};
+use crate::outbound::Outbound;
 use crate::runtime::Runtime;
 use crate::tls::{HostCheckedClientVerifier, SwappableCert};
 
@@ -112,6 +126,7 @@ pub struct QuicTransport {
     log: PluginContext,
     registry: Arc<Registry>,
     listener: Mutex<Option<Listener>>,
+    outbound: Arc<Outbound>,
     /// Dropped last: its threads serve everything above.
     runtime: Runtime,
 }
@@ -129,6 +144,7 @@ impl QuicTransport {
             log,
             registry,
             listener: Mutex::new(None),
+            outbound: Arc::default(),
             runtime,
         })
     }
@@ -190,7 +206,7 @@ async fn accept_loop(
             };
             match outcome {
                 Ok(quic) => {
-                    registry.start(Established {
+                    let (_, serve) = registry.start(Established {
                         quic,
                         host,
                         max_frame_len,
@@ -198,6 +214,8 @@ async fn accept_loop(
                         endpoint: None,
                         slot: Some(slot),
                     });
+                    // This task serves the connection from here on.
+                    serve.await;
                 }
                 Err(why) => log.debug(&format!("inbound handshake from {from} failed: {why}")),
             }
@@ -251,7 +269,10 @@ impl Transport for QuicTransport {
         server.transport_config(self.transport_config());
         let endpoint = self
             .runtime
-            .run(async move { Endpoint::server(server, addr) })?
+            .run({
+                let (buffer, log) = (self.config.socket_buffer, self.log.clone());
+                async move { socket::endpoint(addr, buffer, Some(server), &log) }
+            })?
             .map_err(|e| PluginError::unavailable(format!("listen on {addr}: {e}")))?;
         let bound = endpoint
             .local_addr()
@@ -275,23 +296,21 @@ impl Transport for QuicTransport {
         host: TransportHost,
     ) -> Result<ConnectionId, PluginError> {
         let remote = resolve(&params.remote_addr)?;
-        let tls = tls::client_config(&params.trust, params.client_identity.as_ref())?;
-        let crypto = QuicClientConfig::try_from(tls)
-            .map_err(|e| PluginError::internal(format!("QUIC client TLS: {e}")))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(self.transport_config());
+        let client =
+            self.outbound
+                .config(&params.trust, params.client_identity.as_ref(), || {
+                    self.transport_config()
+                })?;
         let registry = self.registry.clone();
+        let outbound = self.outbound.clone();
+        let (buffer, log) = (self.config.socket_buffer, self.log.clone());
         let timeout = self.config.handshake_timeout;
         let server_name = params.server_name.clone();
         let max_frame_len = params.max_frame_len;
         let shown = params.remote_addr.clone();
         self.runtime.run(async move {
-            let bind: SocketAddr = if remote.is_ipv6() {
-                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-            } else {
-                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-            };
-            let endpoint = Endpoint::client(bind)
+            let endpoint = outbound
+                .endpoint(remote, buffer, &log)
                 .map_err(|e| PluginError::unavailable(format!("{shown}: local socket: {e}")))?;
             let connecting = endpoint
                 .connect_with(client, remote, &server_name)
@@ -305,14 +324,16 @@ impl Transport for QuicTransport {
                         connections::describe_close(&e)
                     ))
                 })?;
-            Ok(registry.start(Established {
+            let (id, serve) = registry.start(Established {
                 quic,
                 host,
                 max_frame_len,
                 outbound: true,
                 endpoint: Some(endpoint),
                 slot: None,
-            }))
+            });
+            tokio::spawn(serve);
+            Ok(id)
         })?
     }
 
@@ -340,13 +361,24 @@ impl Transport for QuicTransport {
         let bytes = frames::encode(frame, conn.max_frame_len)
             .map_err(|e| PluginError::invalid(format!("connection {connection}: {e}")))?;
         let sender = conn.sender(connection, stream)?;
+        // The frame was copied once, into `bytes`: quinn takes that buffer
+        // as it is (`write_all` would copy it again).
+        let bytes = bytes::Bytes::from(bytes);
         self.runtime.run(async move {
-            sender
-                .lock()
-                .await
-                .write_all(&bytes)
-                .await
-                .map_err(|e| write_error(connection, stream, e))
+            // The previous frame's write holds the lock until quinn has all
+            // of it; the lock is fair, so frames go out in call order.
+            let mut out = sender.lock_owned().await;
+            if let Some(err) = out.failed.clone() {
+                return Err(write_error(connection, stream, err));
+            }
+            // Written while the caller prepares its next frame, so the
+            // stream never waits for the caller (see the crate docs).
+            tokio::spawn(async move {
+                if let Err(err) = out.stream.write_chunk(bytes).await {
+                    out.failed = Some(err);
+                }
+            });
+            Ok(())
         })?
     }
 
@@ -355,7 +387,12 @@ impl Transport for QuicTransport {
         let sender = conn.sender(connection, stream)?;
         conn.take_sender(stream);
         self.runtime.run(async move {
-            sender.lock().await.finish().map_err(|_| {
+            // After the stream's last write.
+            let mut out = sender.lock().await;
+            if let Some(err) = out.failed.clone() {
+                return Err(write_error(connection, stream, err));
+            }
+            out.stream.finish().map_err(|_| {
                 PluginError::not_found(format!(
                     "connection {connection}: stream {stream} is closed"
                 ))
@@ -413,14 +450,15 @@ impl Transport for QuicTransport {
         for conn in &conns {
             conn.close(codes::SHUTDOWN, "shutdown");
         }
-        let endpoint = listener.map(|l| l.endpoint);
-        if let Some(endpoint) = &endpoint {
+        let mut endpoints = self.outbound.take_endpoints();
+        endpoints.extend(listener.map(|l| l.endpoint));
+        for endpoint in &endpoints {
             endpoint.close(VarInt::from_u32(codes::SHUTDOWN), b"shutdown");
         }
         // Let the close packets go out before the caller drops us.
         self.runtime.run(async move {
             let _ = tokio::time::timeout(SHUTDOWN_DRAIN, async {
-                if let Some(endpoint) = endpoint {
+                for endpoint in endpoints {
                     endpoint.wait_idle().await;
                 }
                 for conn in conns {
