@@ -29,10 +29,11 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A gateway's folder and config, and the process when it runs.
 struct Gw {
+    // Fields drop in this order: the gateway stops before its folder goes.
+    process: Option<GatewayProcess>,
     dir: tempfile::TempDir,
     config: PathBuf,
     addr: String,
-    process: Option<GatewayProcess>,
     /// The test's client transport: every link of the test uses it, as one
     /// device process does.
     client: Arc<dyn Transport>,
@@ -108,7 +109,11 @@ impl Gw {
     }
 
     /// Waits until `nodes list --json` shows a node that `pick` accepts.
-    fn wait_node(&self, what: &str, pick: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    fn wait_node(
+        &self,
+        what: &str,
+        pick: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + WAIT;
         loop {
             let nodes = json(&self.config, &["nodes", "list", "--json"]);
@@ -228,7 +233,12 @@ impl NodeProcess {
         use std::io::Read;
         let status = self.child.wait().unwrap();
         let mut out = String::new();
-        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
             self.seen.push(line);
         }
@@ -259,7 +269,16 @@ fn state_dir(gw: &Gw, name: &str) -> String {
 fn pair_with_pin(gw: &Gw, node_dir: &str) -> String {
     let pin = gw.mint_pin();
     let mut pair = NodeProcess::spawn(
-        &["node", "pair", "--gateway", &gw.addr, "--state-dir", node_dir, "--name", "kitchen"],
+        &[
+            "node",
+            "pair",
+            "--gateway",
+            &gw.addr,
+            "--state-dir",
+            node_dir,
+            "--name",
+            "kitchen",
+        ],
         Some(&pin),
     );
     let line = pair.wait_for("check code:");
@@ -271,7 +290,11 @@ fn pair_with_pin(gw: &Gw, node_dir: &str) -> String {
         .iter()
         .find(|r| r["status"] == "pending")
         .unwrap_or_else(|| panic!("no pending request: {requests}"));
-    assert_eq!(request["check_code"], shown.as_str(), "the operator sees the device's check code");
+    assert_eq!(
+        request["check_code"],
+        shown.as_str(),
+        "the operator sees the device's check code"
+    );
     gw.cli(&["pairing", "approve", request["id"].as_str().unwrap()]);
     let (code, out, err) = pair.finish();
     assert_eq!(code, Some(0), "{err}");
@@ -281,7 +304,9 @@ fn pair_with_pin(gw: &Gw, node_dir: &str) -> String {
 }
 
 fn invoke_echo(gw: &Gw, device_id: &str, text: &str) -> String {
-    gw.cli(&["nodes", "invoke", device_id, "echo", text]).trim().to_owned()
+    gw.cli(&["nodes", "invoke", device_id, "echo", text])
+        .trim()
+        .to_owned()
 }
 
 // ---- pairing and nodes --------------------------------------------------
@@ -292,10 +317,25 @@ fn pin_pairing_approved_by_the_operator_then_the_node_registers_heartbeats_and_e
     let node_dir = state_dir(&gw, "node");
     let device_id = pair_with_pin(&gw, &node_dir);
 
-    let _node = NodeProcess::spawn(&["node", "run", "--gateway", &gw.addr, "--state-dir", &node_dir], None);
+    let _node = NodeProcess::spawn(
+        &[
+            "node",
+            "run",
+            "--gateway",
+            &gw.addr,
+            "--state-dir",
+            &node_dir,
+        ],
+        None,
+    );
     let first = gw.wait_node("registered", |n| n["device_id"] == device_id.as_str());
     assert_eq!(first["name"], "kitchen");
-    assert!(first["capabilities"].as_array().unwrap().contains(&"echo".into()));
+    assert!(
+        first["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&"echo".into())
+    );
     // Heartbeats move the last heartbeat on (the interval is 1 s).
     gw.wait_node("heartbeating", |n| {
         n["device_id"] == device_id.as_str() && n["last_heartbeat"] != first["last_heartbeat"]
@@ -313,7 +353,17 @@ fn qr_pairing_with_auto_approve_needs_only_the_uri() {
     let uri = gw.mint_qr();
     let node_dir = state_dir(&gw, "node");
     // No --gateway: the URI carries the address.
-    let pair = NodeProcess::spawn(&["node", "pair", "--state-dir", &node_dir, "--name", "scanner"], Some(&uri));
+    let pair = NodeProcess::spawn(
+        &[
+            "node",
+            "pair",
+            "--state-dir",
+            &node_dir,
+            "--name",
+            "scanner",
+        ],
+        Some(&uri),
+    );
     let (code, out, err) = pair.finish();
     assert_eq!(code, Some(0), "{err}");
     let device_id = out.trim().to_owned();
@@ -339,8 +389,15 @@ fn converse(
         channel_binding: link.channel_binding(),
     };
     let code = PairingCode::parse(code).unwrap();
-    let (mut pairing, hello) =
-        DevicePairing::start(&mut rand::rng(), identity, &code, "probe", &[], vec![], binding)?;
+    let (mut pairing, hello) = DevicePairing::start(
+        &mut rand::rng(),
+        identity,
+        &code,
+        "probe",
+        &[],
+        vec![],
+        binding,
+    )?;
     let exchange = link.exchange().unwrap();
     exchange.send(&hello).unwrap();
     loop {
@@ -381,7 +438,10 @@ fn without_a_certificate_a_device_may_pair_but_node_methods_are_refused() {
     let pin = gw.mint_pin();
     let link = connect_unpaired(&gw);
     let key = DeviceKey::from_seed(&[1; 32]);
-    assert_eq!(refused(ask(&link, register(&key))), RefusalCode::NoCertificate);
+    assert_eq!(
+        refused(ask(&link, register(&key))),
+        RefusalCode::NoCertificate
+    );
     let heartbeat = Message::Heartbeat(Heartbeat {
         device_id: key.device_id().to_string(),
     });
@@ -406,7 +466,10 @@ fn a_certificate_from_another_ca_fails_the_handshake() {
             closure.reason
         }
     };
-    assert!(err.contains("unknown_ca") || err.contains("UnknownIssuer"), "{err}");
+    assert!(
+        err.contains("unknown_ca") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -420,7 +483,10 @@ fn a_revoked_device_is_closed_within_a_second_and_cannot_connect_again() {
     let revoked_at = Instant::now();
     let closure = link.wait_closed(Duration::from_secs(5)).expect("closed");
     let took = revoked_at.elapsed();
-    assert!(took <= Duration::from_secs(1), "closed {took:?} after the CLI revoked it");
+    assert!(
+        took <= Duration::from_secs(1),
+        "closed {took:?} after the CLI revoked it"
+    );
     assert_eq!(closure.cause, CloseCause::Revoked, "{}", closure.reason);
     // A new handshake with the same certificate is refused: every
     // connection is a full handshake, so nothing skips the check.
@@ -442,7 +508,10 @@ fn a_revoked_certificate_is_closed_within_a_second_and_cannot_connect_again() {
     let revoked_at = Instant::now();
     let closure = link.wait_closed(Duration::from_secs(5)).expect("closed");
     let took = revoked_at.elapsed();
-    assert!(took <= Duration::from_secs(1), "closed {took:?} after the CLI revoked it");
+    assert!(
+        took <= Duration::from_secs(1),
+        "closed {took:?} after the CLI revoked it"
+    );
     assert_eq!(closure.cause, CloseCause::Revoked, "{}", closure.reason);
     let again = match connect(&gw, Some(identity)) {
         Err(e) => e.to_string(),
@@ -457,11 +526,17 @@ fn a_request_naming_another_devices_id_is_refused() {
     let (_, mine) = gw.enroll(5, SystemTime::now());
     let (theirs, _) = gw.enroll(6, SystemTime::now());
     let link = connect(&gw, Some(mine)).unwrap();
-    assert_eq!(refused(ask(&link, register(&theirs))), RefusalCode::CertificateMismatch);
+    assert_eq!(
+        refused(ask(&link, register(&theirs))),
+        RefusalCode::CertificateMismatch
+    );
     let heartbeat = Message::Heartbeat(Heartbeat {
         device_id: theirs.device_id().to_string(),
     });
-    assert_eq!(refused(ask(&link, heartbeat)), RefusalCode::CertificateMismatch);
+    assert_eq!(
+        refused(ask(&link, heartbeat)),
+        RefusalCode::CertificateMismatch
+    );
     assert!(gw.cli(&["nodes", "list", "--json"]).trim() == "[]");
 }
 
@@ -478,16 +553,22 @@ fn an_expired_certificate_is_refused_at_the_handshake() {
         Err(e) => e.to_string(),
         Ok(link) => link.wait_closed(WAIT).expect("refused").reason,
     };
-    assert!(err.contains("certificate_expired") || err.contains("Expired"), "{err}");
+    assert!(
+        err.contains("certificate_expired") || err.contains("Expired"),
+        "{err}"
+    );
 }
 
 #[test]
 fn opt_out_serves_node_methods_without_a_certificate_and_warns_loudly() {
     let gw = Gw::new(Setup::default());
     let (key, _) = gw.enroll(8, SystemTime::now());
-    let mut process =
-        GatewayProcess::start_with(&gw.config, &[], &["--insecure-node-rpc-opt-out"]);
-    assert!(process.seen.iter().any(|l| l.contains("INSECURE")), "{:?}", process.seen);
+    let mut process = GatewayProcess::start_with(&gw.config, &[], &["--insecure-node-rpc-opt-out"]);
+    assert!(
+        process.seen.iter().any(|l| l.contains("INSECURE")),
+        "{:?}",
+        process.seen
+    );
     let link = connect_unpaired(&gw);
     assert!(matches!(ask(&link, register(&key)), Message::Registered(_)));
     let listed = json(&gw.config, &["nodes", "list", "--json"]);
@@ -508,7 +589,11 @@ fn opt_out_is_refused_on_an_address_other_hosts_reach() {
     std::fs::write(&gw.config, text).unwrap();
     let out = run(keygate(&gw.config).args(["gateway", "run", "--insecure-node-rpc-opt-out"]));
     assert_eq!(out.code, Some(1));
-    assert!(out.stderr.contains("only on a loopback listen address"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("only on a loopback listen address"),
+        "{}",
+        out.stderr
+    );
 }
 
 // ---- PIN attempts over the network -----------------------------------------
@@ -521,7 +606,9 @@ fn wrong_pins_over_the_network_burn_the_code_and_concurrent_ones_never_exceed_it
     })
     .start();
     let pin = gw.mint_pin();
-    let wrong = if pin.starts_with('9') { "1".to_owned() + &pin[1..] } else { "9".to_owned() + &pin[1..] };
+    // The same PIN with its first digit changed.
+    let first = if pin.starts_with('9') { "1" } else { "9" };
+    let wrong = format!("{first}{}", &pin[1..]);
     let (client, addr) = (&gw.client, gw.addr.as_str());
     let outcomes: Vec<RefusalCode> = std::thread::scope(|s| {
         let tries: Vec<_> = (0..20)
@@ -538,7 +625,10 @@ fn wrong_pins_over_the_network_burn_the_code_and_concurrent_ones_never_exceed_it
         .iter()
         .filter(|c| **c == RefusalCode::ConfirmationFailed)
         .count();
-    assert_eq!(tested, 5, "exactly the code's 5 attempts were tested: {outcomes:?}");
+    assert_eq!(
+        tested, 5,
+        "exactly the code's 5 attempts were tested: {outcomes:?}"
+    );
     // The code is burned: the right PIN no longer pairs.
     let link = connect_unpaired(&gw);
     let code = refusal_of(converse(&link, &fresh_device(), &pin).unwrap_err());
@@ -576,14 +666,26 @@ fn oversized_frames_garbage_half_open_streams_floods_and_idle_connections_leave_
     let big = Link::connect(gw.client.clone(), params).unwrap();
     let exchange = big.exchange().unwrap();
     exchange.send(&vec![7u8; 20_000]).unwrap();
-    assert!(exchange.recv(Duration::from_secs(5)).is_err(), "no answer to an oversized frame");
-    assert_eq!(refused(ask(&big, register(&key))), RefusalCode::NoCertificate);
+    assert!(
+        exchange.recv(Duration::from_secs(5)).is_err(),
+        "no answer to an oversized frame"
+    );
+    assert_eq!(
+        refused(ask(&big, register(&key))),
+        RefusalCode::NoCertificate
+    );
 
     // Garbage in a frame: refused as malformed.
     let garbage = big.request(&[0xde, 0xad, 0xbe, 0xef], WAIT).unwrap();
-    assert_eq!(refused(Message::decode(&garbage).unwrap()), RefusalCode::UnsupportedVersion);
+    assert_eq!(
+        refused(Message::decode(&garbage).unwrap()),
+        RefusalCode::UnsupportedVersion
+    );
     let garbage = big.request(&[1, 0xff, 0, 0], WAIT).unwrap();
-    assert_eq!(refused(Message::decode(&garbage).unwrap()), RefusalCode::Malformed);
+    assert_eq!(
+        refused(Message::decode(&garbage).unwrap()),
+        RefusalCode::Malformed
+    );
 
     // Half-open: a stream that sends nothing, and a pairing left after its
     // hello.
@@ -625,7 +727,10 @@ fn oversized_frames_garbage_half_open_streams_floods_and_idle_connections_leave_
             break;
         }
     }
-    assert!(limited, "a flood of wrong PINs from one address is rate limited");
+    assert!(
+        limited,
+        "a flood of wrong PINs from one address is rate limited"
+    );
 
     // Many idle connections.
     let idle: Vec<Link> = (0..200).map(|_| connect_unpaired(&gw)).collect();
@@ -676,7 +781,10 @@ fn past_the_connection_limit_new_connections_are_refused_and_the_node_keeps_work
 /// Pairs a node with a QR code (auto-approved) and starts `node run`.
 fn paired_node(gw: &Gw, name: &str) -> (String, NodeProcess) {
     let node_dir = state_dir(gw, name);
-    let pair = NodeProcess::spawn(&["node", "pair", "--state-dir", &node_dir, "--name", name], Some(&gw.mint_qr()));
+    let pair = NodeProcess::spawn(
+        &["node", "pair", "--state-dir", &node_dir, "--name", name],
+        Some(&gw.mint_qr()),
+    );
     let (code, out, err) = pair.finish();
     assert_eq!(code, Some(0), "{err}");
     let device_id = out.trim().to_owned();
@@ -699,9 +807,16 @@ fn after_a_gateway_restart_nodes_reconnect_without_pairing_again() {
     gw.start_again();
     gw.wait_node("back", |n| n["device_id"] == device_id.as_str());
     assert_eq!(invoke_echo(&gw, &device_id, "again"), "again");
-    assert_eq!(gw.cli(&["devices", "list", "--json"]), devices_before, "state intact");
     assert_eq!(
-        json(&gw.config, &["pairing", "list", "--json"]).as_array().unwrap().len(),
+        gw.cli(&["devices", "list", "--json"]),
+        devices_before,
+        "state intact"
+    );
+    assert_eq!(
+        json(&gw.config, &["pairing", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
         1,
         "no second pairing"
     );
@@ -739,5 +854,8 @@ fn nodes_renew_through_short_lived_certificates_and_the_gateway_renews_its_own()
     assert!(mine >= 3, "issued and renewed at least twice: {certs}");
     gw.process().wait_for("server certificate renewed", WAIT);
     let later_server_leaf = connect(&gw, None).unwrap().peer_certificates()[0].clone();
-    assert_ne!(first_server_leaf, later_server_leaf, "new handshakes get the new certificate");
+    assert_ne!(
+        first_server_leaf, later_server_leaf,
+        "new handshakes get the new certificate"
+    );
 }

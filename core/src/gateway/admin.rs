@@ -174,6 +174,10 @@ pub enum AdminError {
 pub struct AdminServer {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    /// The listening socket (a second handle), shut down to wake the
+    /// accept loop: unlike connecting to the path, that works when the
+    /// socket file is gone.
+    listener: UnixListener,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -214,6 +218,7 @@ impl AdminServer {
             .map_err(io(&path));
         let _ = std::fs::remove_dir_all(&private);
         let listener = bound?;
+        let wake = listener.try_clone().map_err(io(&path))?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
@@ -225,6 +230,7 @@ impl AdminServer {
         Ok(AdminServer {
             path,
             stop,
+            listener: wake,
             thread: Some(thread),
         })
     }
@@ -241,8 +247,9 @@ impl AdminServer {
 
     fn shut(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the accept loop: a listening socket shut down fails its
+        // accept at once.
+        let _ = rustix::net::shutdown(&self.listener, rustix::net::Shutdown::Both);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -263,7 +270,15 @@ fn accept_loop(listener: UnixListener, gateway: Arc<Gateway>, stop: Arc<AtomicBo
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let Ok(client) = client else { continue };
+        let client = match client {
+            Ok(client) => client,
+            Err(error) => {
+                // Out of descriptors, say: do not spin.
+                tracing::debug!(%error, "admin socket accept failed");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
         let gateway = gateway.clone();
         let spawned = std::thread::Builder::new()
             .name("keygate-admin-client".into())
@@ -417,6 +432,26 @@ mod tests {
         assert_eq!(failed, Response::failed("Timeout", "late"));
         let listed: Response = serde_json::from_str(r#"{"ok":true,"nodes":[]}"#).unwrap();
         assert!(matches!(listed, Response::Nodes { .. }));
+    }
+
+    #[test]
+    fn stopping_does_not_need_the_socket_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_lock, gateway) = crate::gateway::testing::gateway(dir.path());
+        let server = AdminServer::start(dir.path(), gateway.clone()).unwrap();
+        let answer = request(dir.path(), &Request::Nodes {}, Duration::from_secs(5)).unwrap();
+        assert!(matches!(answer, Response::Nodes { .. }));
+        // The state dir's contents deleted under a running gateway.
+        std::fs::remove_file(socket_path(dir.path())).unwrap();
+        let (done, stopped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            server.stop();
+            let _ = done.send(());
+        });
+        stopped
+            .recv_timeout(Duration::from_secs(10))
+            .expect("stop returns without the socket file");
+        gateway.shutdown();
     }
 
     #[test]

@@ -495,3 +495,44 @@ impl Gateway {
         }
     }
 }
+
+/// A gateway for the tests of this module.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use keygate_sdk::{PluginContext, Transport};
+    use keygate_transport_quic::QuicTransport;
+
+    use super::{DEFAULT_WORKERS, Gateway, GatewayOptions};
+    use crate::pairing::GatewayAddr;
+    use crate::pairing::gateway::{PairingService, ServiceSettings};
+    use crate::plugin_host::TracingLogger;
+
+    /// A gateway on the built-in `quic` transport, listening on a free
+    /// loopback port, with a fresh identity state (keep the returned
+    /// folder, its lock's, as long as the gateway).
+    pub(crate) fn gateway(dir: &Path) -> (tempfile::TempDir, Arc<Gateway>) {
+        let now = SystemTime::now();
+        let (lock_dir, identity) = crate::node::testing::identity(now);
+        let identity = Arc::new(identity);
+        let ctx = PluginContext::new("transport(quic)", dir, dir, TracingLogger::new("quic"));
+        let transport: Arc<dyn Transport> =
+            Arc::new(QuicTransport::new(Default::default(), ctx).unwrap());
+        let pairing = PairingService::new(identity.clone(), None, ServiceSettings::default());
+        let options = GatewayOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: vec![GatewayAddr::parse_with_default_port("127.0.0.1", Some(1)).unwrap()],
+            max_frame_len: crate::config::DEFAULT_MAX_FRAME_LEN,
+            heartbeat: Duration::from_secs(5),
+            invoke_timeout: Duration::from_secs(5),
+            server_validity: Duration::from_secs(3600),
+            node_rpc_opt_out: false,
+            workers: DEFAULT_WORKERS.min(4),
+        };
+        let gateway = Gateway::start(identity, pairing, transport, options).unwrap();
+        (lock_dir, Arc::new(gateway))
+    }
+}

@@ -15,7 +15,7 @@ pub use runtime::{ConnectionId, Node, NodeRuntime, Swept};
 
 /// Shared by the tests of this module.
 #[cfg(test)]
-mod testing {
+pub(crate) mod testing {
     use std::sync::Arc;
     use std::time::SystemTime;
 
@@ -26,7 +26,7 @@ mod testing {
 
     /// A fresh identity state on a memory store, its lock in a temporary
     /// folder (keep the folder as long as the state).
-    pub(super) fn identity(now: SystemTime) -> (tempfile::TempDir, IdentityManager) {
+    pub(crate) fn identity(now: SystemTime) -> (tempfile::TempDir, IdentityManager) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn SecretStore> = Arc::new(MemoryStore::new());
         let m = IdentityManager::open(
