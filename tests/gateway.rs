@@ -454,22 +454,32 @@ fn without_a_certificate_a_device_may_pair_but_node_methods_are_refused() {
     }
 }
 
+/// What a refused handshake said, from either end of its life: `connect`
+/// failing, or the connection closing at once.
+fn refusal(attempt: Result<Link, LinkError>) -> String {
+    match attempt {
+        Err(e) => e.to_string(),
+        Ok(link) => link.wait_closed(WAIT).expect("refused").reason,
+    }
+}
+
 #[test]
 fn a_certificate_from_another_ca_fails_the_handshake() {
     let gw = Gw::new(Setup::default()).start();
-    let other = Gw::new(Setup::default());
+    // A CA of another name: no issuer is found.
+    let other = Gw::new(Setup {
+        identity: "ca_common_name = \"Other CA\"",
+        ..Setup::default()
+    });
     let (_, foreign) = other.enroll(2, SystemTime::now());
-    let err = match connect(&gw, Some(foreign)) {
-        Err(e) => e.to_string(),
-        Ok(link) => {
-            let closure = link.wait_closed(WAIT).expect("the gateway closes it");
-            closure.reason
-        }
-    };
-    assert!(
-        err.contains("unknown_ca") || err.contains("UnknownIssuer"),
-        "{err}"
-    );
+    let why = refusal(connect(&gw, Some(foreign)));
+    assert!(why.contains("unknown_ca"), "{why}");
+    // An impostor CA with the gateway CA's very name: its signature fails.
+    let impostor = Gw::new(Setup::default());
+    let (_, forged) = impostor.enroll(2, SystemTime::now());
+    let why = refusal(connect(&gw, Some(forged)));
+    assert!(why.contains("BadSignature"), "{why}");
+    assert_eq!(gw.cli(&["nodes", "list", "--json"]).trim(), "[]");
 }
 
 #[test]
@@ -490,10 +500,7 @@ fn a_revoked_device_is_closed_within_a_second_and_cannot_connect_again() {
     assert_eq!(closure.cause, CloseCause::Revoked, "{}", closure.reason);
     // A new handshake with the same certificate is refused: every
     // connection is a full handshake, so nothing skips the check.
-    let again = match connect(&gw, Some(identity)) {
-        Err(e) => e.to_string(),
-        Ok(link) => link.wait_closed(WAIT).expect("refused").reason,
-    };
+    let again = refusal(connect(&gw, Some(identity)));
     assert!(again.contains("certificate_revoked"), "{again}");
 }
 
@@ -513,10 +520,7 @@ fn a_revoked_certificate_is_closed_within_a_second_and_cannot_connect_again() {
         "closed {took:?} after the CLI revoked it"
     );
     assert_eq!(closure.cause, CloseCause::Revoked, "{}", closure.reason);
-    let again = match connect(&gw, Some(identity)) {
-        Err(e) => e.to_string(),
-        Ok(link) => link.wait_closed(WAIT).expect("refused").reason,
-    };
+    let again = refusal(connect(&gw, Some(identity)));
     assert!(again.contains("certificate_revoked"), "{again}");
 }
 
@@ -549,10 +553,7 @@ fn an_expired_certificate_is_refused_at_the_handshake() {
     .start();
     // Issued a minute ago for ten seconds.
     let (_, expired) = gw.enroll(7, SystemTime::now() - Duration::from_secs(60));
-    let err = match connect(&gw, Some(expired)) {
-        Err(e) => e.to_string(),
-        Ok(link) => link.wait_closed(WAIT).expect("refused").reason,
-    };
+    let err = refusal(connect(&gw, Some(expired)));
     assert!(
         err.contains("certificate_expired") || err.contains("Expired"),
         "{err}"
@@ -658,7 +659,36 @@ fn oversized_frames_garbage_half_open_streams_floods_and_idle_connections_leave_
             device_id: key.device_id().to_string(),
         })
     };
+    // The node heartbeats all along (every 500 ms; it is dropped after 3 s
+    // of silence), and every heartbeat must be answered.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let beats = s.spawn(|| {
+            let mut answered = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match ask(&node, heartbeat()) {
+                    Message::HeartbeatAck => answered += 1,
+                    other => panic!("a heartbeat answered {other:?}"),
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            answered
+        });
+        hostile_traffic(&gw, &key);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(beats.join().unwrap() > 0);
+    });
+    // The node is still served and listed.
+    assert!(matches!(ask(&node, heartbeat()), Message::HeartbeatAck));
+    assert_eq!(
+        gw.cli(&["nodes", "list", "--json"]).matches("kgd1").count(),
+        1,
+        "the node is still listed"
+    );
+}
 
+/// Everything a hostile client tries beside a working node.
+fn hostile_traffic(gw: &Gw, key: &DeviceKey) {
     // A frame over the gateway's limit: the stream is reset, the
     // connection lives on.
     let mut params = connect_params(&gw.addr, ServerTrust::Roots(vec![gw.ca_der()]), None).unwrap();
@@ -671,7 +701,7 @@ fn oversized_frames_garbage_half_open_streams_floods_and_idle_connections_leave_
         "no answer to an oversized frame"
     );
     assert_eq!(
-        refused(ask(&big, register(&key))),
+        refused(ask(&big, register(key))),
         RefusalCode::NoCertificate
     );
 
@@ -691,7 +721,7 @@ fn oversized_frames_garbage_half_open_streams_floods_and_idle_connections_leave_
     // hello.
     let pin = gw.mint_pin();
     let idle_exchange = big.exchange().unwrap();
-    let half = connect_unpaired(&gw);
+    let half = connect_unpaired(gw);
     let device = fresh_device();
     let binding = Binding {
         ca_fingerprint: half.ca_fingerprint(),
@@ -715,7 +745,7 @@ fn oversized_frames_garbage_half_open_streams_floods_and_idle_connections_leave_
     let wrong = "00000001";
     let mut limited = false;
     for _ in 0..10 {
-        let link = connect_unpaired(&gw);
+        let link = connect_unpaired(gw);
         if let Err(e) = converse(&link, &fresh_device(), wrong)
             && let DevicePairingError::Refused {
                 code: RefusalCode::RateLimited { retry_after_secs },
@@ -732,16 +762,9 @@ fn oversized_frames_garbage_half_open_streams_floods_and_idle_connections_leave_
         "a flood of wrong PINs from one address is rate limited"
     );
 
-    // Many idle connections.
-    let idle: Vec<Link> = (0..200).map(|_| connect_unpaired(&gw)).collect();
-
-    // The node is still served.
-    assert!(matches!(ask(&node, heartbeat()), Message::HeartbeatAck));
-    assert_eq!(
-        gw.cli(&["nodes", "list", "--json"]).matches("kgd1").count(),
-        1,
-        "the node is still listed"
-    );
+    // Many idle connections, held for a few seconds.
+    let idle: Vec<Link> = (0..200).map(|_| connect_unpaired(gw)).collect();
+    std::thread::sleep(Duration::from_secs(2));
     drop((idle, idle_exchange));
 }
 
