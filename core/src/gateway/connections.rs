@@ -87,6 +87,7 @@ mod tests {
     #[test]
     fn a_revocation_names_exactly_the_connections_it_ends() {
         let c = Connections::default();
+        assert!(c.is_empty());
         c.insert(
             1,
             Peer {
@@ -127,5 +128,6 @@ mod tests {
         c.remove(1);
         assert_eq!(c.revoked_by(&RevocationEvent::Device(device(1))), [2]);
         assert_eq!(c.len(), 3);
+        assert!(!c.is_empty());
     }
 }
