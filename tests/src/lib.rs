@@ -376,6 +376,11 @@ impl GatewayProcess {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGINT and returns whether it exited successfully.
     pub fn stop(mut self) -> bool {
         self.interrupt();
