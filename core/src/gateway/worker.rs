@@ -22,15 +22,15 @@ use keygate_sdk::{ConnectionInfo, FrameReceived, StreamId, TransportEvent};
 use super::connections::Peer;
 use super::{ConnectionId, Shared};
 use crate::identity::CertFingerprint;
-use crate::node::{NodeCredential, NodeRequest, Refusal, dispatch};
+use crate::node::{NodeCredential, NodeRequest, PresentedLeaf, Refusal, dispatch};
 use crate::pairing::gateway::Conversation;
 use crate::state::CertStatus;
 
 /// One connection, as its worker keeps it.
 struct Conn {
     remote: SocketAddr,
-    /// The leaf certificate the peer presented (DER).
-    leaf: Option<Vec<u8>>,
+    /// The leaf certificate the peer presented, checked once.
+    leaf: Option<PresentedLeaf>,
     binding: [u8; 32],
     /// Pairing conversations in progress, by stream.
     pairing: HashMap<StreamId, Conversation>,
@@ -115,6 +115,7 @@ impl Worker {
         };
         let leaf = info.peer_certificates.into_iter().next();
         let certificate = leaf.as_deref().map(CertFingerprint::of_der);
+        let leaf = leaf.map(|der| PresentedLeaf::check(&shared.identity, &der));
         let status = certificate.map(|fp| shared.identity.certificate_status(&fp));
         let device = match &status {
             Some(CertStatus::Valid(owner)) => Some(*owner),
@@ -221,7 +222,7 @@ impl Worker {
                 let credential = if conn.leaf.is_none() && shared.options.node_rpc_opt_out {
                     NodeCredential::OptOut
                 } else {
-                    NodeCredential::Certificate(conn.leaf.as_deref())
+                    NodeCredential::Certificate(conn.leaf.as_ref())
                 };
                 let request = NodeRequest {
                     connection,

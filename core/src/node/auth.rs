@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use keygate_proto::RefusalCode;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::{ASN1Time, FromDer, X509Certificate};
 
 use crate::identity::{CertFingerprint, DeviceId};
 use crate::state::{CertStatus, IdentityManager};
@@ -11,9 +11,9 @@ use crate::state::{CertStatus, IdentityManager};
 /// How a connection authenticates its node requests.
 #[derive(Debug, Clone, Copy)]
 pub enum NodeCredential<'a> {
-    /// The leaf certificate (DER) the peer presented in the TLS handshake,
-    /// if any.
-    Certificate(Option<&'a [u8]>),
+    /// The leaf certificate the peer presented in the TLS handshake, if
+    /// any, as [`PresentedLeaf::check`] found it.
+    Certificate(Option<&'a PresentedLeaf>),
     /// No certificate needed: `--insecure-node-rpc-opt-out` on a loopback
     /// listen address (development only). Revoked devices are still refused.
     OptOut,
@@ -79,8 +79,9 @@ pub fn authorize(
         }
         NodeCredential::Certificate(Some(leaf)) => leaf,
     };
-    check_signed_and_current(identity, leaf, now)?;
-    let fingerprint = CertFingerprint::of_der(leaf);
+    let leaf = leaf.0.as_ref().map_err(Clone::clone)?;
+    leaf.check_current(now)?;
+    let fingerprint = leaf.fingerprint;
     match identity.certificate_status(&fingerprint) {
         CertStatus::Valid(owner) if owner == device => Ok(device),
         CertStatus::Valid(owner) => Err(refuse(
@@ -113,42 +114,69 @@ pub fn authorize(
     }
 }
 
-/// The leaf parses, is signed by the gateway's CA and is valid at `now`.
-fn check_signed_and_current(
-    identity: &IdentityManager,
-    leaf: &[u8],
-    now: SystemTime,
-) -> Result<(), Refusal> {
-    let mismatch = |why: String| refuse(RefusalCode::CertificateMismatch, why);
-    let (rest, cert) = X509Certificate::from_der(leaf)
-        .map_err(|e| mismatch(format!("the certificate does not parse: {e}")))?;
-    if !rest.is_empty() {
-        return Err(mismatch("trailing bytes after the certificate".into()));
+/// A leaf certificate a peer presented, parsed and checked against the
+/// gateway's CA once, when its connection starts (the certificate of a
+/// connection never changes): every node request on the connection is then
+/// authorized with it, its validity window against the request's time, its
+/// fingerprint against the identity state.
+#[derive(Debug, Clone)]
+pub struct PresentedLeaf(Result<CheckedLeaf, Refusal>);
+
+/// A leaf that parses and is signed by the gateway's CA.
+#[derive(Debug, Clone)]
+struct CheckedLeaf {
+    fingerprint: CertFingerprint,
+    not_before: ASN1Time,
+    not_after: ASN1Time,
+}
+
+impl PresentedLeaf {
+    /// Parses `der` and checks its signature against `identity`'s CA; a
+    /// leaf that fails keeps the refusal every request will get.
+    pub fn check(identity: &IdentityManager, der: &[u8]) -> PresentedLeaf {
+        PresentedLeaf(CheckedLeaf::check(identity, der))
     }
-    let (_, ca) = X509Certificate::from_der(identity.ca().certificate_der())
-        .map_err(|e| refuse(RefusalCode::Internal, format!("the CA does not parse: {e}")))?;
-    cert.verify_signature(Some(ca.public_key()))
-        .map_err(|_| mismatch("the certificate is not signed by this gateway's CA".into()))?;
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let validity = cert.validity();
-    if secs > validity.not_after.timestamp() {
-        return Err(refuse(
-            RefusalCode::CertificateExpired,
-            format!("the certificate expired at {}", validity.not_after),
-        ));
+}
+
+impl CheckedLeaf {
+    fn check(identity: &IdentityManager, der: &[u8]) -> Result<CheckedLeaf, Refusal> {
+        let mismatch = |why: String| refuse(RefusalCode::CertificateMismatch, why);
+        let (rest, cert) = X509Certificate::from_der(der)
+            .map_err(|e| mismatch(format!("the certificate does not parse: {e}")))?;
+        if !rest.is_empty() {
+            return Err(mismatch("trailing bytes after the certificate".into()));
+        }
+        let (_, ca) = X509Certificate::from_der(identity.ca().certificate_der())
+            .map_err(|e| refuse(RefusalCode::Internal, format!("the CA does not parse: {e}")))?;
+        cert.verify_signature(Some(ca.public_key()))
+            .map_err(|_| mismatch("the certificate is not signed by this gateway's CA".into()))?;
+        let validity = cert.validity();
+        Ok(CheckedLeaf {
+            fingerprint: CertFingerprint::of_der(der),
+            not_before: validity.not_before,
+            not_after: validity.not_after,
+        })
     }
-    if secs < validity.not_before.timestamp() {
-        return Err(refuse(
-            RefusalCode::CertificateExpired,
-            format!(
-                "the certificate is not valid before {}",
-                validity.not_before
-            ),
-        ));
+
+    /// The leaf is valid at `now` (both ends of its window included).
+    fn check_current(&self, now: SystemTime) -> Result<(), Refusal> {
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if secs > self.not_after.timestamp() {
+            return Err(refuse(
+                RefusalCode::CertificateExpired,
+                format!("the certificate expired at {}", self.not_after),
+            ));
+        }
+        if secs < self.not_before.timestamp() {
+            return Err(refuse(
+                RefusalCode::CertificateExpired,
+                format!("the certificate is not valid before {}", self.not_before),
+            ));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -186,7 +214,8 @@ mod tests {
     fn a_certificate_issued_to_the_named_device_may_act_as_it() {
         let s = setup();
         let (id, der) = device(&s, 1);
-        let cred = NodeCredential::Certificate(Some(&der));
+        let leaf = PresentedLeaf::check(&s.m, &der);
+        let cred = NodeCredential::Certificate(Some(&leaf));
         assert_eq!(authorize(&s.m, cred, &id.to_string(), s.now), Ok(id));
     }
 
@@ -220,7 +249,7 @@ mod tests {
         let (other, _) = device(&s, 2);
         let r = authorize(
             &s.m,
-            NodeCredential::Certificate(Some(&der)),
+            NodeCredential::Certificate(Some(&PresentedLeaf::check(&s.m, &der))),
             &other.to_string(),
             s.now,
         );
@@ -229,7 +258,7 @@ mod tests {
         assert!(refusal.reason.contains(&other.to_string()), "{refusal}");
         let r = authorize(
             &s.m,
-            NodeCredential::Certificate(Some(&der)),
+            NodeCredential::Certificate(Some(&PresentedLeaf::check(&s.m, &der))),
             "not-an-id",
             s.now,
         );
@@ -244,7 +273,8 @@ mod tests {
         let fp = CertFingerprint::of_der(&der);
         s.m.revoke_certificate(&fp, "leaked", s.now).unwrap();
         s.m.refresh().unwrap();
-        let cred = NodeCredential::Certificate(Some(&der));
+        let leaf = PresentedLeaf::check(&s.m, &der);
+        let cred = NodeCredential::Certificate(Some(&leaf));
         assert_eq!(
             code(authorize(&s.m, cred, &named, s.now)),
             RefusalCode::CertificateRevoked
@@ -253,7 +283,8 @@ mod tests {
         let (id2, der2) = device(&s, 2);
         s.m.revoke_device(&id2, "stolen", s.now).unwrap();
         s.m.refresh().unwrap();
-        let cred = NodeCredential::Certificate(Some(&der2));
+        let leaf = PresentedLeaf::check(&s.m, &der2);
+        let cred = NodeCredential::Certificate(Some(&leaf));
         assert_eq!(
             code(authorize(&s.m, cred, &id2.to_string(), s.now)),
             RefusalCode::DeviceRevoked
@@ -265,7 +296,8 @@ mod tests {
         let s = setup();
         let (id, der) = device(&s, 1);
         let named = id.to_string();
-        let cred = NodeCredential::Certificate(Some(&der));
+        let leaf = PresentedLeaf::check(&s.m, &der);
+        let cred = NodeCredential::Certificate(Some(&leaf));
         let validity = s.m.settings().client_validity;
         let late = s.now + validity + Duration::from_secs(1);
         assert_eq!(
@@ -287,7 +319,8 @@ mod tests {
         s.m.refresh().unwrap();
         let cert = enrolled.certificate;
         let named = enrolled.device.device_id.to_string();
-        let cred = NodeCredential::Certificate(Some(&cert.der));
+        let leaf = PresentedLeaf::check(&s.m, &cert.der);
+        let cred = NodeCredential::Certificate(Some(&leaf));
         let second = Duration::from_secs(1);
         for at in [cert.not_before, cert.not_after] {
             assert!(authorize(&s.m, cred, &named, at).is_ok(), "{at:?}");
@@ -312,7 +345,7 @@ mod tests {
         let named = id.to_string();
         let r = authorize(
             &s.m,
-            NodeCredential::Certificate(Some(&foreign.der)),
+            NodeCredential::Certificate(Some(&PresentedLeaf::check(&s.m, &foreign.der))),
             &named,
             s.now,
         );
@@ -322,7 +355,8 @@ mod tests {
             refusal.reason.contains("not signed by this gateway's CA"),
             "{refusal}"
         );
-        let garbage = NodeCredential::Certificate(Some(b"\x30\x03abc"));
+        let leaf = PresentedLeaf::check(&s.m, b"\x30\x03abc");
+        let garbage = NodeCredential::Certificate(Some(&leaf));
         assert_eq!(
             code(authorize(&s.m, garbage, &named, s.now)),
             RefusalCode::CertificateMismatch
@@ -341,7 +375,7 @@ mod tests {
                 .unwrap();
         let r = authorize(
             &s.m,
-            NodeCredential::Certificate(Some(&unrecorded.der)),
+            NodeCredential::Certificate(Some(&PresentedLeaf::check(&s.m, &unrecorded.der))),
             &id.to_string(),
             s.now,
         );

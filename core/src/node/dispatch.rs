@@ -133,6 +133,7 @@ mod tests {
 
     use super::*;
     use crate::identity::{CertFingerprint, DeviceKey};
+    use crate::node::PresentedLeaf;
 
     const BINDING: [u8; 32] = [9; 32];
 
@@ -167,9 +168,10 @@ mod tests {
     }
 
     fn send(s: &mut Setup, cert: Option<&[u8]>, message: Message) -> Message {
+        let leaf = cert.map(|der| PresentedLeaf::check(&s.m, der));
         let request = NodeRequest {
             connection: 1,
-            credential: NodeCredential::Certificate(cert),
+            credential: NodeCredential::Certificate(leaf.as_ref()),
             channel_binding: BINDING,
             message,
         };

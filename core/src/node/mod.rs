@@ -8,7 +8,7 @@ mod auth;
 mod dispatch;
 mod runtime;
 
-pub use auth::{NodeCredential, Refusal, authorize};
+pub use auth::{NodeCredential, PresentedLeaf, Refusal, authorize};
 pub(crate) use dispatch::lock;
 pub use dispatch::{NodeRequest, dispatch};
 pub use runtime::{ConnectionId, Node, NodeRuntime, Swept};
