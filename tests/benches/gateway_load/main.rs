@@ -89,6 +89,18 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc status")
 }
 
+/// A process's CPU time so far (user and system), from `/proc/PID/stat`.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, utime 14 and stime 15.
+    let after = &stat[stat.rfind(')').expect("(comm)") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_secs_f64(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
 /// Lets a process settle (connections finish their handshakes' last
 /// packets, allocators return what they free) and reads its memory.
 fn settled_rss(pid: u32) -> u64 {
@@ -186,17 +198,21 @@ fn main() {
     let mut clients = bare::Clients::new(&certs);
     clients.open(server.addr, plan.warm, plan.in_flight);
     let bare_warm = settled_rss(server.pid());
+    let bare_cpu = cpu(server.pid());
     let bare_took = clients.open(server.addr, n - plan.warm, plan.in_flight);
+    let bare_cpu = cpu(server.pid()) - bare_cpu;
     let bare_full = settled_rss(server.pid());
     assert_eq!(clients.open_count(), n, "bare connections still open");
     clients.close_all();
     drop(server);
     let bare_per = per_connection(bare_warm, bare_full, n - plan.warm);
     let bare_rate = (n - plan.warm) as f64 / bare_took.as_secs_f64();
+    let bare_cpu_per = bare_cpu / (n - plan.warm) as u32;
     println!(
-        "bare quinn: {} handshakes in {:.2} s ({bare_rate:.0}/s); server memory {bare_warm} KiB with {} idle, {bare_full} KiB with {n}: {bare_per:.1} KiB per connection",
+        "bare quinn: {} handshakes in {:.2} s ({bare_rate:.0}/s; server CPU {} per handshake); server memory {bare_warm} KiB with {} idle, {bare_full} KiB with {n}: {bare_per:.1} KiB per connection",
         n - plan.warm,
         bare_took.as_secs_f64(),
+        ms(bare_cpu_per),
         plan.warm
     );
 
@@ -253,7 +269,10 @@ fn main() {
     let restart = Instant::now();
     gateway = GatewayProcess::start(&config, &[]);
     let ready = restart.elapsed();
+    let (storm_cpu, own_cpu) = (cpu(gateway.pid()), cpu(std::process::id()));
     let (back, failed_back) = fleet.connect_all(0..n, plan.in_flight, patience);
+    let storm_cpu = (cpu(gateway.pid()) - storm_cpu) / n as u32;
+    let own_cpu = (cpu(std::process::id()) - own_cpu) / n as u32;
     let storm_end = Instant::now();
     let skipped = beats.skipped() - skipped_before;
     std::thread::sleep(plan.interval * 2);
@@ -277,6 +296,12 @@ fn main() {
         ready.as_secs_f64(),
         back.as_secs_f64(),
         100.0 * back_rate / bare_rate
+    );
+    println!(
+        "reconnect storm CPU per node back: gateway {} ({:.2}x the bare server's per handshake), load generator {} (its nodes' handshakes, registrations and heartbeats)",
+        ms(storm_cpu),
+        storm_cpu.as_secs_f64() / bare_cpu_per.as_secs_f64(),
+        ms(own_cpu)
     );
     let after = Window::of(&samples, storm_end, after_to);
     after.print("after the storm");
