@@ -574,7 +574,80 @@ impl Drop for Exchange<'_> {
 
 #[cfg(test)]
 mod tests {
+    use keygate_proto::{Message, RefusalCode};
+
     use super::*;
+    use crate::gateway::testing;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn connect(gateway: &crate::gateway::Gateway, client: &Arc<dyn Transport>) -> Link {
+        let addr = gateway.local_addr().to_string();
+        let trust = ServerTrust::Roots(vec![testing::ca_der(gateway)]);
+        Link::connect(client.clone(), connect_params(&addr, trust, None).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_link_knows_the_gateways_address_and_ca_and_its_own_channel_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let client = testing::quic(dir.path());
+        let link = connect(&gateway, &client);
+        let other = connect(&gateway, &client);
+        let addr = gateway.local_addr().to_string();
+        assert_eq!(link.remote_addr(), addr);
+        assert!(format!("{link:?}").contains(&addr));
+        let ca: [u8; 32] = Sha256::digest(testing::ca_der(&gateway)).into();
+        assert_eq!(link.ca_fingerprint(), ca);
+        assert_eq!(other.ca_fingerprint(), ca);
+        // The binding is this connection's exporter value, not another's.
+        assert_ne!(link.connection(), other.connection());
+        for l in [&link, &other] {
+            let exported = client
+                .export_keying_material(
+                    l.connection(),
+                    CHANNEL_BINDING_LABEL,
+                    CHANNEL_BINDING_CONTEXT,
+                    keygate_proto::link::CHANNEL_BINDING_LEN,
+                )
+                .unwrap();
+            assert_eq!(l.channel_binding().as_slice(), exported.as_slice());
+        }
+        assert_ne!(link.channel_binding(), other.channel_binding());
+        gateway.shutdown();
+    }
+
+    #[test]
+    fn a_link_closed_here_says_so_to_every_later_call_and_the_gateway_sees_it_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let client = testing::quic(dir.path());
+        let link = connect(&gateway, &client);
+        let ack = Message::HeartbeatAck.encode();
+        let answer = Message::decode(&link.request(&ack, WAIT).unwrap()).unwrap();
+        assert!(matches!(answer, Message::Refused(r) if r.code == RefusalCode::Malformed));
+        assert_eq!(link.closed(), None);
+        link.close(7, "bye");
+        let closure = Closure {
+            reason: "closed locally: code 7: bye".into(),
+            cause: CloseCause::Other,
+        };
+        assert_eq!(link.closed(), Some(closure.clone()));
+        assert_eq!(link.wait_closed(WAIT), Some(closure.clone()));
+        match link.request(&ack, WAIT) {
+            Err(LinkError::Closed(c)) => assert_eq!(c, closure),
+            other => panic!("expected the closure, got {other:?}"),
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        while gateway.connections() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway keeps the connection"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        gateway.shutdown();
+    }
 
     #[test]
     fn a_close_is_read_from_its_code_first_then_from_a_revocation_alert() {
