@@ -566,8 +566,11 @@ mod tests {
 
     use super::testing;
     use super::*;
+    use crate::device::DeviceIdentity;
     use crate::device::link::{CloseCause, Link, LinkError, connect_params};
+    use crate::device::pairing::{DevicePairing, PairingCode, Progress};
     use crate::identity::DeviceKey;
+    use crate::state::pairing::Method;
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -896,6 +899,57 @@ mod tests {
         let refusal = gateway.invoke(&id, "echo", Vec::new()).unwrap_err();
         assert_eq!(refusal.code, RefusalCode::Timeout, "{}", refusal.reason);
         invoked(&link);
+        gateway.shutdown();
+    }
+
+    #[test]
+    fn a_pairing_stream_stays_with_its_conversation_until_the_final_answer_then_the_gateway_finishes_it()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let client = testing::quic(dir.path());
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let pin = crate::pairing::pin::generate(8, &mut rand::rng()).unwrap();
+        let code = PairingCode::parse(&pin).unwrap();
+        let ttl = Duration::from_secs(600);
+        (gateway.shared.identity)
+            .create_pairing_session(Method::Pin, pin, ttl, 5, SystemTime::now())
+            .unwrap();
+        let device = DeviceIdentity::new(Arc::new(keygate_store_memory::MemoryStore::new()));
+        let link = connect(&gateway, &client, None).unwrap();
+        let binding = keygate_proto::Binding {
+            ca_fingerprint: link.ca_fingerprint(),
+            channel_binding: link.channel_binding(),
+        };
+        let addr = vec![gateway.local_addr().to_string()];
+        let (mut pairing, hello) =
+            DevicePairing::start(&mut rand::rng(), &device, &code, "n", &[], addr, binding)
+                .unwrap();
+        let exchange = link.exchange().unwrap();
+        exchange.send(&hello).unwrap();
+        // The challenge is a step: the confirmation goes to the same
+        // conversation.
+        let step = pairing.on_message(&exchange.recv(WAIT).unwrap()).unwrap();
+        let Progress::Send(confirm) = step else {
+            panic!("expected the challenge, got {step:?}")
+        };
+        exchange.send(&confirm).unwrap();
+        exchange.finish().unwrap();
+        let step = pairing.on_message(&exchange.recv(WAIT).unwrap()).unwrap();
+        assert!(matches!(step, Progress::Accepted { .. }), "{step:?}");
+        let step = pairing.on_message(&exchange.recv(WAIT).unwrap()).unwrap();
+        assert!(matches!(step, Progress::Waiting { .. }), "{step:?}");
+        // `Pending` is a final answer: nothing follows on the stream.
+        let end = exchange.recv(WAIT);
+        assert!(matches!(end, Err(LinkError::StreamEnded)), "{end:?}");
+        // Asking again is answered at once, and that stream ends too.
+        let (_, resume) = DevicePairing::resume(&device, &link.channel_binding()).unwrap();
+        let exchange = link.exchange().unwrap();
+        exchange.send(&resume).unwrap();
+        exchange.finish().unwrap();
+        let answer = Message::decode(&exchange.recv(WAIT).unwrap()).unwrap();
+        assert!(matches!(answer, Message::Pending(_)), "{answer:?}");
+        let end = exchange.recv(WAIT);
+        assert!(matches!(end, Err(LinkError::StreamEnded)), "{end:?}");
         gateway.shutdown();
     }
 }
