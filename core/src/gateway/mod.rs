@@ -817,6 +817,10 @@ mod tests {
         let client = testing::quic(dir.path());
         let (_lock, gateway) = testing::gateway(dir.path());
         let link = connect(&gateway, &client, None).unwrap();
+        // Served, so the handshake is over at both ends: a close during
+        // the handshake cannot carry an application code.
+        let ack = Message::HeartbeatAck.encode();
+        assert_eq!(refusal(ask(&link, &ack)), RefusalCode::Malformed);
         gateway.shutdown();
         let closure = link.wait_closed(WAIT).expect("closed");
         assert_eq!(closure.cause, CloseCause::Shutdown, "{}", closure.reason);
