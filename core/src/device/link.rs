@@ -597,6 +597,12 @@ mod tests {
         let addr = gateway.local_addr().to_string();
         assert_eq!(link.remote_addr(), addr);
         assert!(format!("{link:?}").contains(&addr));
+        // The chain the server showed: its current certificate, then the CA.
+        let chain = link.peer_certificates();
+        assert_eq!(chain.len(), 2, "{chain:?}");
+        let leaf = crate::identity::CertFingerprint::of_der(&chain[0]);
+        assert_eq!(leaf, gateway.server_cert().fingerprint);
+        assert_eq!(chain[1], testing::ca_der(&gateway));
         let ca: [u8; 32] = Sha256::digest(testing::ca_der(&gateway)).into();
         assert_eq!(link.ca_fingerprint(), ca);
         assert_eq!(other.ca_fingerprint(), ca);
@@ -614,6 +620,54 @@ mod tests {
             assert_eq!(l.channel_binding().as_slice(), exported.as_slice());
         }
         assert_ne!(link.channel_binding(), other.channel_binding());
+        gateway.shutdown();
+    }
+
+    #[test]
+    fn each_exchange_has_a_stream_of_its_own_which_it_gives_back_once_answered_and_finished_or_dropped()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let client = testing::quic(dir.path());
+        let link = Arc::new(connect(&gateway, &client));
+        let (done, progress) = mpsc::channel();
+        {
+            let link = link.clone();
+            // QUIC lets a peer have 100 streams open at once: half the
+            // exchanges are kept, so only `finish` closes this side of
+            // theirs; the other half are dropped unfinished.
+            std::thread::spawn(move || {
+                let ack = Message::HeartbeatAck.encode();
+                let mut kept = Vec::new();
+                for n in 0..300u32 {
+                    let exchange = link.exchange().unwrap();
+                    exchange.send(&ack).unwrap();
+                    let keep = n % 2 == 0;
+                    if keep {
+                        exchange.finish().unwrap();
+                    }
+                    let answer = exchange.recv(WAIT);
+                    if done.send((n, exchange.stream(), answer.is_ok())).is_err() {
+                        return;
+                    }
+                    if keep {
+                        kept.push(exchange);
+                    }
+                }
+            });
+        }
+        let mut streams = std::collections::HashSet::new();
+        for n in 0..300u32 {
+            let (i, stream, answered) =
+                progress.recv_timeout(WAIT).expect("a stream: none is kept");
+            assert_eq!((i, answered), (n, true));
+            assert!(streams.insert(stream), "stream {stream} twice");
+        }
+        let exchange = link.exchange().unwrap();
+        let stream = exchange.stream();
+        assert!(!streams.contains(&stream));
+        assert!(format!("{exchange:?}").contains(&stream.to_string()));
+        drop(exchange);
         gateway.shutdown();
     }
 
