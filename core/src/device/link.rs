@@ -574,7 +574,134 @@ impl Drop for Exchange<'_> {
 
 #[cfg(test)]
 mod tests {
+    use keygate_proto::{Message, RefusalCode};
+
     use super::*;
+    use crate::gateway::testing;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn connect(gateway: &crate::gateway::Gateway, client: &Arc<dyn Transport>) -> Link {
+        let addr = gateway.local_addr().to_string();
+        let trust = ServerTrust::Roots(vec![testing::ca_der(gateway)]);
+        Link::connect(client.clone(), connect_params(&addr, trust, None).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_link_knows_the_gateways_address_and_ca_and_its_own_channel_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let client = testing::quic(dir.path());
+        let link = connect(&gateway, &client);
+        let other = connect(&gateway, &client);
+        let addr = gateway.local_addr().to_string();
+        assert_eq!(link.remote_addr(), addr);
+        assert!(format!("{link:?}").contains(&addr));
+        // The chain the server showed: its current certificate, then the CA.
+        let chain = link.peer_certificates();
+        assert_eq!(chain.len(), 2, "{chain:?}");
+        let leaf = crate::identity::CertFingerprint::of_der(&chain[0]);
+        assert_eq!(leaf, gateway.server_cert().fingerprint);
+        assert_eq!(chain[1], testing::ca_der(&gateway));
+        let ca: [u8; 32] = Sha256::digest(testing::ca_der(&gateway)).into();
+        assert_eq!(link.ca_fingerprint(), ca);
+        assert_eq!(other.ca_fingerprint(), ca);
+        // The binding is this connection's exporter value, not another's.
+        assert_ne!(link.connection(), other.connection());
+        for l in [&link, &other] {
+            let exported = client
+                .export_keying_material(
+                    l.connection(),
+                    CHANNEL_BINDING_LABEL,
+                    CHANNEL_BINDING_CONTEXT,
+                    keygate_proto::link::CHANNEL_BINDING_LEN,
+                )
+                .unwrap();
+            assert_eq!(l.channel_binding().as_slice(), exported.as_slice());
+        }
+        assert_ne!(link.channel_binding(), other.channel_binding());
+        gateway.shutdown();
+    }
+
+    #[test]
+    fn each_exchange_has_a_stream_of_its_own_which_it_gives_back_once_answered_and_finished_or_dropped()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let client = testing::quic(dir.path());
+        let link = Arc::new(connect(&gateway, &client));
+        let (done, progress) = mpsc::channel();
+        {
+            let link = link.clone();
+            // QUIC lets a peer have 100 streams open at once: half the
+            // exchanges are kept, so only `finish` closes this side of
+            // theirs; the other half are dropped unfinished.
+            std::thread::spawn(move || {
+                let ack = Message::HeartbeatAck.encode();
+                let mut kept = Vec::new();
+                for n in 0..300u32 {
+                    let exchange = link.exchange().unwrap();
+                    exchange.send(&ack).unwrap();
+                    let keep = n % 2 == 0;
+                    if keep {
+                        exchange.finish().unwrap();
+                    }
+                    let answer = exchange.recv(WAIT);
+                    if done.send((n, exchange.stream(), answer.is_ok())).is_err() {
+                        return;
+                    }
+                    if keep {
+                        kept.push(exchange);
+                    }
+                }
+            });
+        }
+        let mut streams = std::collections::HashSet::new();
+        for n in 0..300u32 {
+            let (i, stream, answered) =
+                progress.recv_timeout(WAIT).expect("a stream: none is kept");
+            assert_eq!((i, answered), (n, true));
+            assert!(streams.insert(stream), "stream {stream} twice");
+        }
+        let exchange = link.exchange().unwrap();
+        let stream = exchange.stream();
+        assert!(!streams.contains(&stream));
+        assert!(format!("{exchange:?}").contains(&stream.to_string()));
+        drop(exchange);
+        gateway.shutdown();
+    }
+
+    #[test]
+    fn a_link_closed_here_says_so_to_every_later_call_and_the_gateway_sees_it_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let client = testing::quic(dir.path());
+        let link = connect(&gateway, &client);
+        let ack = Message::HeartbeatAck.encode();
+        let answer = Message::decode(&link.request(&ack, WAIT).unwrap()).unwrap();
+        assert!(matches!(answer, Message::Refused(r) if r.code == RefusalCode::Malformed));
+        assert_eq!(link.closed(), None);
+        link.close(7, "bye");
+        let closure = Closure {
+            reason: "closed locally: code 7: bye".into(),
+            cause: CloseCause::Other,
+        };
+        assert_eq!(link.closed(), Some(closure.clone()));
+        assert_eq!(link.wait_closed(WAIT), Some(closure.clone()));
+        match link.request(&ack, WAIT) {
+            Err(LinkError::Closed(c)) => assert_eq!(c, closure),
+            other => panic!("expected the closure, got {other:?}"),
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        while gateway.connections() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway keeps the connection"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        gateway.shutdown();
+    }
 
     #[test]
     fn a_close_is_read_from_its_code_first_then_from_a_revocation_alert() {

@@ -506,7 +506,7 @@ pub(crate) mod testing {
     use keygate_sdk::{PluginContext, Transport};
     use keygate_transport_quic::QuicTransport;
 
-    use super::{DEFAULT_WORKERS, Gateway, GatewayOptions};
+    use super::{DEFAULT_WORKERS, Gateway, GatewayError, GatewayOptions};
     use crate::pairing::GatewayAddr;
     use crate::pairing::gateway::{PairingService, ServiceSettings};
     use crate::plugin_host::TracingLogger;
@@ -515,14 +515,21 @@ pub(crate) mod testing {
     /// loopback port, with a fresh identity state (keep the returned
     /// folder, its lock's, as long as the gateway).
     pub(crate) fn gateway(dir: &Path) -> (tempfile::TempDir, Arc<Gateway>) {
+        let (lock_dir, gateway) = start(dir, |_| {});
+        (lock_dir, Arc::new(gateway.unwrap()))
+    }
+
+    /// [`gateway`] with options of the test's own, and what
+    /// [`Gateway::start`] said.
+    pub(crate) fn start(
+        dir: &Path,
+        adjust: impl FnOnce(&mut GatewayOptions),
+    ) -> (tempfile::TempDir, Result<Gateway, GatewayError>) {
         let now = SystemTime::now();
         let (lock_dir, identity) = crate::node::testing::identity(now);
         let identity = Arc::new(identity);
-        let ctx = PluginContext::new("transport(quic)", dir, dir, TracingLogger::new("quic"));
-        let transport: Arc<dyn Transport> =
-            Arc::new(QuicTransport::new(Default::default(), ctx).unwrap());
         let pairing = PairingService::new(identity.clone(), None, ServiceSettings::default());
-        let options = GatewayOptions {
+        let mut options = GatewayOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             advertise: vec![GatewayAddr::parse_with_default_port("127.0.0.1", Some(1)).unwrap()],
             max_frame_len: crate::config::DEFAULT_MAX_FRAME_LEN,
@@ -532,7 +539,421 @@ pub(crate) mod testing {
             node_rpc_opt_out: false,
             workers: DEFAULT_WORKERS.min(4),
         };
-        let gateway = Gateway::start(identity, pairing, transport, options).unwrap();
-        (lock_dir, Arc::new(gateway))
+        adjust(&mut options);
+        let gateway = Gateway::start(identity, pairing, quic(dir), options);
+        (lock_dir, gateway)
+    }
+
+    /// The gateway's CA certificate (DER).
+    pub(crate) fn ca_der(gateway: &Gateway) -> Vec<u8> {
+        gateway.shared.identity.ca().certificate_der().to_vec()
+    }
+
+    /// A built-in `quic` transport, as the `keygate` binary makes one.
+    pub(crate) fn quic(dir: &Path) -> Arc<dyn Transport> {
+        let ctx = PluginContext::new("transport(quic)", dir, dir, TracingLogger::new("quic"));
+        Arc::new(QuicTransport::new(Default::default(), ctx).unwrap())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant, SystemTime};
+
+    use keygate_proto::{Heartbeat, InvokeResult, Message, RefusalCode, Register};
+    use keygate_sdk::{ServerTrust, TlsIdentity, Transport};
+
+    use super::testing;
+    use super::*;
+    use crate::device::DeviceIdentity;
+    use crate::device::link::{CloseCause, Link, LinkError, connect_params};
+    use crate::device::pairing::{DevicePairing, PairingCode, Progress};
+    use crate::identity::DeviceKey;
+    use crate::state::pairing::Method;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// Connects to `gateway` trusting its CA, with `identity` if given.
+    fn connect(
+        gateway: &Gateway,
+        client: &Arc<dyn Transport>,
+        identity: Option<TlsIdentity>,
+    ) -> Result<Link, LinkError> {
+        let ca = testing::ca_der(gateway);
+        let addr = gateway.local_addr().to_string();
+        let params = connect_params(&addr, ServerTrust::Roots(vec![ca]), identity).unwrap();
+        Link::connect(client.clone(), params)
+    }
+
+    fn ask(link: &Link, frame: &[u8]) -> Message {
+        let answer = link.request(frame, WAIT).expect("an answer");
+        Message::decode(&answer).expect("a message")
+    }
+
+    fn refusal(message: Message) -> RefusalCode {
+        match message {
+            Message::Refused(r) => r.code,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// What a refused handshake said: `connect` failing, or the connection
+    /// closing at once.
+    fn refused(attempt: Result<Link, LinkError>) -> String {
+        match attempt {
+            Err(e) => e.to_string(),
+            Ok(link) => link.wait_closed(WAIT).expect("refused").reason,
+        }
+    }
+
+    /// Enrols a device in the gateway's state the way another process
+    /// would (the gateway's index does not know it yet): its id, its TLS
+    /// identity and its certificate's fingerprint.
+    fn enrol(gateway: &Gateway, seed: u8) -> (DeviceId, TlsIdentity, CertFingerprint) {
+        let key = DeviceKey::from_seed(&[seed; 32]);
+        let identity = &gateway.shared.identity;
+        let enrolled = identity
+            .enroll(&key.public_key(), "node", &[], SystemTime::now())
+            .unwrap();
+        let der = enrolled.certificate.der;
+        let tls = TlsIdentity {
+            cert_chain: vec![der.clone(), identity.ca().certificate_der().to_vec()],
+            private_key_der: key.to_pkcs8_der().unwrap().to_vec(),
+        };
+        (
+            enrolled.device.device_id,
+            tls,
+            CertFingerprint::of_der(&der),
+        )
+    }
+
+    fn register(id: &DeviceId) -> Vec<u8> {
+        Message::Register(Register {
+            device_id: id.to_string(),
+            capabilities: vec!["echo".into()],
+        })
+        .encode()
+    }
+
+    fn heartbeat(id: &DeviceId) -> Vec<u8> {
+        Message::Heartbeat(Heartbeat {
+            device_id: id.to_string(),
+        })
+        .encode()
+    }
+
+    /// Waits (up to [`WAIT`]) until `done` holds.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_client_certificate_must_be_issued_here_and_unrevoked_and_an_unknown_one_reads_the_log_first()
+     {
+        let now = SystemTime::now();
+        let (_dir, m) = crate::node::testing::identity(now);
+        let issue = |seed: u8| {
+            let key = DeviceKey::from_seed(&[seed; 32]);
+            let enrolled = m.enroll(&key.public_key(), "n", &[], now).unwrap();
+            let fp = CertFingerprint::of_der(&enrolled.certificate.der);
+            (enrolled.device.device_id, fp)
+        };
+        let mut seen = Vec::new();
+        // Issued since the index was read, as by `keygate pairing approve`.
+        let (a, fp_a) = issue(1);
+        assert_eq!(m.certificate_status(&fp_a), CertStatus::Unknown);
+        assert_eq!(check_client(&m, &fp_a, |e| seen.push(e)), Ok(()));
+        let stranger = CertFingerprint::of_der(b"issued elsewhere");
+        let err = check_client(&m, &stranger, |e| seen.push(e)).unwrap_err();
+        assert!(err.contains("was not issued by this gateway"), "{err}");
+        // The read an unknown certificate makes hands on the revocations
+        // it finds, as the watcher would.
+        m.revoke_device(&a, "lost", now).unwrap();
+        let (_, fp_b) = issue(2);
+        assert_eq!(check_client(&m, &fp_b, |e| seen.push(e)), Ok(()));
+        assert!(seen.contains(&RevocationEvent::Device(a)), "{seen:?}");
+        let err = check_client(&m, &fp_a, |e| seen.push(e)).unwrap_err();
+        assert!(err.contains(&format!("device {a}")), "{err}");
+        assert!(err.contains("is revoked"), "{err}");
+        m.revoke_certificate(&fp_b, "stolen", now).unwrap();
+        m.refresh().unwrap();
+        let err = check_client(&m, &fp_b, |e| seen.push(e)).unwrap_err();
+        assert_eq!(err, format!("certificate {fp_b} is revoked"));
+    }
+
+    #[test]
+    fn frames_that_are_no_message_or_of_another_version_are_refused_with_their_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let client = testing::quic(dir.path());
+        let link = connect(&gateway, &client, None).unwrap();
+        let mut unknown_type = Message::HeartbeatAck.encode();
+        unknown_type[1] = 0xff;
+        assert_eq!(refusal(ask(&link, &unknown_type)), RefusalCode::Malformed);
+        let mut next_version = Message::HeartbeatAck.encode();
+        next_version[0] += 1;
+        assert_eq!(
+            refusal(ask(&link, &next_version)),
+            RefusalCode::UnsupportedVersion
+        );
+        // A message, but not one that opens a stream.
+        let ack = Message::HeartbeatAck.encode();
+        assert_eq!(refusal(ask(&link, &ack)), RefusalCode::Malformed);
+        assert!(format!("{gateway:?}").contains(&gateway.local_addr().to_string()));
+        gateway.shutdown();
+    }
+
+    #[test]
+    fn with_two_workers_every_connection_is_served_whatever_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_lock, gateway) = testing::start(dir.path(), |o| o.workers = 2);
+        let gateway = gateway.unwrap();
+        let client = testing::quic(dir.path());
+        let ack = Message::HeartbeatAck.encode();
+        // The transport numbers connections from 1: the ninth is 4 × 2 + 1.
+        for n in 1..=9 {
+            let link = connect(&gateway, &client, None).unwrap();
+            let answer = refusal(ask(&link, &ack));
+            assert_eq!(answer, RefusalCode::Malformed, "connection {n}");
+        }
+        gateway.shutdown();
+    }
+
+    #[test]
+    fn without_a_certificate_node_methods_are_refused_unless_opted_out_on_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = testing::quic(dir.path());
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let (id, _, _) = enrol(&gateway, 1);
+        let link = connect(&gateway, &client, None).unwrap();
+        assert_eq!(
+            refusal(ask(&link, &heartbeat(&id))),
+            RefusalCode::NoCertificate
+        );
+        assert_eq!(
+            refusal(ask(&link, &register(&id))),
+            RefusalCode::NoCertificate
+        );
+        gateway.shutdown();
+
+        let (_lock, refused) = testing::start(dir.path(), |o| {
+            o.node_rpc_opt_out = true;
+            o.listen = "0.0.0.0:0".parse().unwrap();
+        });
+        assert!(
+            matches!(refused, Err(GatewayError::OptOutNotLoopback { .. })),
+            "{refused:?}"
+        );
+        let (_lock, opted_out) = testing::start(dir.path(), |o| o.node_rpc_opt_out = true);
+        let gateway = opted_out.unwrap();
+        let (id, _, _) = enrol(&gateway, 1);
+        gateway.shared.identity.refresh().unwrap();
+        let link = connect(&gateway, &client, None).unwrap();
+        assert!(matches!(ask(&link, &register(&id)), Message::Registered(_)));
+        let nodes = gateway.nodes();
+        assert_eq!(nodes.len(), 1, "{nodes:?}");
+        assert_eq!(nodes[0].device_id, id);
+        gateway.shutdown();
+    }
+
+    #[test]
+    fn a_revocation_closes_the_connections_made_with_the_certificate_and_its_next_handshake_fails()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let client = testing::quic(dir.path());
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let identity = gateway.shared.identity.clone();
+        let now = SystemTime::now();
+        let (device, device_tls, _) = enrol(&gateway, 1);
+        let (holder, cert_tls, cert) = enrol(&gateway, 2);
+        // Neither registers as a node: the connection alone is cut off.
+        let by_device = connect(&gateway, &client, Some(device_tls.clone())).unwrap();
+        let by_cert = connect(&gateway, &client, Some(cert_tls.clone())).unwrap();
+        for (link, id) in [(&by_device, device), (&by_cert, holder)] {
+            assert_eq!(
+                refusal(ask(link, &heartbeat(&id))),
+                RefusalCode::NotRegistered
+            );
+        }
+        identity.revoke_device(&device, "lost", now).unwrap();
+        identity.revoke_certificate(&cert, "stolen", now).unwrap();
+        for event in identity.refresh().unwrap() {
+            gateway.revoked(&event);
+        }
+        for (link, tls) in [(by_device, device_tls), (by_cert, cert_tls)] {
+            let closure = link.wait_closed(WAIT).expect("closed");
+            assert_eq!(closure.cause, CloseCause::Revoked, "{}", closure.reason);
+            // Refused by the handshake's check, not closed after it.
+            let again = refused(connect(&gateway, &client, Some(tls)));
+            assert!(again.contains("certificate_revoked"), "{again}");
+        }
+        gateway.shutdown();
+    }
+
+    #[test]
+    fn the_gateway_counts_the_connections_open_until_they_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = testing::quic(dir.path());
+        let (_lock, gateway) = testing::gateway(dir.path());
+        assert_eq!(gateway.connections(), 0);
+        let first = connect(&gateway, &client, None).unwrap();
+        let second = connect(&gateway, &client, None).unwrap();
+        eventually("two connections", || gateway.connections() == 2);
+        drop(first);
+        eventually("one connection", || gateway.connections() == 1);
+        drop(second);
+        eventually("no connection", || gateway.connections() == 0);
+        gateway.shutdown();
+    }
+
+    #[test]
+    fn shutting_down_closes_every_connection_with_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = testing::quic(dir.path());
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let link = connect(&gateway, &client, None).unwrap();
+        // Served, so the handshake is over at both ends: a close during
+        // the handshake cannot carry an application code.
+        let ack = Message::HeartbeatAck.encode();
+        assert_eq!(refusal(ask(&link, &ack)), RefusalCode::Malformed);
+        gateway.shutdown();
+        let closure = link.wait_closed(WAIT).expect("closed");
+        assert_eq!(closure.cause, CloseCause::Shutdown, "{}", closure.reason);
+    }
+
+    #[test]
+    fn the_server_certificate_is_renewed_at_two_thirds_of_its_life_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let first = gateway.server_cert();
+        gateway.tick(first.renew_at - Duration::from_secs(1));
+        assert_eq!(gateway.server_cert(), first);
+        gateway.tick(first.renew_at);
+        let renewed = gateway.server_cert();
+        assert_ne!(renewed.fingerprint, first.fingerprint);
+        assert!(renewed.renew_at > first.renew_at);
+        gateway.shutdown();
+    }
+
+    /// A node of a fresh device on `gateway`, registered with its
+    /// certificate.
+    fn node(gateway: &Gateway, client: &Arc<dyn Transport>) -> (DeviceId, Link) {
+        let (id, tls, _) = enrol(gateway, 1);
+        let link = connect(gateway, client, Some(tls)).unwrap();
+        assert!(matches!(ask(&link, &register(&id)), Message::Registered(_)));
+        (id, link)
+    }
+
+    /// The invocation the node got, by id.
+    fn invoked(link: &Link) -> (keygate_sdk::StreamId, String) {
+        let incoming = link.next_incoming(WAIT).unwrap().expect("an invocation");
+        match Message::decode(&incoming.frame).unwrap() {
+            Message::Invoke(invoke) => (incoming.stream, invoke.invocation_id),
+            other => panic!("expected an invocation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_invocation_gets_its_nodes_answer_or_node_unavailable_when_the_node_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = testing::quic(dir.path());
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let (id, link) = node(&gateway, &client);
+        let call = |gateway: &Arc<Gateway>| {
+            let gateway = gateway.clone();
+            std::thread::spawn(move || gateway.invoke(&id, "echo", b"hi".to_vec()))
+        };
+        let waiting = call(&gateway);
+        let (stream, invocation_id) = invoked(&link);
+        let answer = InvokeResult {
+            invocation_id,
+            ok: true,
+            payload: b"hi".to_vec(),
+        };
+        link.reply(stream, &Message::InvokeResult(answer.clone()).encode())
+            .unwrap();
+        assert_eq!(waiting.join().unwrap(), Ok(answer));
+        let waiting = call(&gateway);
+        invoked(&link);
+        drop(link);
+        let refusal = waiting.join().unwrap().unwrap_err();
+        assert_eq!(
+            refusal.code,
+            RefusalCode::NodeUnavailable,
+            "{}",
+            refusal.reason
+        );
+        gateway.shutdown();
+    }
+
+    #[test]
+    fn an_invocation_its_node_never_answers_times_out_even_without_a_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = testing::quic(dir.path());
+        let (_lock, gateway) = testing::start(dir.path(), |o| {
+            o.invoke_timeout = Duration::from_millis(200)
+        });
+        let gateway = Arc::new(gateway.unwrap());
+        let (id, link) = node(&gateway, &client);
+        let refusal = gateway.invoke(&id, "echo", Vec::new()).unwrap_err();
+        assert_eq!(refusal.code, RefusalCode::Timeout, "{}", refusal.reason);
+        invoked(&link);
+        gateway.shutdown();
+    }
+
+    #[test]
+    fn a_pairing_stream_stays_with_its_conversation_until_the_final_answer_then_the_gateway_finishes_it()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let client = testing::quic(dir.path());
+        let (_lock, gateway) = testing::gateway(dir.path());
+        let pin = crate::pairing::pin::generate(8, &mut rand::rng()).unwrap();
+        let code = PairingCode::parse(&pin).unwrap();
+        let ttl = Duration::from_secs(600);
+        (gateway.shared.identity)
+            .create_pairing_session(Method::Pin, pin, ttl, 5, SystemTime::now())
+            .unwrap();
+        let device = DeviceIdentity::new(Arc::new(keygate_store_memory::MemoryStore::new()));
+        let link = connect(&gateway, &client, None).unwrap();
+        let binding = keygate_proto::Binding {
+            ca_fingerprint: link.ca_fingerprint(),
+            channel_binding: link.channel_binding(),
+        };
+        let addr = vec![gateway.local_addr().to_string()];
+        let (mut pairing, hello) =
+            DevicePairing::start(&mut rand::rng(), &device, &code, "n", &[], addr, binding)
+                .unwrap();
+        let exchange = link.exchange().unwrap();
+        exchange.send(&hello).unwrap();
+        // The challenge is a step: the confirmation goes to the same
+        // conversation.
+        let step = pairing.on_message(&exchange.recv(WAIT).unwrap()).unwrap();
+        let Progress::Send(confirm) = step else {
+            panic!("expected the challenge, got {step:?}")
+        };
+        exchange.send(&confirm).unwrap();
+        exchange.finish().unwrap();
+        let step = pairing.on_message(&exchange.recv(WAIT).unwrap()).unwrap();
+        assert!(matches!(step, Progress::Accepted { .. }), "{step:?}");
+        let step = pairing.on_message(&exchange.recv(WAIT).unwrap()).unwrap();
+        assert!(matches!(step, Progress::Waiting { .. }), "{step:?}");
+        // `Pending` is a final answer: nothing follows on the stream.
+        let end = exchange.recv(WAIT);
+        assert!(matches!(end, Err(LinkError::StreamEnded)), "{end:?}");
+        // Asking again is answered at once, and that stream ends too.
+        let (_, resume) = DevicePairing::resume(&device, &link.channel_binding()).unwrap();
+        let exchange = link.exchange().unwrap();
+        exchange.send(&resume).unwrap();
+        exchange.finish().unwrap();
+        let answer = Message::decode(&exchange.recv(WAIT).unwrap()).unwrap();
+        assert!(matches!(answer, Message::Pending(_)), "{answer:?}");
+        let end = exchange.recv(WAIT);
+        assert!(matches!(end, Err(LinkError::StreamEnded)), "{end:?}");
+        gateway.shutdown();
     }
 }
