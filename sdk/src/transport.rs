@@ -191,6 +191,12 @@ pub trait Transport: Send + Sync + 'static {
     fn open_stream(&self, connection: ConnectionId) -> Result<StreamId, PluginError>;
 
     /// Sends one frame on a stream.
+    ///
+    /// May return once the frame is queued, before it is written: a write
+    /// that fails afterwards is reported by the next `send_frame` or
+    /// [`finish_stream`](Self::finish_stream) on the same stream (or by the
+    /// connection's `Closed` event). Frames of one stream go out in call
+    /// order. See the plugin guide (`docs/plugin-guide.md`), "Transport".
     fn send_frame(
         &self,
         connection: ConnectionId,

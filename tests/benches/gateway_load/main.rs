@@ -256,13 +256,26 @@ fn main() {
         took.as_secs_f64(),
         (n - plan.warm) as f64 / took.as_secs_f64()
     );
-    let steady_from = Instant::now() + plan.interval;
+    // One interval for every node's first beat, then the steady window.
+    std::thread::sleep(plan.interval);
+    let (steady_from, steady_cpu) = (Instant::now(), cpu(gateway.pid()));
     std::thread::sleep(plan.steady);
+    let (steady_to, steady_cpu) = (Instant::now(), cpu(gateway.pid()) - steady_cpu);
     let gw_full = rss_kib(gateway.pid());
     let gw_per = per_connection(gw_warm, gw_full, n - plan.warm);
+    let steady = Window::of(&beats.samples_so_far(), steady_from, steady_to);
+    steady.print("while steady");
+    println!(
+        "gateway CPU while steady: {} per heartbeat",
+        ms(steady_cpu / steady.count.max(1) as u32)
+    );
+    println!(
+        "gateway memory: {gw_warm} KiB with {} nodes, {gw_full} KiB with {n} heartbeating: {gw_per:.1} KiB per connection = {:.2}x bare",
+        plan.warm,
+        gw_per / bare_per
+    );
 
     // 3. The reconnect storm.
-    let steady_to = Instant::now();
     assert!(gateway.stop(), "the gateway exits 0 on SIGINT");
     let (causes, still_open) = fleet.await_closed(Duration::from_secs(10));
     let skipped_before = beats.skipped();
@@ -281,13 +294,6 @@ fn main() {
     let samples = beats.stop();
     drop(gateway);
 
-    let steady = Window::of(&samples, steady_from, steady_to);
-    steady.print("while steady");
-    println!(
-        "gateway memory: {gw_warm} KiB with {} nodes, {gw_full} KiB with {n} heartbeating: {gw_per:.1} KiB per connection = {:.2}x bare",
-        plan.warm,
-        gw_per / bare_per
-    );
     let back_rate = n as f64 / back.as_secs_f64();
     println!(
         "reconnect storm: {} closed with SHUTDOWN, {} otherwise, {still_open} not closed; ready again {:.2} s after the restart; all {n} back {:.2} s later ({back_rate:.0}/s, {failed_back} attempts failed) = {:.1} % of bare handshakes/s; {skipped} heartbeat turns skipped while away",

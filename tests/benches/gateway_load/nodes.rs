@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,6 +42,10 @@ pub struct Fleet {
     client: Arc<dyn Transport>,
     addr: String,
     ca: Vec<u8>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs `job(i)` for every i in `range` on `threads` threads.
@@ -200,7 +204,8 @@ pub struct Sample {
 pub struct Heartbeats {
     stop: Arc<AtomicBool>,
     skipped: Arc<AtomicU64>,
-    threads: Vec<JoinHandle<Vec<Sample>>>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Heartbeats {
@@ -208,15 +213,20 @@ impl Heartbeats {
     pub fn start(fleet: Arc<Fleet>, interval: Duration, threads: usize) -> Heartbeats {
         let stop = Arc::new(AtomicBool::new(false));
         let skipped = Arc::new(AtomicU64::new(0));
+        let samples = Arc::new(Mutex::new(Vec::new()));
         let next = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let n = fleet.len() as u64;
         let threads = (0..threads)
             .map(|_| {
-                let (fleet, stop, skipped, next) =
-                    (fleet.clone(), stop.clone(), skipped.clone(), next.clone());
+                let (fleet, stop, skipped, next, samples) = (
+                    fleet.clone(),
+                    stop.clone(),
+                    skipped.clone(),
+                    next.clone(),
+                    samples.clone(),
+                );
                 std::thread::spawn(move || {
-                    let mut samples = Vec::new();
                     loop {
                         let j = next.fetch_add(1, Ordering::Relaxed);
                         let due = start + interval.mul_f64(j as f64 / n as f64);
@@ -224,7 +234,7 @@ impl Heartbeats {
                         // see whether the run is over meanwhile.
                         loop {
                             if stop.load(Ordering::Relaxed) {
-                                return samples;
+                                return;
                             }
                             let wait = due.saturating_duration_since(Instant::now());
                             if wait.is_zero() {
@@ -243,12 +253,13 @@ impl Heartbeats {
                             .is_ok_and(|a| {
                                 matches!(Message::decode(&a), Ok(Message::HeartbeatAck))
                             });
-                        samples.push(Sample {
+                        let sample = Sample {
                             at,
                             rtt: at.elapsed(),
                             late: at.saturating_duration_since(due),
                             ok,
-                        });
+                        };
+                        lock(&samples).push(sample);
                     }
                 })
             })
@@ -256,6 +267,7 @@ impl Heartbeats {
         Heartbeats {
             stop,
             skipped,
+            samples,
             threads,
         }
     }
@@ -265,13 +277,20 @@ impl Heartbeats {
         self.skipped.load(Ordering::Relaxed)
     }
 
+    /// Every sample so far, in the order they were sent.
+    pub fn samples_so_far(&self) -> Vec<Sample> {
+        let mut all = lock(&self.samples).clone();
+        all.sort_by_key(|s| s.at);
+        all
+    }
+
     /// Stops the senders; every sample.
     pub fn stop(self) -> Vec<Sample> {
         self.stop.store(true, Ordering::Relaxed);
-        let mut all = Vec::new();
         for t in self.threads {
-            all.extend(t.join().expect("heartbeat thread"));
+            t.join().expect("heartbeat thread");
         }
+        let mut all = std::mem::take(&mut *lock(&self.samples));
         all.sort_by_key(|s| s.at);
         all
     }
