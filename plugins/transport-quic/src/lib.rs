@@ -83,6 +83,7 @@ pub mod tls;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use keygate_sdk::{
@@ -372,12 +373,19 @@ impl Transport for QuicTransport {
                 return Err(write_error(connection, stream, err));
             }
             // Written while the caller prepares its next frame, so the
-            // stream never waits for the caller (see the crate docs).
-            tokio::spawn(async move {
+            // stream never waits for the caller (see the crate docs); a
+            // frame the stream has room for is handed to quinn at once.
+            let mut write = Box::pin(async move {
                 if let Err(err) = out.stream.write_chunk(bytes).await {
                     out.failed = Some(err);
                 }
             });
+            if std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx)))
+                .await
+                .is_pending()
+            {
+                tokio::spawn(write);
+            }
             Ok(())
         })?
     }

@@ -3,9 +3,10 @@
 //!
 //! A cdylib carries its own copy of tokio, so the plugin cannot borrow the
 //! host's runtime; and no future crosses the ABI. The host's calls are
-//! blocking: [`Runtime::run`] spawns the work on the runtime and waits for
-//! it on a plain channel, so it works from any thread, including one inside
-//! the host's own runtime or inside an event callback.
+//! blocking: [`Runtime::run`] polls the work once on the calling thread
+//! and, when it is not done, spawns the rest on the runtime and waits for
+//! it on a plain channel, so it works from any thread, including one
+//! inside the host's own runtime or inside an event callback.
 //!
 //! Events go through one queue to one dispatcher thread, never from a
 //! runtime thread: a host that answers a frame from inside
@@ -15,7 +16,9 @@
 //! `Connected` comes before its frames, and a stream's frames come in order.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
+use std::task::{Context, Poll, Waker};
 
 use keygate_sdk::{PluginError, TransportEvent, TransportHost};
 
@@ -80,6 +83,23 @@ impl Runtime {
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
+        let mut work = Box::pin(work);
+        // Most calls can finish at once (a lock nobody holds, a frame the
+        // stream has room for, a stream the peer allows): one poll here,
+        // on the calling thread inside the runtime's context, spares
+        // handing the work to a runtime thread and waiting to be woken.
+        // Work that is not done goes on from where it stopped (the
+        // runtime polls it again with a real waker).
+        let first = {
+            let _context = self.handle().enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                work.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+            }))
+            .map_err(|_| PluginError::internal("a QUIC transport call panicked"))?
+        };
+        if let Poll::Ready(out) = first {
+            return Ok(out);
+        }
         let (tx, rx) = mpsc::sync_channel(1);
         self.handle().spawn(async move {
             let _ = tx.send(work.await);

@@ -202,12 +202,18 @@ fn main() {
     let bare_took = clients.open(server.addr, n - plan.warm, plan.in_flight);
     let bare_cpu = cpu(server.pid()) - bare_cpu;
     let bare_full = settled_rss(server.pid());
+    // What idle connections cost the server (keep-alives), over a window
+    // as long as the gateway's steady one.
+    let idle_cpu = cpu(server.pid());
+    std::thread::sleep(plan.steady);
+    let idle_cpu = (cpu(server.pid()) - idle_cpu).as_secs_f64() / plan.steady.as_secs_f64();
     assert_eq!(clients.open_count(), n, "bare connections still open");
     clients.close_all();
     drop(server);
     let bare_per = per_connection(bare_warm, bare_full, n - plan.warm);
     let bare_rate = (n - plan.warm) as f64 / bare_took.as_secs_f64();
     let bare_cpu_per = bare_cpu / (n - plan.warm) as u32;
+    println!("bare quinn: server CPU with {n} idle connections: {idle_cpu:.3} CPUs");
     println!(
         "bare quinn: {} handshakes in {:.2} s ({bare_rate:.0}/s; server CPU {} per handshake); server memory {bare_warm} KiB with {} idle, {bare_full} KiB with {n}: {bare_per:.1} KiB per connection",
         n - plan.warm,
@@ -266,7 +272,8 @@ fn main() {
     let steady = Window::of(&beats.samples_so_far(), steady_from, steady_to);
     steady.print("while steady");
     println!(
-        "gateway CPU while steady: {} per heartbeat",
+        "gateway CPU while steady: {:.3} CPUs, {} per heartbeat",
+        steady_cpu.as_secs_f64() / plan.steady.as_secs_f64(),
         ms(steady_cpu / steady.count.max(1) as u32)
     );
     println!(
