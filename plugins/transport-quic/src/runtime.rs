@@ -142,3 +142,43 @@ impl EventSink {
         let _ = self.0.send((host.clone(), event));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_that_waits_is_finished_on_the_runtime_and_work_that_panics_is_an_error() {
+        let runtime = Runtime::new().unwrap();
+        assert_eq!(runtime.run(async { 1 }).unwrap(), 1);
+        // Not done at the first poll: a timer only the runtime drives.
+        let later = runtime.run(async {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            2
+        });
+        assert_eq!(later.unwrap(), 2);
+        // Spawning from the first poll needs the runtime's context.
+        let spawned = runtime.run(async { tokio::spawn(async { 3 }).await.unwrap() });
+        assert_eq!(spawned.unwrap(), 3);
+        let panicked = runtime.run(async { panic!("in the first poll") });
+        assert!(panicked.is_err());
+        let panicked_later = runtime.run(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            panic!("on the runtime")
+        });
+        assert!(panicked_later.is_err());
+    }
+
+    #[test]
+    fn a_transport_dropped_inside_the_hosts_async_code_stops_without_blocking() {
+        let runtime = Runtime::new().unwrap();
+        // A task that would never end on its own.
+        runtime.spawn(std::future::pending());
+        // A host with a tokio runtime of its own drops the transport from
+        // a task: waiting there for our runtime's threads would panic.
+        let host = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        host.block_on(async move { drop(runtime) });
+    }
+}
