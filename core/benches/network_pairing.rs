@@ -31,7 +31,7 @@ use keygate_core::identity::DeviceKey;
 use keygate_core::pairing::gateway::{PairingService, PolicySlot, ServiceSettings};
 use keygate_core::pairing::{GatewayAddr, PairingUri};
 use keygate_core::state::pairing::Method;
-use keygate_core::state::{IdentityManager, IdentitySettings};
+use keygate_core::state::{IdentityManager, IdentitySettings, StateStore};
 use keygate_proto::Binding;
 use keygate_sdk::{ServerTrust, StorePlugin, TlsIdentity, Transport};
 use keygate_store_fs::FsStore;
@@ -142,8 +142,17 @@ fn main() {
         lock_timeout: Duration::from_secs(120),
         ..IdentitySettings::default()
     };
-    let identity =
-        Arc::new(IdentityManager::open(store, dir.path(), settings, SystemTime::now()).unwrap());
+    // The store's batch capability, as the plugin host finds it: a commit
+    // is one batch and one sync, so concurrent pairings share syncs.
+    let identity = Arc::new(
+        IdentityManager::open(
+            StateStore::batched(store),
+            dir.path(),
+            settings,
+            SystemTime::now(),
+        )
+        .unwrap(),
+    );
     let policy = PolicySlot {
         name: "pin-qr".into(),
         policy: Arc::new(PinQrPolicy::new(PinQrConfig { auto_approve: true })),

@@ -192,12 +192,17 @@ impl StateStore {
     }
 }
 
+/// A plain store ([`StateStore::plain`]).
 impl From<Arc<dyn SecretStore>> for StateStore {
     fn from(store: Arc<dyn SecretStore>) -> Self {
         Self::plain(store)
     }
 }
 
+/// A plain store ([`StateStore::plain`]), *even when `S` also implements
+/// [`BatchStore`]*: every commit then writes its records one by one, each
+/// synced on a durable store. Use [`StateStore::batched`] for a store with
+/// the batch capability, as the plugin host does.
 impl<S: SecretStore> From<Arc<S>> for StateStore {
     fn from(store: Arc<S>) -> Self {
         Self::plain(store)
