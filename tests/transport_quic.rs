@@ -426,6 +426,117 @@ fn frames_flow_both_ways_on_concurrent_streams_from_either_side() {
     assert_eq!(server.host.frame(server_conn, push), b"ack");
 }
 
+/// A host that answers every frame from inside `on_event`: sends it back
+/// several times on the same stream, then finishes the stream.
+struct EchoHost(Arc<Echoer>);
+
+struct Echoer {
+    transport: std::sync::OnceLock<std::sync::Weak<dyn Transport>>,
+    times: usize,
+    failures: Mutex<Vec<String>>,
+}
+
+impl TransportCallbacks for EchoHost {
+    fn verify_client(&self, _chain: &[Vec<u8>]) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn on_event(&self, event: TransportEvent) {
+        let TransportEvent::Frame(frame) = event else {
+            return;
+        };
+        let echoer = &self.0;
+        let Some(transport) = echoer.transport.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let answered = (0..echoer.times)
+            .try_for_each(|_| transport.send_frame(frame.connection, frame.stream, &frame.payload))
+            .and_then(|()| transport.finish_stream(frame.connection, frame.stream));
+        if let Err(e) = answered {
+            echoer.failures.lock().unwrap().push(e.to_string());
+        }
+    }
+}
+
+#[test]
+fn a_host_answering_from_inside_its_events_with_more_than_the_flow_window_never_stalls_the_transport()
+ {
+    // Events are delivered on the transport's runtime threads. Four
+    // streams answered at once with 3 MiB each, past quinn's 1.25 MB
+    // stream window, so the answering calls must wait for the client to
+    // read while the same runtime threads carry the I/O.
+    const FRAME: usize = 512 * 1024;
+    const TIMES: usize = 6;
+    const STREAMS: usize = 4;
+    let ca = Ca::new("Keygate test CA");
+    let server: Arc<dyn Transport> = Arc::from(transport("").expect("construct"));
+    let echoer = Arc::new(Echoer {
+        transport: std::sync::OnceLock::new(),
+        times: TIMES,
+        failures: Mutex::new(Vec::new()),
+    });
+    let _ = echoer.transport.set(Arc::downgrade(&server));
+    let addr = server
+        .listen(
+            ListenParams {
+                addr: "127.0.0.1:0".into(),
+                identity: ca.server(),
+                client_ca_roots: vec![ca.der.clone()],
+                require_client_cert: true,
+                max_frame_len: FRAME as u32,
+            },
+            TransportHost::new(EchoHost(echoer.clone())),
+        )
+        .expect("listen");
+    let client = Client::new();
+    let conn = client
+        .transport
+        .connect(
+            ConnectParams {
+                remote_addr: addr,
+                server_name: "127.0.0.1".into(),
+                trust: roots(&ca),
+                client_identity: Some(ca.client()),
+                max_frame_len: FRAME as u32,
+            },
+            client.host.host(),
+        )
+        .expect("connect");
+    let streams: Vec<StreamId> = (0..STREAMS)
+        .map(|i| {
+            let s = client.transport.open_stream(conn).unwrap();
+            client
+                .transport
+                .send_frame(conn, s, &vec![i as u8; FRAME])
+                .unwrap();
+            s
+        })
+        .collect();
+    for (i, s) in streams.iter().enumerate() {
+        client.host.wait_for("the whole answer", |e| {
+            matches!(e, TransportEvent::StreamFinished { connection, stream }
+                if *connection == conn && stream == s)
+            .then_some(())
+        });
+        let answer: Vec<Vec<u8>> = client
+            .host
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                TransportEvent::Frame(f) if f.connection == conn && f.stream == *s => {
+                    Some(f.payload.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answer, vec![vec![i as u8; FRAME]; TIMES], "stream {i}");
+    }
+    assert!(echoer.failures.lock().unwrap().is_empty());
+    server.shutdown().unwrap();
+}
+
 #[test]
 fn both_ends_export_the_same_keying_material() {
     let ca = Ca::new("Keygate test CA");

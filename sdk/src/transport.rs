@@ -141,8 +141,12 @@ pub trait TransportCallbacks: Send + Sync + 'static {
     /// that already verified against the roots: the host refuses revoked or
     /// unknown certificates here. Returning an error aborts the handshake.
     fn verify_client(&self, chain: &[Vec<u8>]) -> Result<(), PluginError>;
-    /// Called for each event, from the plugin's threads. Must not block for
-    /// long.
+    /// Called for each event, from the plugin's threads, possibly from
+    /// several at once (for different connections or streams; one
+    /// connection's `Connected` comes before its other events, and a
+    /// stream's frames come in order). Must not block for long: a
+    /// transport may deliver events on its I/O threads. The host may call
+    /// the transport from inside it.
     fn on_event(&self, event: TransportEvent);
 }
 

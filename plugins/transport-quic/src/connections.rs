@@ -17,7 +17,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::codes;
 use crate::frames::{Decoder, FrameError};
-use crate::runtime::EventSink;
+use crate::runtime::emit;
 
 /// Chunks a stream reader takes from quinn per call.
 const READ_BATCH: usize = 32;
@@ -116,7 +116,6 @@ impl Drop for Slot {
 pub struct Registry {
     conns: Mutex<HashMap<ConnectionId, Arc<Conn>>>,
     next_id: AtomicU64,
-    events: EventSink,
     log: PluginContext,
 }
 
@@ -138,12 +137,11 @@ pub struct Established {
 }
 
 impl Registry {
-    /// An empty registry whose tasks emit through `events`.
-    pub fn new(events: EventSink, log: PluginContext) -> Self {
+    /// An empty registry.
+    pub fn new(log: PluginContext) -> Self {
         Self {
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            events,
             log,
         }
     }
@@ -196,7 +194,7 @@ impl Registry {
             slot: Mutex::new(new.slot),
         });
         lock(&self.conns).insert(id, conn.clone());
-        self.events.emit(
+        emit(
             &new.host,
             TransportEvent::Connected(ConnectionInfo {
                 connection: id,
@@ -204,6 +202,7 @@ impl Registry {
                 peer_certificates,
                 outbound: new.outbound,
             }),
+            &self.log,
         );
         (id, self.clone().serve(id, conn))
     }
@@ -247,12 +246,13 @@ impl Registry {
                 .unwrap_or_else(|| "closed locally".to_owned()),
             other => describe_close(&other),
         };
-        self.events.emit(
+        emit(
             &conn.host,
             TransportEvent::Closed {
                 connection: id,
                 reason,
             },
+            &self.log,
         );
     }
 
@@ -276,13 +276,14 @@ impl Registry {
                         .iter_mut()
                         .try_for_each(|chunk| decoder.push(&std::mem::take(chunk), &mut frames));
                     for payload in frames.drain(..) {
-                        self.events.emit(
+                        emit(
                             &conn.host,
                             TransportEvent::Frame(FrameReceived {
                                 connection: id,
                                 stream,
                                 payload,
                             }),
+                            &self.log,
                         );
                     }
                     if let Err(err) = pushed {
@@ -291,12 +292,13 @@ impl Registry {
                 }
                 Ok(None) => match decoder.finish() {
                     Ok(()) => {
-                        self.events.emit(
+                        emit(
                             &conn.host,
                             TransportEvent::StreamFinished {
                                 connection: id,
                                 stream,
                             },
+                            &self.log,
                         );
                         return;
                     }

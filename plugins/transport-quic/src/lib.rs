@@ -52,8 +52,8 @@
 //! Unknown keys are refused; errors name the line and the field.
 //!
 //! # Threads and events
-//! The transport owns a two-thread tokio runtime and one event thread
-//! (see [`runtime`]). Host calls block until done, but for
+//! The transport owns a two-thread tokio runtime (see [`runtime`]). Host
+//! calls block until done, but for
 //! [`Transport::send_frame`]: it returns once the stream's previous frame
 //! is written (handed whole to quinn) and its own frame is being written,
 //! so the stream does not stop while the caller prepares its next frame,
@@ -62,8 +62,13 @@
 //! connection is gone) is reported by the next `send_frame` or
 //! `finish_stream` on that stream. Events
 //! (`Connected` with the peer's chain and address, `Frame`,
-//! `StreamFinished`, `Closed` with a reason) are delivered in order from
-//! the event thread; a slow `on_event` delays later events, not the I/O.
+//! `StreamFinished`, `Closed` with a reason) are delivered on the runtime
+//! thread of the task that produced them, with no hand-off: a
+//! connection's `Connected` before its frames, a stream's frames in order,
+//! and the two threads possibly in `on_event` at once for different
+//! connections or streams. A slow `on_event` holds up the I/O of its
+//! thread; a host may call the transport from inside it (a call that must
+//! wait hands the thread's other work on first).
 //! Outbound connections share one client endpoint (one UDP socket) per
 //! address family and reuse the client TLS config while trust and
 //! identity stay the same (see [`outbound`]).
@@ -139,7 +144,7 @@ impl QuicTransport {
     /// [`ErrorKind::Internal`](keygate_sdk::ErrorKind::Internal) when its threads cannot start.
     pub fn new(config: QuicConfig, log: PluginContext) -> Result<Self, PluginError> {
         let runtime = Runtime::new()?;
-        let registry = Arc::new(Registry::new(runtime.events(), log.clone()));
+        let registry = Arc::new(Registry::new(log.clone()));
         Ok(Self {
             config,
             log,

@@ -1,40 +1,49 @@
-//! The transport's own threads: a tokio runtime for the QUIC I/O, and one
-//! thread that hands events to the host.
+//! The transport's own threads: a tokio runtime for the QUIC I/O.
 //!
 //! A cdylib carries its own copy of tokio, so the plugin cannot borrow the
 //! host's runtime; and no future crosses the ABI. The host's calls are
 //! blocking: [`Runtime::run`] polls the work once on the calling thread
-//! and, when it is not done, spawns the rest on the runtime and waits for
-//! it on a plain channel, so it works from any thread, including one
-//! inside the host's own runtime or inside an event callback.
+//! and, when it is not done, has the runtime finish it while the caller
+//! waits, so it works from any thread, including one inside the host's own
+//! runtime or inside an event callback.
 //!
-//! Events go through one queue to one dispatcher thread, never from a
-//! runtime thread: a host that answers a frame from inside
-//! [`TransportHost::emit`]'s callback (by calling `send_frame`) blocks only
-//! the dispatcher, never the I/O, so it cannot deadlock the transport. The
-//! queue keeps the order in which events were emitted, so a connection's
-//! `Connected` comes before its frames, and a stream's frames come in order.
+//! Events are delivered by the task that produced them, on the runtime
+//! thread it runs on ([`emit`]): no thread hand-off per event. A
+//! connection's `Connected` comes before its frames and a stream's frames
+//! come in order, since one task produces them one after the other; the
+//! two runtime threads may be inside the host's `on_event` at once, for
+//! different connections or streams. A host that calls back into the
+//! transport from `on_event` (it answers a frame with `send_frame`, say)
+//! cannot deadlock it: a call that cannot finish at once blocks its
+//! runtime thread through [`tokio::task::block_in_place`], which first
+//! hands the thread's other work to another thread.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::task::{Context, Poll, Waker};
 
-use keygate_sdk::{PluginError, TransportEvent, TransportHost};
+use keygate_sdk::{PluginContext, PluginError, TransportEvent, TransportHost};
 
 /// Worker threads of the runtime. QUIC work is light per packet; two keep
 /// one connection's crypto from holding up the others.
 const WORKER_THREADS: usize = 2;
 
-/// The runtime and the event dispatcher of one transport.
+thread_local! {
+    /// Set on the threads of every transport's runtime: a host call made
+    /// there (from an event) must not simply wait for the runtime.
+    static ON_RUNTIME_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The runtime of one transport.
 #[derive(Debug)]
 pub struct Runtime {
     rt: Option<tokio::runtime::Runtime>,
-    events: EventSink,
 }
 
 impl Runtime {
-    /// Starts the runtime's threads and the dispatcher thread.
+    /// Starts the runtime's threads.
     ///
     /// # Errors
     /// [`ErrorKind::Internal`](keygate_sdk::ErrorKind::Internal) when a
@@ -45,23 +54,10 @@ impl Runtime {
             .thread_name("keygate-quic")
             .enable_io()
             .enable_time()
+            .on_thread_start(|| ON_RUNTIME_THREAD.set(true))
             .build()
             .map_err(|e| PluginError::internal(format!("starting the QUIC runtime: {e}")))?;
-        let (tx, rx) = mpsc::channel::<(TransportHost, TransportEvent)>();
-        std::thread::Builder::new()
-            .name("keygate-quic-events".into())
-            .spawn(move || {
-                // Ends when every sender is gone: the runtime's tasks and
-                // the transport itself.
-                for (host, event) in rx {
-                    host.emit(event);
-                }
-            })
-            .map_err(|e| PluginError::internal(format!("starting the event thread: {e}")))?;
-        Ok(Self {
-            rt: Some(rt),
-            events: EventSink(tx),
-        })
+        Ok(Self { rt: Some(rt) })
     }
 
     fn handle(&self) -> &tokio::runtime::Handle {
@@ -100,6 +96,17 @@ impl Runtime {
         if let Poll::Ready(out) = first {
             return Ok(out);
         }
+        if ON_RUNTIME_THREAD.get() {
+            // A host call from inside an event, on a runtime thread (of
+            // this transport or another). Waiting here for the runtime
+            // could wait for this very thread (both threads of a runtime
+            // may be in `on_event`): hand its other work on, then drive
+            // the call here.
+            return tokio::task::block_in_place(|| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.handle().block_on(work)))
+            })
+            .map_err(|_| PluginError::internal("a QUIC transport call panicked"));
+        }
         let (tx, rx) = mpsc::sync_channel(1);
         self.handle().spawn(async move {
             let _ = tx.send(work.await);
@@ -115,11 +122,6 @@ impl Runtime {
     {
         self.handle().spawn(work);
     }
-
-    /// The queue to the dispatcher thread.
-    pub fn events(&self) -> EventSink {
-        self.events.clone()
-    }
 }
 
 impl Drop for Runtime {
@@ -131,15 +133,12 @@ impl Drop for Runtime {
     }
 }
 
-/// Where the runtime's tasks put events for the host.
-#[derive(Debug, Clone)]
-pub struct EventSink(mpsc::Sender<(TransportHost, TransportEvent)>);
-
-impl EventSink {
-    /// Queues `event` for `host`.
-    pub fn emit(&self, host: &TransportHost, event: TransportEvent) {
-        // Fails only when the dispatcher is gone, i.e. at teardown.
-        let _ = self.0.send((host.clone(), event));
+/// Delivers `event` to `host` on the calling thread. A host whose
+/// `on_event` panics loses that event, not the task that emits it (which
+/// still owes the connection's later events, its `Closed` included).
+pub fn emit(host: &TransportHost, event: TransportEvent, log: &PluginContext) {
+    if std::panic::catch_unwind(AssertUnwindSafe(|| host.emit(event))).is_err() {
+        log.error("the host's on_event panicked; the event is lost");
     }
 }
 
@@ -167,6 +166,92 @@ mod tests {
             panic!("on the runtime")
         });
         assert!(panicked_later.is_err());
+    }
+
+    #[test]
+    fn a_call_made_on_a_runtime_thread_that_must_wait_finishes_even_with_both_threads_in_one() {
+        // As a host answering from inside its events: both runtime threads
+        // make a call that the first poll cannot finish.
+        let runtime = std::sync::Arc::new(Runtime::new().unwrap());
+        let (tx, rx) = mpsc::channel();
+        for n in 0..WORKER_THREADS * 2 {
+            let (inner, tx) = (runtime.clone(), tx.clone());
+            runtime.spawn(async move {
+                let out = inner.run(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    n
+                });
+                let _ = tx.send(out);
+            });
+        }
+        let mut done: Vec<usize> = (0..WORKER_THREADS * 2)
+            .map(|_| {
+                rx.recv_timeout(std::time::Duration::from_secs(10))
+                    .expect("a call on a runtime thread never finished")
+                    .unwrap()
+            })
+            .collect();
+        done.sort_unstable();
+        assert_eq!(done, (0..WORKER_THREADS * 2).collect::<Vec<_>>());
+        // A call there that panics after the first poll is an error.
+        let (inner, tx) = (runtime.clone(), mpsc::channel());
+        runtime.spawn(async move {
+            let out = inner.run(async {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                panic!("later")
+            });
+            let _ = tx.0.send(out.is_err());
+        });
+        assert!(
+            tx.1.recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn an_event_the_host_panics_on_is_lost_alone() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Fussy(std::sync::Arc<AtomicUsize>);
+        impl keygate_sdk::TransportCallbacks for Fussy {
+            fn verify_client(&self, _chain: &[Vec<u8>]) -> Result<(), PluginError> {
+                Ok(())
+            }
+            fn on_event(&self, event: TransportEvent) {
+                if let TransportEvent::Closed { connection: 1, .. } = event {
+                    panic!("the host's bug");
+                }
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let host = TransportHost::new(Fussy(seen.clone()));
+        let log = keygate_sdk_testing::test_context("transport(quic)", "/".as_ref());
+        let closed = |connection| TransportEvent::Closed {
+            connection,
+            reason: "test".into(),
+        };
+        emit(&host, closed(1), &log);
+        emit(&host, closed(2), &log);
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_transport_dropped_on_its_own_runtime_thread_stops_without_blocking() {
+        // A host that lets go of the transport from inside an event.
+        let runtime = std::sync::Arc::new(Runtime::new().unwrap());
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let (done, finished) = mpsc::channel();
+        let last = runtime.clone();
+        runtime.spawn(async move {
+            let _ = wait.await;
+            drop(last);
+            let _ = done.send(());
+        });
+        drop(runtime);
+        go.send(()).unwrap();
+        finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("dropping the runtime on its own thread blocked or panicked");
     }
 
     #[test]
