@@ -62,10 +62,7 @@ fn the_operator_lists_approves_and_rejects_requests_and_a_decision_is_final() {
     let approved: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(approved["status"], "approved");
     assert!(
-        approved["decided_by"]
-            .as_str()
-            .unwrap()
-            .starts_with("operator:"),
+        approved["decided_by"].as_str().unwrap().starts_with("cli:"),
         "{approved}"
     );
     let fp = CertFingerprint::parse(approved["certificate_fingerprint"].as_str().unwrap()).unwrap();

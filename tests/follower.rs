@@ -72,19 +72,35 @@ impl Setup {
 
     fn enroll(&self, n: u8) -> Enrolled {
         self.writer
-            .enroll(&key(n).public_key(), &format!("d{n}"), &[], self.now)
+            .enroll(
+                &key(n).public_key(),
+                &format!("d{n}"),
+                &[],
+                self.now,
+                &keygate_core::state::Actor::cli(),
+            )
             .unwrap()
     }
 
     fn revoke_device(&self, e: &Enrolled) {
         self.writer
-            .revoke_device(&e.device.device_id, "test", self.now)
+            .revoke_device(
+                &e.device.device_id,
+                "test",
+                self.now,
+                &keygate_core::state::Actor::cli(),
+            )
             .unwrap();
     }
 
     fn revoke_cert(&self, e: &Enrolled) {
         self.writer
-            .revoke_certificate(&e.certificate.fingerprint, "test", self.now)
+            .revoke_certificate(
+                &e.certificate.fingerprint,
+                "test",
+                self.now,
+                &keygate_core::state::Actor::cli(),
+            )
             .unwrap();
     }
 
@@ -375,7 +391,13 @@ fn expired_certificates_leave_the_index_without_an_event() {
     // Issued two hours ago: already expired when the reader first sees it.
     let old = s
         .writer
-        .enroll(&key(2).public_key(), "old", &[], s.now - 2 * HOUR)
+        .enroll(
+            &key(2).public_key(),
+            "old",
+            &[],
+            s.now - 2 * HOUR,
+            &keygate_core::state::Actor::cli(),
+        )
         .unwrap();
     assert_eq!(s.reader.refresh_at(s.now).unwrap(), []);
     assert_eq!(s.reader.indexed_certificates(), 1);
@@ -591,7 +613,13 @@ fn a_reload_reports_certificates_that_left_the_state_but_not_those_that_expired(
     let expiring = s.enroll(1);
     let leaving = s
         .writer
-        .enroll(&key(2).public_key(), "l", &[], s.now + HOUR + HOUR / 2)
+        .enroll(
+            &key(2).public_key(),
+            "l",
+            &[],
+            s.now + HOUR + HOUR / 2,
+            &keygate_core::state::Actor::cli(),
+        )
         .unwrap();
     s.reader.refresh_at(s.now + HOUR / 2).unwrap();
     assert_eq!(s.reader.indexed_certificates(), 2);
@@ -621,12 +649,23 @@ fn a_snapshot_is_used_until_the_floor_passes_it_and_never_after() {
     let snapshotter = open(small(4, 1000));
     let enroll = |n: u8| {
         writer
-            .enroll(&key(n).public_key(), "d", &[], s.now)
+            .enroll(
+                &key(n).public_key(),
+                "d",
+                &[],
+                s.now,
+                &keygate_core::state::Actor::cli(),
+            )
             .unwrap()
     };
     let revoke = |e: &Enrolled| {
         writer
-            .revoke_device(&e.device.device_id, "t", s.now)
+            .revoke_device(
+                &e.device.device_id,
+                "t",
+                s.now,
+                &keygate_core::state::Actor::cli(),
+            )
             .unwrap();
     };
     let devices: Vec<Enrolled> = (0..10).map(enroll).collect();
@@ -751,7 +790,13 @@ fn foreign_entries_and_floors_at_the_last_sequence_numbers_break_nothing() {
     // Writers, new and running, append after the real head; readers follow.
     let b = s
         .open()
-        .enroll(&key(2).public_key(), "b", &[], s.now)
+        .enroll(
+            &key(2).public_key(),
+            "b",
+            &[],
+            s.now,
+            &keygate_core::state::Actor::cli(),
+        )
         .unwrap();
     s.revoke_device(&a);
     assert_eq!(s.reader.refresh().unwrap(), [device_event(&a)]);
@@ -773,7 +818,13 @@ fn a_mutation_whose_store_reads_fail_fails_cleanly_and_leaves_the_log_contiguous
     let mut enrolled = vec![1u8];
     for (fail_at, seed) in (1..).zip(2u8..) {
         s.store.fail_read(fail_at);
-        let result = s.writer.enroll(&key(seed).public_key(), "f", &[], s.now);
+        let result = s.writer.enroll(
+            &key(seed).public_key(),
+            "f",
+            &[],
+            s.now,
+            &keygate_core::state::Actor::cli(),
+        );
         let reads = s.store.reads();
         s.store.fail_read(0);
         match result {
@@ -986,7 +1037,9 @@ fn a_writer_that_loses_its_change_entry_or_cannot_write_it_writes_nothing_else()
     let device = key(1).public_key();
 
     *store.next.lock().unwrap() = Some(true);
-    let err = m.enroll(&device, "d", &[], now).unwrap_err();
+    let err = m
+        .enroll(&device, "d", &[], now, &keygate_core::state::Actor::cli())
+        .unwrap_err();
     match &err {
         IdentityError::Raced { key } => assert_eq!(*key, change_key(1)),
         other => panic!("expected a lost race, got {other}"),
@@ -997,7 +1050,9 @@ fn a_writer_that_loses_its_change_entry_or_cannot_write_it_writes_nothing_else()
     );
 
     *store.next.lock().unwrap() = Some(false);
-    let err = m.enroll(&device, "d", &[], now).unwrap_err();
+    let err = m
+        .enroll(&device, "d", &[], now, &keygate_core::state::Actor::cli())
+        .unwrap_err();
     assert!(
         matches!(err, IdentityError::Store(_)) && err.to_string().contains("database went away"),
         "{err}"
@@ -1008,7 +1063,9 @@ fn a_writer_that_loses_its_change_entry_or_cannot_write_it_writes_nothing_else()
     );
 
     // With the way clear, the next mutation appends after the other's entry.
-    let enrolled = m.enroll(&device, "d", &[], now).unwrap();
+    let enrolled = m
+        .enroll(&device, "d", &[], now, &keygate_core::state::Actor::cli())
+        .unwrap();
     assert!(store.inner.get(&change_key(2)).unwrap().is_some());
     assert_eq!(enrolled.device.device_id, key(1).device_id());
 }

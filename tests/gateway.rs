@@ -131,7 +131,13 @@ impl Gw {
         let key = DeviceKey::from_seed(&[seed; 32]);
         let (_host, manager) = open_identity(&self.config);
         let enrolled = manager
-            .enroll(&key.public_key(), &format!("dev{seed}"), &[], now)
+            .enroll(
+                &key.public_key(),
+                &format!("dev{seed}"),
+                &[],
+                now,
+                &keygate_core::state::Actor::cli(),
+            )
             .unwrap();
         let identity = TlsIdentity {
             cert_chain: vec![
@@ -373,6 +379,69 @@ fn qr_pairing_with_auto_approve_needs_only_the_uri() {
     let _node = NodeProcess::spawn(&["node", "run", "--state-dir", &node_dir], None);
     gw.wait_node("registered", |n| n["device_id"] == device_id.as_str());
     assert_eq!(invoke_echo(&gw, &device_id, "qr"), "qr");
+
+    // The audit log says who did each step, and what code the gateway
+    // runs: the plugins are linked into the keygate executable.
+    let audit = json(&gw.config, &["audit", "list", "--json"]);
+    let entries = audit.as_array().unwrap();
+    let by = |action: &str| -> Vec<(String, String)> {
+        entries
+            .iter()
+            .filter(|e| e["action"] == action)
+            .map(|e| {
+                (
+                    e["actor"].as_str().unwrap().to_owned(),
+                    e["subject"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let cli = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    assert_eq!(by("code_minted").len(), 1);
+    assert_eq!(by("code_minted")[0].0, cli);
+    let device_actor = format!("device:{device_id}");
+    assert_eq!(by("request_filed")[0].0, device_actor);
+    assert_eq!(by("request_approved")[0].0, "policy(pin-qr)");
+    assert_eq!(
+        by("device_enrolled"),
+        vec![("policy(pin-qr)".to_owned(), device_id.clone())]
+    );
+    assert_eq!(by("certificate_issued").len(), 1);
+    let exe = sha2::Sha256::digest(std::fs::read(keygate_bin()).unwrap());
+    let loaded: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "plugin_loaded")
+        .collect();
+    let slots: Vec<&str> = loaded
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        slots,
+        ["store(filesystem)", "approval(pin-qr)", "transport(quic)"]
+    );
+    for e in &loaded {
+        assert_eq!(e["actor"], "gateway");
+        assert_eq!(e["details"]["sha256"], hex::encode(exe), "{e}");
+    }
+    ok(
+        &gw.config,
+        &["devices", "revoke", &device_id, "--reason", "test"],
+    );
+    let audit = json(&gw.config, &["audit", "list", "--json"]);
+    let last = audit.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["action"], "device_revoked");
+    assert_eq!(last["actor"], cli.as_str());
+    assert_eq!(last["details"]["reason"], "test");
+    let verified = ok(&gw.config, &["audit", "verify"]);
+    assert!(
+        verified.stdout.contains("audit log intact"),
+        "{}",
+        verified.stdout
+    );
 }
 
 // ---- who may do what on the port ----------------------------------------

@@ -71,7 +71,13 @@ fn child_enroller() {
     for n in 0..limit {
         let key = device_key("child", n);
         let enrolled = manager
-            .enroll(&key.public_key(), &format!("d{n}"), &[], SystemTime::now())
+            .enroll(
+                &key.public_key(),
+                &format!("d{n}"),
+                &[],
+                SystemTime::now(),
+                &keygate_core::state::Actor::cli(),
+            )
             .expect("enroll");
         writeln!(
             out,
@@ -289,21 +295,28 @@ fn each_mutation_writes_a_constant_number_of_records_whatever_the_size() {
                 "d",
                 &[],
                 SystemTime::now(),
+                &keygate_core::state::Actor::cli(),
             )
             .unwrap();
         per_enroll.push(store.puts.load(Ordering::SeqCst) - before);
         last = Some(e);
     }
-    // device record + certificate record + change entry, at 1 device as at 300.
-    assert!(per_enroll.iter().all(|n| *n == 3), "{per_enroll:?}");
+    // device record + certificate record + change entry + two audit
+    // entries + the audit head, at 1 device as at 300.
+    assert!(per_enroll.iter().all(|n| *n == 6), "{per_enroll:?}");
     let before = store.puts.load(Ordering::SeqCst);
     manager
-        .revoke_device(&last.unwrap().device.device_id, "lost", SystemTime::now())
+        .revoke_device(
+            &last.unwrap().device.device_id,
+            "lost",
+            SystemTime::now(),
+            &keygate_core::state::Actor::cli(),
+        )
         .unwrap();
     assert_eq!(
         store.puts.load(Ordering::SeqCst) - before,
-        2,
-        "device record + change entry"
+        4,
+        "device record + change entry + audit entry + audit head"
     );
     assert_eq!(store.deletes.load(Ordering::SeqCst), 0);
 }
@@ -317,17 +330,25 @@ fn revoked_device_never_enrolls_again_but_a_revoked_certificate_allows_a_new_one
     let now = SystemTime::now();
 
     let a = device_key("rv", 1);
-    let first = manager.enroll(&a.public_key(), "a", &[], now).unwrap();
+    let first = manager
+        .enroll(
+            &a.public_key(),
+            "a",
+            &[],
+            now,
+            &keygate_core::state::Actor::cli(),
+        )
+        .unwrap();
     let fp1 = first.certificate.fingerprint;
     match manager
-        .revoke_certificate(&fp1, "key rotated", now)
+        .revoke_certificate(&fp1, "key rotated", now, &keygate_core::state::Actor::cli())
         .unwrap()
     {
         RevokeOutcome::Revoked(r) => assert_eq!(r.reason, "key rotated"),
         other => panic!("{other:?}"),
     }
     assert!(
-        matches!(manager.revoke_certificate(&fp1, "again", now).unwrap(), RevokeOutcome::AlreadyRevoked(r) if r.reason == "key rotated")
+        matches!(manager.revoke_certificate(&fp1, "again", now, &keygate_core::state::Actor::cli()).unwrap(), RevokeOutcome::AlreadyRevoked(r) if r.reason == "key rotated")
     );
     let second = manager
         .issue_certificate(&first.device.device_id, now)
@@ -343,13 +364,23 @@ fn revoked_device_never_enrolls_again_but_a_revoked_certificate_allows_a_new_one
     );
 
     let id = first.device.device_id;
-    manager.revoke_device(&id, "stolen", now).unwrap();
+    manager
+        .revoke_device(&id, "stolen", now, &keygate_core::state::Actor::cli())
+        .unwrap();
     manager.refresh().unwrap();
     assert_eq!(
         manager.certificate_status(&second.fingerprint),
         CertStatus::DeviceRevoked(id)
     );
-    let err = manager.enroll(&a.public_key(), "a", &[], now).unwrap_err();
+    let err = manager
+        .enroll(
+            &a.public_key(),
+            "a",
+            &[],
+            now,
+            &keygate_core::state::Actor::cli(),
+        )
+        .unwrap_err();
     assert!(matches!(err, IdentityError::DeviceRevoked { .. }), "{err}");
     assert!(err.to_string().contains("stolen"), "{err}");
     let err = manager.issue_certificate(&id, now).unwrap_err();
@@ -359,7 +390,9 @@ fn revoked_device_never_enrolls_again_but_a_revoked_certificate_allows_a_new_one
 
     let unknown = device_key("rv", 2).public_key().device_id();
     assert!(matches!(
-        manager.revoke_device(&unknown, "", now).unwrap_err(),
+        manager
+            .revoke_device(&unknown, "", now, &keygate_core::state::Actor::cli())
+            .unwrap_err(),
         IdentityError::UnknownDevice(_)
     ));
     assert_eq!(
@@ -402,13 +435,25 @@ fn a_writer_idle_through_a_compaction_still_appends_after_the_head() {
     };
     let open = || IdentityManager::open(store.clone(), dir.path(), settings.clone(), now).unwrap();
     let (idle, busy, reader) = (open(), open(), open());
-    idle.enroll(&device_key("idle", 0).public_key(), "i", &[], now)
-        .unwrap();
+    idle.enroll(
+        &device_key("idle", 0).public_key(),
+        "i",
+        &[],
+        now,
+        &keygate_core::state::Actor::cli(),
+    )
+    .unwrap();
     // Enough changes for a reader to snapshot and compact past the idle
     // writer's last known head.
     for n in 0..40 {
-        busy.enroll(&device_key("busy", n).public_key(), "b", &[], now)
-            .unwrap();
+        busy.enroll(
+            &device_key("busy", n).public_key(),
+            "b",
+            &[],
+            now,
+            &keygate_core::state::Actor::cli(),
+        )
+        .unwrap();
     }
     reader.refresh().unwrap();
     let floor = store
@@ -422,7 +467,13 @@ fn a_writer_idle_through_a_compaction_still_appends_after_the_head() {
     );
 
     let late = idle
-        .enroll(&device_key("idle", 1).public_key(), "i2", &[], now)
+        .enroll(
+            &device_key("idle", 1).public_key(),
+            "i2",
+            &[],
+            now,
+            &keygate_core::state::Actor::cli(),
+        )
         .unwrap();
     reader.refresh().unwrap();
     assert_eq!(

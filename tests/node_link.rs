@@ -903,6 +903,7 @@ impl PairingGateway {
                 Duration::from_secs(600),
                 5,
                 SystemTime::now(),
+                &keygate_core::state::Actor::cli(),
             )
             .unwrap();
         pin.to_string()
@@ -919,6 +920,7 @@ impl PairingGateway {
                 Duration::from_secs(600),
                 5,
                 SystemTime::now(),
+                &keygate_core::state::Actor::cli(),
             )
             .unwrap();
         let mut session_id = [0u8; 16];
@@ -1036,7 +1038,11 @@ fn pin_pairing_over_quic_shows_the_check_code_polls_and_gets_the_certificate_onc
     // The device waits, asking again...
     assert!(done.recv_timeout(Duration::from_millis(700)).is_err());
     gw.manager
-        .approve_request(&request_id, "operator:test", SystemTime::now())
+        .approve_request(
+            &request_id,
+            &keygate_core::state::Actor::operator("test"),
+            SystemTime::now(),
+        )
         .unwrap()
         .unwrap();
     // ... and gets its answer at its next question.

@@ -86,6 +86,7 @@ impl Gateway {
                 10 * MINUTE,
                 attempts,
                 SystemTime::now(),
+                &keygate_core::state::Actor::cli(),
             )
             .unwrap();
         pin
@@ -102,6 +103,7 @@ impl Gateway {
                 10 * MINUTE,
                 5,
                 SystemTime::now(),
+                &keygate_core::state::Actor::cli(),
             )
             .unwrap();
         let mut session_id = [0u8; 16];
@@ -263,7 +265,11 @@ fn pin_pairing_waits_for_the_operator_and_a_resumed_device_gets_its_certificate(
     assert!(matches!(resume(&gw, &dev, 2), End::Waiting { .. }));
 
     gw.manager
-        .approve_request(&request_id, "operator:test", SystemTime::now())
+        .approve_request(
+            &request_id,
+            &keygate_core::state::Actor::operator("test"),
+            SystemTime::now(),
+        )
         .unwrap()
         .unwrap();
     // The answer is lost on the way (the connection drops): the device
@@ -403,6 +409,7 @@ fn expired_and_used_codes_and_codes_of_the_other_kind_are_refused() {
             10 * MINUTE,
             5,
             SystemTime::now() - 60 * MINUTE,
+            &keygate_core::state::Actor::cli(),
         )
         .unwrap();
     assert!(matches!(
@@ -548,10 +555,21 @@ fn a_revoked_device_is_refused_and_a_rejected_one_is_told_why() {
     let dev = device();
     let key = dev.key().unwrap();
     gw.manager
-        .enroll(&key.public_key(), "old", &[], SystemTime::now())
+        .enroll(
+            &key.public_key(),
+            "old",
+            &[],
+            SystemTime::now(),
+            &keygate_core::state::Actor::cli(),
+        )
         .unwrap();
     gw.manager
-        .revoke_device(&key.device_id(), "stolen", SystemTime::now())
+        .revoke_device(
+            &key.device_id(),
+            "stolen",
+            SystemTime::now(),
+            &keygate_core::state::Actor::cli(),
+        )
         .unwrap();
     let pin = gw.mint_pin(5);
     match pair(&gw, &dev, &pin, peer(1), 1) {
@@ -570,7 +588,7 @@ fn a_revoked_device_is_refused_and_a_rejected_one_is_told_why() {
     gw.manager
         .reject_request(
             &request_id,
-            "operator:test",
+            &keygate_core::state::Actor::operator("test"),
             "not in the inventory",
             SystemTime::now(),
         )

@@ -21,10 +21,22 @@ fn a_watcher_sees_a_revocation_made_by_another_process_within_a_second() {
     let config = fs_config(dir.path());
     let (_host, manager) = open_identity(&config);
     let enrolled = manager
-        .enroll(&device_key(1).public_key(), "w", &[], SystemTime::now())
+        .enroll(
+            &device_key(1).public_key(),
+            "w",
+            &[],
+            SystemTime::now(),
+            &keygate_core::state::Actor::cli(),
+        )
         .unwrap();
     let other = manager
-        .enroll(&device_key(2).public_key(), "w2", &[], SystemTime::now())
+        .enroll(
+            &device_key(2).public_key(),
+            "w2",
+            &[],
+            SystemTime::now(),
+            &keygate_core::state::Actor::cli(),
+        )
         .unwrap();
     manager.refresh().unwrap();
     let watcher = Watcher::start(manager.clone(), Duration::from_millis(250)).unwrap();

@@ -252,7 +252,10 @@ fn mutations(state: &State, rounds: usize, offset: u64) -> (f64, f64) {
     for i in 0..rounds {
         let id = state.keys[i * 7 % state.keys.len()].device_id();
         let start = Instant::now();
-        state.manager.revoke_device(&id, "bench", now).unwrap();
+        state
+            .manager
+            .revoke_device(&id, "bench", now, &keygate_core::state::Actor::cli())
+            .unwrap();
         revokes.push(start.elapsed().as_secs_f64() * 1e3);
     }
     let mut enrols = Vec::new();
@@ -266,7 +269,13 @@ fn mutations(state: &State, rounds: usize, offset: u64) -> (f64, f64) {
         let start = Instant::now();
         state
             .manager
-            .enroll(&key.public_key(), "new", &[], now)
+            .enroll(
+                &key.public_key(),
+                "new",
+                &[],
+                now,
+                &keygate_core::state::Actor::cli(),
+            )
             .unwrap();
         enrols.push(start.elapsed().as_secs_f64() * 1e3);
     }

@@ -57,6 +57,7 @@ fn mint(manager: &IdentityManager, addr: &str, n: usize) -> Vec<Zeroizing<String
                     HOUR,
                     5,
                     SystemTime::now(),
+                    &keygate_core::state::Actor::cli(),
                 )
                 .expect("mint");
             let mut session_id = [0u8; 16];
@@ -190,7 +191,13 @@ fn main() {
         .collect();
     let key = DeviceKey::from_seed(&[7; 32]);
     let enrolled = identity
-        .enroll(&key.public_key(), "bench", &[], SystemTime::now())
+        .enroll(
+            &key.public_key(),
+            "bench",
+            &[],
+            SystemTime::now(),
+            &keygate_core::state::Actor::cli(),
+        )
         .expect("enrol");
     let tls = TlsIdentity {
         cert_chain: vec![

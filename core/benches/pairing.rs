@@ -81,6 +81,7 @@ fn mint(manager: &IdentityManager, n: usize) -> Vec<Zeroizing<String>> {
                     HOUR,
                     5,
                     SystemTime::now(),
+                    &keygate_core::state::Actor::cli(),
                 )
                 .unwrap();
             let mut session_id = [0u8; 16];

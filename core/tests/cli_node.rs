@@ -216,6 +216,7 @@ impl Gateway {
                 Duration::from_secs(600),
                 5,
                 SystemTime::now(),
+                &keygate_core::state::Actor::cli(),
             )
             .unwrap();
         let mut session_id = [0u8; 16];

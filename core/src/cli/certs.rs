@@ -114,7 +114,12 @@ pub fn run(cmd: CertsCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
         } => {
             let fp = CertFingerprint::parse(fingerprint.trim())
                 .context("not a certificate fingerprint")?;
-            let outcome = manager.revoke_certificate(&fp, &reason, SystemTime::now())?;
+            let outcome = manager.revoke_certificate(
+                &fp,
+                &reason,
+                SystemTime::now(),
+                &keygate_core::state::Actor::cli(),
+            )?;
             report_revocation(
                 "fingerprint",
                 "certificate",

@@ -156,7 +156,12 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
             json,
         } => {
             let id = DeviceId::parse(device_id.trim()).context("not a device id")?;
-            let outcome = manager.revoke_device(&id, &reason, SystemTime::now())?;
+            let outcome = manager.revoke_device(
+                &id,
+                &reason,
+                SystemTime::now(),
+                &keygate_core::state::Actor::cli(),
+            )?;
             report_revocation("device_id", "device", &id.to_string(), &outcome, json)?;
         }
         DevicesCommand::Enroll {
@@ -170,7 +175,13 @@ pub fn run(cmd: DevicesCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
                 .trim()
                 .parse()
                 .context("not an Ed25519 public key")?;
-            let enrolled = manager.enroll(&key, &name, &capabilities, SystemTime::now())?;
+            let enrolled = manager.enroll(
+                &key,
+                &name,
+                &capabilities,
+                SystemTime::now(),
+                &keygate_core::state::Actor::cli(),
+            )?;
             if let Some(path) = cert_out {
                 std::fs::write(&path, &enrolled.certificate.pem)
                     .with_context(|| format!("{}: cannot write the certificate", path.display()))?;

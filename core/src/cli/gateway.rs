@@ -10,8 +10,8 @@ use clap::Subcommand;
 use keygate_core::gateway::admin::AdminServer;
 use keygate_core::gateway::{DEFAULT_WORKERS, Gateway, GatewayOptions};
 use keygate_core::pairing::gateway::{PairingService, PolicySlot, ServiceSettings};
-use keygate_core::state::Watcher;
 use keygate_core::state::watch::DEFAULT_WATCH_INTERVAL;
+use keygate_core::state::{Actor, Watcher};
 
 /// Gateway commands.
 #[derive(Subcommand)]
@@ -98,6 +98,17 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
             return Err(e).context("gateway not started");
         }
     };
+
+    // The audit log records what code this gateway runs. Hashing the
+    // executable takes a moment: off the start-up path.
+    let loaded = host.loaded.clone();
+    let recorder = manager.clone();
+    std::thread::spawn(move || {
+        let events = keygate_core::plugin_host::loaded_events(&loaded, &Actor::gateway());
+        if let Err(error) = recorder.record_audit(events, SystemTime::now()) {
+            tracing::warn!(%error, "could not record the loaded plugins in the audit log");
+        }
+    });
 
     let (tx, rx) = std::sync::mpsc::channel();
     ctrlc::set_handler(move || {

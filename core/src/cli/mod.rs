@@ -10,6 +10,7 @@ macro_rules! outln {
     };
 }
 
+mod audit;
 mod ca;
 mod certs;
 mod devices;
@@ -18,6 +19,7 @@ mod gateway;
 mod identity;
 mod node;
 mod nodes;
+mod operators;
 mod pairing;
 mod plugins;
 mod requests;
@@ -77,6 +79,12 @@ enum Command {
     /// This machine as a node: pair with a gateway, run.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Operators of the admin API and their tokens: add, list, revoke.
+    #[command(subcommand)]
+    Operators(operators::OperatorsCommand),
+    /// The audit log of state changes: list, verify.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
@@ -96,6 +104,8 @@ pub fn main() -> ExitCode {
         Command::Pairing(cmd) => pairing::run(cmd, &cli.config),
         Command::State(cmd) => state::run(cmd, &cli.config),
         Command::Nodes(cmd) => nodes::run(cmd, &cli.config),
+        Command::Operators(cmd) => operators::run(cmd, &cli.config),
+        Command::Audit(cmd) => audit::run(cmd, &cli.config),
         // A node has no config file: its state dir is all it needs.
         Command::Node(cmd) => node::run(cmd),
     };

@@ -137,6 +137,7 @@ fn mint(args: MintArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
             ttl,
             settings.max_attempts,
             SystemTime::now(),
+            &keygate_core::state::Actor::cli(),
         )
         .context("cannot mint a pairing code")?;
     tracing::info!(

@@ -59,14 +59,6 @@ impl RequestView {
     }
 }
 
-/// Who decides from this CLI: `operator:<login name>`.
-fn operator() -> String {
-    let name = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned());
-    format!("operator:{name}")
-}
-
 /// `pairing list`: newest first; pending ones with their check code.
 pub fn list(manager: &IdentityManager, json: bool) -> anyhow::Result<ExitCode> {
     let now = SystemTime::now();
@@ -129,7 +121,11 @@ fn report(
 /// `pairing approve ID`: enrols the device and issues its certificate.
 pub fn approve(manager: &IdentityManager, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let outcome = manager
-        .approve_request(id.trim(), &operator(), SystemTime::now())
+        .approve_request(
+            id.trim(),
+            &keygate_core::state::Actor::cli(),
+            SystemTime::now(),
+        )
         .with_context(|| format!("approving request {id}"))?;
     report(outcome, "approved", json)
 }
@@ -142,7 +138,12 @@ pub fn reject(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let outcome = manager
-        .reject_request(id.trim(), &operator(), reason, SystemTime::now())
+        .reject_request(
+            id.trim(),
+            &keygate_core::state::Actor::cli(),
+            reason,
+            SystemTime::now(),
+        )
         .with_context(|| format!("rejecting request {id}"))?;
     report(outcome, "rejected", json)
 }

@@ -614,7 +614,13 @@ mod tests {
         let key = DeviceKey::from_seed(&[seed; 32]);
         let identity = &gateway.shared.identity;
         let enrolled = identity
-            .enroll(&key.public_key(), "node", &[], SystemTime::now())
+            .enroll(
+                &key.public_key(),
+                "node",
+                &[],
+                SystemTime::now(),
+                &crate::state::Actor::cli(),
+            )
             .unwrap();
         let der = enrolled.certificate.der;
         let tls = TlsIdentity {
@@ -659,7 +665,15 @@ mod tests {
         let (_dir, m) = crate::node::testing::identity(now);
         let issue = |seed: u8| {
             let key = DeviceKey::from_seed(&[seed; 32]);
-            let enrolled = m.enroll(&key.public_key(), "n", &[], now).unwrap();
+            let enrolled = m
+                .enroll(
+                    &key.public_key(),
+                    "n",
+                    &[],
+                    now,
+                    &crate::state::Actor::cli(),
+                )
+                .unwrap();
             let fp = CertFingerprint::of_der(&enrolled.certificate.der);
             (enrolled.device.device_id, fp)
         };
@@ -673,14 +687,16 @@ mod tests {
         assert!(err.contains("was not issued by this gateway"), "{err}");
         // The read an unknown certificate makes hands on the revocations
         // it finds, as the watcher would.
-        m.revoke_device(&a, "lost", now).unwrap();
+        m.revoke_device(&a, "lost", now, &crate::state::Actor::cli())
+            .unwrap();
         let (_, fp_b) = issue(2);
         assert_eq!(check_client(&m, &fp_b, |e| seen.push(e)), Ok(()));
         assert!(seen.contains(&RevocationEvent::Device(a)), "{seen:?}");
         let err = check_client(&m, &fp_a, |e| seen.push(e)).unwrap_err();
         assert!(err.contains(&format!("device {a}")), "{err}");
         assert!(err.contains("is revoked"), "{err}");
-        m.revoke_certificate(&fp_b, "stolen", now).unwrap();
+        m.revoke_certificate(&fp_b, "stolen", now, &crate::state::Actor::cli())
+            .unwrap();
         m.refresh().unwrap();
         let err = check_client(&m, &fp_b, |e| seen.push(e)).unwrap_err();
         assert_eq!(err, format!("certificate {fp_b} is revoked"));
@@ -780,8 +796,12 @@ mod tests {
                 RefusalCode::NotRegistered
             );
         }
-        identity.revoke_device(&device, "lost", now).unwrap();
-        identity.revoke_certificate(&cert, "stolen", now).unwrap();
+        identity
+            .revoke_device(&device, "lost", now, &crate::state::Actor::cli())
+            .unwrap();
+        identity
+            .revoke_certificate(&cert, "stolen", now, &crate::state::Actor::cli())
+            .unwrap();
         for event in identity.refresh().unwrap() {
             gateway.revoked(&event);
         }
@@ -916,7 +936,14 @@ mod tests {
         let code = PairingCode::parse(&pin).unwrap();
         let ttl = Duration::from_secs(600);
         (gateway.shared.identity)
-            .create_pairing_session(Method::Pin, pin, ttl, 5, SystemTime::now())
+            .create_pairing_session(
+                Method::Pin,
+                pin,
+                ttl,
+                5,
+                SystemTime::now(),
+                &crate::state::Actor::cli(),
+            )
             .unwrap();
         let device = DeviceIdentity::new(Arc::new(keygate_store_memory::MemoryStore::new()));
         let link = connect(&gateway, &client, None).unwrap();

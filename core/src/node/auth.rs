@@ -201,7 +201,15 @@ mod tests {
 
     fn device(s: &Setup, seed: u8) -> (DeviceId, Vec<u8>) {
         let key = DeviceKey::from_seed(&[seed; 32]);
-        let enrolled = s.m.enroll(&key.public_key(), "n", &[], s.now).unwrap();
+        let enrolled =
+            s.m.enroll(
+                &key.public_key(),
+                "n",
+                &[],
+                s.now,
+                &crate::state::Actor::cli(),
+            )
+            .unwrap();
         s.m.refresh().unwrap();
         (enrolled.device.device_id, enrolled.certificate.der)
     }
@@ -233,7 +241,8 @@ mod tests {
             authorize(&s.m, NodeCredential::OptOut, &named, s.now),
             Ok(id)
         );
-        s.m.revoke_device(&id, "lost", s.now).unwrap();
+        s.m.revoke_device(&id, "lost", s.now, &crate::state::Actor::cli())
+            .unwrap();
         s.m.refresh().unwrap();
         assert_eq!(
             code(authorize(&s.m, NodeCredential::OptOut, &named, s.now)),
@@ -271,7 +280,8 @@ mod tests {
         let (id, der) = device(&s, 1);
         let named = id.to_string();
         let fp = CertFingerprint::of_der(&der);
-        s.m.revoke_certificate(&fp, "leaked", s.now).unwrap();
+        s.m.revoke_certificate(&fp, "leaked", s.now, &crate::state::Actor::cli())
+            .unwrap();
         s.m.refresh().unwrap();
         let leaf = PresentedLeaf::check(&s.m, &der);
         let cred = NodeCredential::Certificate(Some(&leaf));
@@ -281,7 +291,8 @@ mod tests {
         );
 
         let (id2, der2) = device(&s, 2);
-        s.m.revoke_device(&id2, "stolen", s.now).unwrap();
+        s.m.revoke_device(&id2, "stolen", s.now, &crate::state::Actor::cli())
+            .unwrap();
         s.m.refresh().unwrap();
         let leaf = PresentedLeaf::check(&s.m, &der2);
         let cred = NodeCredential::Certificate(Some(&leaf));
@@ -315,7 +326,15 @@ mod tests {
     fn the_validity_window_includes_both_of_its_ends() {
         let s = setup();
         let key = DeviceKey::from_seed(&[1; 32]);
-        let enrolled = s.m.enroll(&key.public_key(), "n", &[], s.now).unwrap();
+        let enrolled =
+            s.m.enroll(
+                &key.public_key(),
+                "n",
+                &[],
+                s.now,
+                &crate::state::Actor::cli(),
+            )
+            .unwrap();
         s.m.refresh().unwrap();
         let cert = enrolled.certificate;
         let named = enrolled.device.device_id.to_string();

@@ -151,7 +151,15 @@ mod tests {
         let now = SystemTime::now();
         let (dir, m) = super::super::testing::identity(now);
         let key = DeviceKey::from_seed(&[1; 32]);
-        let enrolled = m.enroll(&key.public_key(), "printer", &[], now).unwrap();
+        let enrolled = m
+            .enroll(
+                &key.public_key(),
+                "printer",
+                &[],
+                now,
+                &crate::state::Actor::cli(),
+            )
+            .unwrap();
         m.refresh().unwrap();
         Setup {
             _dir: dir,
@@ -289,7 +297,8 @@ mod tests {
     fn a_revoked_device_can_neither_register_nor_renew() {
         let mut s = setup();
         let cert = s.cert.clone();
-        s.m.revoke_device(&s.id, "stolen", s.now).unwrap();
+        s.m.revoke_device(&s.id, "stolen", s.now, &crate::state::Actor::cli())
+            .unwrap();
         s.m.refresh().unwrap();
         let reg = register(&s);
         assert_eq!(

@@ -40,7 +40,7 @@ use crate::state::pairing::{
     Verdict,
 };
 use crate::state::ratelimit::RateLimitSettings;
-use crate::state::{IdentityError, IdentityManager};
+use crate::state::{Actor, IdentityError, IdentityManager};
 use crate::time::unix_secs;
 
 /// What the gateway's pairing needs besides the state.
@@ -520,7 +520,7 @@ impl Conversation {
             &capabilities,
             unix_secs(now),
         );
-        let by = format!("policy({})", slot.name);
+        let by = Actor::policy(&slot.name);
         match slot.policy.evaluate(&asked) {
             Ok(Decision::Pending) => Verdict::Pending,
             Ok(Decision::Approve) => Verdict::Approve { by },

@@ -10,7 +10,10 @@
 
 mod loader;
 mod logger;
+mod provenance;
 mod slot;
+
+pub use provenance::loaded_events;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -22,6 +22,8 @@
 //! - a change entry: an entry marked `reload` takes its place, so a reader
 //!   that has not passed it yet reads every record instead of skipping what
 //!   the original announced;
+//! - an audit entry or the audit log's head: `keygate audit verify` names
+//!   the break from then on (the log is evidence; nothing replaces it);
 //! - the snapshot, the floor, pairing codes, approval requests, stray keys:
 //!   nothing is refused; a snapshot or floor is written again.
 //!
@@ -31,10 +33,14 @@
 use zeroize::Zeroizing;
 
 use super::IdentityError;
+use super::audit::{AUDIT_HEAD_KEY, AUDIT_PREFIX, AuditEntry, AuditHead};
 use super::changelog::{CHANGES_PREFIX, ChangeEntry, FLOOR_KEY, change_key, decode_floor};
 use super::fault::{Read, UnreadableRecord, read_with};
 use super::index::{IndexSnapshot, SNAPSHOT_KEY};
 use super::manager::{IdentityManager, Write};
+use super::operators::{
+    self, OPERATORS_PREFIX, OperatorRecord, TOKEN_KEY_KEY, TOKENS_PREFIX, TokenRecord,
+};
 use super::pairing::{APPROVALS_PREFIX, ApprovalRecord, PAIRING_PREFIX, PairingSession};
 use super::ratelimit::{self, RATE_LIMIT_PREFIX};
 use super::records::{
@@ -121,6 +127,32 @@ pub fn check_record(key: &str, bytes: &[u8]) -> Result<(), String> {
     if let Some(id) = key.strip_prefix(APPROVALS_PREFIX) {
         let record: ApprovalRecord = json(bytes)?;
         return names("approval request", record.id == id);
+    }
+    if key == AUDIT_HEAD_KEY {
+        return json::<AuditHead>(bytes).map(drop);
+    }
+    if let Some(seq) = key.strip_prefix(AUDIT_PREFIX) {
+        let seq: u64 = seq
+            .parse()
+            .ok()
+            .filter(|_| seq.len() == 20)
+            .ok_or("not an audit entry number")?;
+        let entry: AuditEntry = json(bytes)?;
+        return names("audit entry", entry.seq == seq);
+    }
+    if key == TOKEN_KEY_KEY {
+        return operators::check_token_key(bytes);
+    }
+    if let Some(name) = key.strip_prefix(OPERATORS_PREFIX) {
+        let record: OperatorRecord = json(bytes)?;
+        return names("operator", record.name == name);
+    }
+    if let Some(hash) = key.strip_prefix(TOKENS_PREFIX) {
+        let record: TokenRecord = json(bytes)?;
+        return match hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            true => operators::check_name(&record.operator).map_err(|e| e.to_string()),
+            false => Err("not a token hash".into()),
+        };
     }
     if let Some(source) = key.strip_prefix(RATE_LIMIT_PREFIX) {
         return names(
@@ -271,6 +303,25 @@ mod tests {
         );
         assert!(check_record(CA_KEY, b"{}").is_err());
         assert!(check_record(SNAPSHOT_KEY, b"[]").is_err());
+        let audit = br#"{"seq":2,"at":0,"actor":"gateway","action":"plugin_loaded","subject":"s","details":{},"prev":"p","hash":"h"}"#;
+        assert_eq!(
+            check_record("identity/audit/00000000000000000002", audit),
+            Ok(())
+        );
+        assert!(
+            check_record("identity/audit/00000000000000000001", audit)
+                .unwrap_err()
+                .contains("another audit entry")
+        );
+        assert_eq!(
+            check_record("identity/audit/2", audit).unwrap_err(),
+            "not an audit entry number"
+        );
+        assert_eq!(
+            check_record(AUDIT_HEAD_KEY, br#"{"seq":2,"hash":"h"}"#),
+            Ok(())
+        );
+        assert!(check_record(AUDIT_HEAD_KEY, b"{}").is_err());
         assert!(
             check_record("identity/elsewhere", b"{}")
                 .unwrap_err()

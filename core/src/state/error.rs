@@ -62,6 +62,21 @@ pub enum IdentityError {
         /// How many are live.
         live: usize,
     },
+    /// An operator name that cannot be used.
+    #[error("operator name {name:?}: {reason}")]
+    OperatorName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An operator of that name exists (or existed: names are never
+    /// reused, so the audit log names one operator each).
+    #[error("operator {0:?} exists already (names are never reused, revoked ones included)")]
+    OperatorExists(String),
+    /// No operator of that name.
+    #[error("no operator {0:?} was added here")]
+    UnknownOperator(String),
     /// Another process changed the state in a way this mutation cannot
     /// reconcile (a writer that bypassed the state lock).
     #[error("concurrent change to {key:?} outside the state lock")]

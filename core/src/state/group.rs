@@ -355,13 +355,15 @@ mod tests {
         let before = entries(&*store);
         let now = SystemTime::now();
         let enrolled = all_in_one_group(dir.path(), 32, |i| {
-            m.enroll(&key(i), "d", &[], now).unwrap()
+            m.enroll(&key(i), "d", &[], now, &crate::state::Actor::cli())
+                .unwrap()
         });
         assert_eq!(entries(&*store), before + 1, "one entry for the group");
         assert_eq!(store.batches.load(Ordering::SeqCst), 1, "one batch");
-        // Device and certificate of each, and the entry last.
+        // Device and certificate of each with their two audit entries, the
+        // audit log's head once, and the change entry last.
         let ops = store.last.lock().unwrap().clone();
-        assert_eq!(ops.len(), 32 * 2 + 1);
+        assert_eq!(ops.len(), 32 * 4 + 1 + 1);
         assert!(ops.last().unwrap().key().starts_with(CHANGES_PREFIX));
         for e in &enrolled {
             assert!(m.device(&e.device.device_id).unwrap().is_some());
@@ -380,7 +382,14 @@ mod tests {
         let now = SystemTime::now();
         for round in 0..3 {
             all_in_one_group(dir.path(), 8, |i| {
-                m.enroll(&key(round * 8 + i), "d", &[], now).unwrap()
+                m.enroll(
+                    &key(round * 8 + i),
+                    "d",
+                    &[],
+                    now,
+                    &crate::state::Actor::cli(),
+                )
+                .unwrap()
             });
             assert_eq!(m.groups_outcomes_held(), 0, "round {round}");
         }
@@ -392,9 +401,14 @@ mod tests {
         let store: Arc<dyn SecretStore> = Arc::new(MemoryStore::new());
         let m = open(StateStore::plain(store.clone()), dir.path());
         let now = SystemTime::now();
-        let device = m.enroll(&key(1), "d", &[], now).unwrap().device.device_id;
+        let device = m
+            .enroll(&key(1), "d", &[], now, &crate::state::Actor::cli())
+            .unwrap()
+            .device
+            .device_id;
         let outcomes = all_in_one_group(dir.path(), 8, |_| {
-            m.revoke_device(&device, "lost", now).unwrap()
+            m.revoke_device(&device, "lost", now, &crate::state::Actor::cli())
+                .unwrap()
         });
         let revoked = outcomes
             .iter()
@@ -413,9 +427,16 @@ mod tests {
         let store = Arc::new(Batching::default());
         let m = open(StateStore::batched(store.clone()), dir.path());
         let now = SystemTime::now();
-        let bad = m.enroll(&key(0), "d", &[], now).unwrap().device.device_id;
-        m.revoke_device(&bad, "stolen", now).unwrap();
-        let results = all_in_one_group(dir.path(), 6, |i| m.enroll(&key(i), "d", &[], now));
+        let bad = m
+            .enroll(&key(0), "d", &[], now, &crate::state::Actor::cli())
+            .unwrap()
+            .device
+            .device_id;
+        m.revoke_device(&bad, "stolen", now, &crate::state::Actor::cli())
+            .unwrap();
+        let results = all_in_one_group(dir.path(), 6, |i| {
+            m.enroll(&key(i), "d", &[], now, &crate::state::Actor::cli())
+        });
         assert!(matches!(
             results[0],
             Err(IdentityError::DeviceRevoked { .. })
@@ -436,7 +457,9 @@ mod tests {
         let now = SystemTime::now();
         let before = store.records.list("").unwrap();
         store.fail.store(true, Ordering::SeqCst);
-        let results = all_in_one_group(dir.path(), 5, |i| m.enroll(&key(i), "d", &[], now));
+        let results = all_in_one_group(dir.path(), 5, |i| {
+            m.enroll(&key(i), "d", &[], now, &crate::state::Actor::cli())
+        });
         for r in &results {
             let e = r.as_ref().unwrap_err();
             assert!(e.to_string().contains("the disk is gone"), "{e}");
@@ -444,7 +467,8 @@ mod tests {
         assert_eq!(store.records.list("").unwrap(), before, "nothing written");
         store.fail.store(false, Ordering::SeqCst);
         // The next group works, and its entry follows the last one written.
-        m.enroll(&key(9), "d", &[], now).unwrap();
+        m.enroll(&key(9), "d", &[], now, &crate::state::Actor::cli())
+            .unwrap();
         m.refresh().unwrap();
         assert_eq!(m.indexed_certificates(), 1);
     }
@@ -501,9 +525,17 @@ mod tests {
         let store = Arc::new(Order::default());
         let m = open(StateStore::plain(store.clone()), dir.path());
         store.1.lock().unwrap().clear();
-        m.enroll(&key(1), "d", &[], SystemTime::now()).unwrap();
+        m.enroll(
+            &key(1),
+            "d",
+            &[],
+            SystemTime::now(),
+            &crate::state::Actor::cli(),
+        )
+        .unwrap();
         let order = store.1.lock().unwrap().clone();
-        assert_eq!(order.len(), 3, "{order:?}");
+        // The entry, device, certificate, two audit entries, audit head.
+        assert_eq!(order.len(), 6, "{order:?}");
         assert!(order[0].starts_with(CHANGES_PREFIX), "{order:?}");
     }
 }

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use super::IdentityError;
+use super::audit::{Actor, AuditAction, AuditEvent};
 use super::changelog;
 use super::fault::{Faults, UnreadableRecord};
 use super::follower::{Context, Follower};
@@ -105,6 +106,13 @@ pub enum RevokeOutcome {
     Revoked(Revocation),
     /// It already was; nothing was written.
     AlreadyRevoked(Revocation),
+}
+
+/// A device to enrol: its key, name and capabilities.
+pub(super) struct NewDevice<'a> {
+    pub(super) public_key: &'a DevicePublicKey,
+    pub(super) name: &'a str,
+    pub(super) capabilities: &'a [String],
 }
 
 /// A device and the certificate just issued to it.
@@ -562,19 +570,25 @@ impl IdentityManager {
         name: &str,
         capabilities: &[String],
         now: SystemTime,
+        actor: &Actor,
     ) -> Result<Enrolled, IdentityError> {
         // Signed before the mutation, so the state lock is not held for it.
         let issued = self.issue_ahead(public_key, now)?;
         self.mutate("enroll device", |m| {
-            let mut writes = Vec::with_capacity(2);
+            let mut writes = Vec::with_capacity(5);
+            let mut events = Vec::with_capacity(2);
             let enrolled = m.plan_enroll(
-                public_key,
-                name,
-                capabilities,
+                NewDevice {
+                    public_key,
+                    name,
+                    capabilities,
+                },
                 now,
                 Some(issued.clone()),
+                (actor, &mut events),
                 &mut writes,
             )?;
+            m.audit(events, now, &mut writes)?;
             Ok((writes, enrolled))
         })
     }
@@ -597,8 +611,11 @@ impl IdentityManager {
                     reason: r.reason.clone(),
                 });
             }
-            let mut writes = Vec::with_capacity(1);
-            let cert = m.issue_for(&device, now, None, &mut writes)?;
+            let mut writes = Vec::with_capacity(3);
+            let mut events = Vec::with_capacity(1);
+            let actor = Actor::device(device_id);
+            let cert = m.issue_for(&device, now, None, (&actor, &mut events), &mut writes)?;
+            m.audit(events, now, &mut writes)?;
             Ok((writes, cert))
         })
     }
@@ -610,10 +627,17 @@ impl IdentityManager {
         device_id: &DeviceId,
         reason: &str,
         now: SystemTime,
+        actor: &Actor,
     ) -> Result<RevokeOutcome, IdentityError> {
-        self.revoke::<DeviceRecord>("devices revoke", device_key(device_id), reason, now, || {
-            IdentityError::UnknownDevice(*device_id)
-        })
+        let event = AuditEvent::new(actor, AuditAction::DeviceRevoked, device_id.to_string());
+        self.revoke::<DeviceRecord>(
+            "devices revoke",
+            device_key(device_id),
+            reason,
+            now,
+            event,
+            || IdentityError::UnknownDevice(*device_id),
+        )
     }
 
     /// Revokes one certificate; its device may pair again.
@@ -622,19 +646,32 @@ impl IdentityManager {
         fingerprint: &CertFingerprint,
         reason: &str,
         now: SystemTime,
+        actor: &Actor,
     ) -> Result<RevokeOutcome, IdentityError> {
-        self.revoke::<CertRecord>("certs revoke", cert_key(fingerprint), reason, now, || {
-            IdentityError::UnknownCertificate(*fingerprint)
-        })
+        let event = AuditEvent::new(
+            actor,
+            AuditAction::CertificateRevoked,
+            fingerprint.to_string(),
+        );
+        self.revoke::<CertRecord>(
+            "certs revoke",
+            cert_key(fingerprint),
+            reason,
+            now,
+            event,
+            || IdentityError::UnknownCertificate(*fingerprint),
+        )
     }
 
-    /// Marks the record at `key` revoked, once.
+    /// Marks the record at `key` revoked, once, recording `event` (with the
+    /// reason) in the audit log.
     fn revoke<R: Revocable>(
         &self,
         purpose: &str,
         key: String,
         reason: &str,
         now: SystemTime,
+        event: AuditEvent,
         unknown: impl FnOnce() -> IdentityError,
     ) -> Result<RevokeOutcome, IdentityError> {
         self.mutate(purpose, |m| {
@@ -648,10 +685,9 @@ impl IdentityManager {
             };
             *record.revocation() = Some(revocation.clone());
             let value = encode(&key, &record)?;
-            Ok((
-                vec![Write::put(key, value, Some(version))],
-                RevokeOutcome::Revoked(revocation),
-            ))
+            let mut writes = vec![Write::put(key, value, Some(version))];
+            m.audit(vec![event.clone().with("reason", reason)], now, &mut writes)?;
+            Ok((writes, RevokeOutcome::Revoked(revocation)))
         })
     }
 
@@ -761,11 +797,14 @@ impl Planner<'_> {
     /// device.
     pub(super) fn plan_enroll(
         &self,
-        public_key: &DevicePublicKey,
-        name: &str,
-        capabilities: &[String],
+        NewDevice {
+            public_key,
+            name,
+            capabilities,
+        }: NewDevice<'_>,
         now: SystemTime,
         issued: Option<IssuedCertificate>,
+        (actor, events): (&Actor, &mut Vec<AuditEvent>),
         writes: &mut Vec<Write>,
     ) -> Result<Enrolled, IdentityError> {
         let device_id = public_key.device_id();
@@ -790,10 +829,14 @@ impl Planner<'_> {
                     revoked: None,
                 };
                 writes.push(Write::put(dkey.clone(), encode(&dkey, &record)?, None));
+                events.push(
+                    AuditEvent::new(actor, AuditAction::DeviceEnrolled, device_id.to_string())
+                        .with("name", name),
+                );
                 record
             }
         };
-        let certificate = self.issue_for(&device, now, issued, writes)?;
+        let certificate = self.issue_for(&device, now, issued, (actor, events), writes)?;
         Ok(Enrolled {
             device,
             certificate,
@@ -802,12 +845,13 @@ impl Planner<'_> {
 
     /// Inside a mutation: the write that records a certificate for
     /// `device`, issued now unless `issued` holds one signed ahead for its
-    /// key at `now`.
+    /// key at `now`, and the audit event that says `actor` had it issued.
     pub(super) fn issue_for(
         &self,
         device: &DeviceRecord,
         now: SystemTime,
         issued: Option<IssuedCertificate>,
+        (actor, events): (&Actor, &mut Vec<AuditEvent>),
         writes: &mut Vec<Write>,
     ) -> Result<IssuedCertificate, IdentityError> {
         let cert = match issued {
@@ -829,6 +873,15 @@ impl Planner<'_> {
         };
         let key = cert_key(&cert.fingerprint);
         writes.push(Write::put(key.clone(), encode(&key, &record)?, None));
+        events.push(
+            AuditEvent::new(
+                actor,
+                AuditAction::CertificateIssued,
+                cert.fingerprint.to_string(),
+            )
+            .with("device_id", device.device_id.to_string())
+            .with("serial", cert.serial_hex.clone()),
+        );
         Ok(cert)
     }
 }

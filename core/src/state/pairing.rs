@@ -15,12 +15,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use keygate_sdk::Version;
+use keygate_sdk::{PairingMethod, Version};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::IdentityError;
-use super::manager::{IdentityManager, Listing, Write};
+use super::audit::{Actor, AuditAction, AuditEvent};
+use super::manager::{IdentityManager, Listing, NewDevice, Write};
 use super::plan::Planner;
 use super::records::{DeviceRecord, device_key};
 use crate::ca::IssuedCertificate;
@@ -280,15 +281,15 @@ enum RequestDecided {
 pub enum Verdict {
     /// No decision: the request waits for an operator.
     Pending,
-    /// Approved by `by` (`policy(<name>)`).
+    /// Approved by `by` (a policy).
     Approve {
         /// Who decided.
-        by: String,
+        by: Actor,
     },
     /// Rejected by `by`, with the reason the device is told.
     Reject {
         /// Who decided.
-        by: String,
+        by: Actor,
         /// Why.
         reason: String,
     },
@@ -326,6 +327,26 @@ fn is_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The audit event of a request filed, by the device that filed it.
+fn filed(record: &ApprovalRecord) -> AuditEvent {
+    AuditEvent::new(
+        &Actor::device(&record.device_id),
+        AuditAction::RequestFiled,
+        record.id.clone(),
+    )
+    .with("device_id", record.device_id.to_string())
+    .with("name", record.device_name.clone())
+    .with("method", PairingMethod::from(record.method).as_str())
+    .with("remote_addr", record.remote_addr.clone())
+}
+
+/// The audit event of a request rejected.
+fn rejected(record: &ApprovalRecord, by: &Actor, reason: &str) -> AuditEvent {
+    AuditEvent::new(by, AuditAction::RequestRejected, record.id.clone())
+        .with("device_id", record.device_id.to_string())
+        .with("reason", reason)
 }
 
 fn session_key(id: &str) -> String {
@@ -397,6 +418,7 @@ impl IdentityManager {
         ttl: Duration,
         max_attempts: u32,
         now: SystemTime,
+        actor: &Actor,
     ) -> Result<PairingSession, IdentityError> {
         let session = PairingSession {
             id: random_id(),
@@ -418,10 +440,12 @@ impl IdentityManager {
                 }
             }
             let key = session_key(&session.id);
-            Ok((
-                vec![Write::put(key.clone(), json(&key, &session)?, None)],
-                (),
-            ))
+            let mut writes = vec![Write::put(key.clone(), json(&key, &session)?, None)];
+            let event = AuditEvent::new(actor, AuditAction::CodeMinted, session.id.clone())
+                .with("method", PairingMethod::from(method).as_str())
+                .with("expires_at", session.expires_at.to_string());
+            m.audit(vec![event], now, &mut writes)?;
+            Ok((writes, ()))
         })?;
         Ok(session)
     }
@@ -602,21 +626,29 @@ impl IdentityManager {
             m.refuse_revoked(&record.device_id)?;
             let mut record = record.clone();
             let mut writes = vec![Write::delete(key, version)];
+            let mut events = vec![filed(&record)];
             match &verdict {
                 Verdict::Pending => {}
-                Verdict::Approve { by } => {
-                    m.approve_into(&mut record, by, now, issued.clone(), &mut writes)?
-                }
+                Verdict::Approve { by } => m.approve_into(
+                    &mut record,
+                    by,
+                    now,
+                    issued.clone(),
+                    &mut events,
+                    &mut writes,
+                )?,
                 Verdict::Reject { by, reason } => {
                     record.decision = ApprovalState::Rejected {
                         at: unix_secs(now),
-                        by: by.clone(),
+                        by: by.to_string(),
                         reason: reason.clone(),
-                    }
+                    };
+                    events.push(rejected(&record, by, reason));
                 }
             }
             let akey = approval_key(&record.id);
             writes.push(Write::put(akey.clone(), json(&akey, &record)?, None));
+            m.audit(events, now, &mut writes)?;
             Ok((writes, Ok(record)))
         })
     }
@@ -658,10 +690,9 @@ impl IdentityManager {
         self.mutate("approval request", |m| {
             m.refuse_revoked(&record.device_id)?;
             let key = approval_key(&record.id);
-            Ok((
-                vec![Write::put(key.clone(), json(&key, &record)?, None)],
-                (),
-            ))
+            let mut writes = vec![Write::put(key.clone(), json(&key, &record)?, None)];
+            m.audit(vec![filed(&record)], now, &mut writes)?;
+            Ok((writes, ()))
         })?;
         Ok(record)
     }
@@ -675,7 +706,7 @@ impl IdentityManager {
     pub fn approve_request(
         &self,
         id: &str,
-        by: &str,
+        by: &Actor,
         now: SystemTime,
     ) -> Result<Result<ApprovalRecord, RequestRefusal>, IdentityError> {
         self.mutate("pairing approve", |m| {
@@ -694,21 +725,26 @@ impl IdentityManager {
                 Ok(found) => found,
             };
             let key = approval_key(id);
-            let mut writes = Vec::with_capacity(3);
-            match m.approve_into(&mut record, by, now, None, &mut writes) {
+            let mut writes = Vec::with_capacity(8);
+            let mut events = Vec::with_capacity(3);
+            match m.approve_into(&mut record, by, now, None, &mut events, &mut writes) {
                 Ok(()) => {
                     writes.push(Write::put(key.clone(), json(&key, &record)?, Some(version)));
+                    m.audit(events, now, &mut writes)?;
                     Ok((writes, Ok(record)))
                 }
                 Err(IdentityError::DeviceRevoked { device_id, reason }) => {
+                    let why = format!("the device is revoked ({reason})");
                     record.decision = ApprovalState::Rejected {
                         at: unix_secs(now),
-                        by: by.to_owned(),
-                        reason: format!("the device is revoked ({reason})"),
+                        by: by.to_string(),
+                        reason: why.clone(),
                     };
                     let value = json(&key, &record)?;
+                    let mut writes = vec![Write::put(key, value, Some(version))];
+                    m.audit(vec![rejected(&record, by, &why)], now, &mut writes)?;
                     Ok((
-                        vec![Write::put(key, value, Some(version))],
+                        writes,
                         Err(RequestRefusal::DeviceRevoked {
                             id: id.to_owned(),
                             device_id,
@@ -726,7 +762,7 @@ impl IdentityManager {
     pub fn reject_request(
         &self,
         id: &str,
-        by: &str,
+        by: &Actor,
         reason: &str,
         now: SystemTime,
     ) -> Result<Result<ApprovalRecord, RequestRefusal>, IdentityError> {
@@ -747,12 +783,14 @@ impl IdentityManager {
             };
             record.decision = ApprovalState::Rejected {
                 at: unix_secs(now),
-                by: by.to_owned(),
+                by: by.to_string(),
                 reason: reason.to_owned(),
             };
             let key = approval_key(id);
             let value = json(&key, &record)?;
-            Ok((vec![Write::put(key, value, Some(version))], Ok(record)))
+            let mut writes = vec![Write::put(key, value, Some(version))];
+            m.audit(vec![rejected(&record, by, reason)], now, &mut writes)?;
+            Ok((writes, Ok(record)))
         })
     }
 
@@ -780,22 +818,30 @@ impl Planner<'_> {
     fn approve_into(
         &self,
         record: &mut ApprovalRecord,
-        by: &str,
+        by: &Actor,
         now: SystemTime,
         issued: Option<IssuedCertificate>,
+        events: &mut Vec<AuditEvent>,
         writes: &mut Vec<Write>,
     ) -> Result<(), IdentityError> {
+        events.push(
+            AuditEvent::new(by, AuditAction::RequestApproved, record.id.clone())
+                .with("device_id", record.device_id.to_string()),
+        );
         let enrolled = self.plan_enroll(
-            &record.public_key,
-            &record.device_name,
-            &record.capabilities,
+            NewDevice {
+                public_key: &record.public_key,
+                name: &record.device_name,
+                capabilities: &record.capabilities,
+            },
             now,
             issued,
+            (by, events),
             writes,
         )?;
         record.decision = ApprovalState::Approved {
             at: unix_secs(now),
-            by: by.to_owned(),
+            by: by.to_string(),
         };
         record.certificate = Some(RequestCertificate {
             fingerprint: enrolled.certificate.fingerprint,
@@ -895,6 +941,7 @@ mod tests {
             10 * MINUTE,
             attempts,
             now,
+            &crate::state::Actor::cli(),
         )
         .unwrap()
     }
@@ -1040,6 +1087,7 @@ mod tests {
                 10 * MINUTE,
                 5,
                 now,
+                &crate::state::Actor::cli(),
             )
             .unwrap();
         assert_eq!(
@@ -1065,6 +1113,7 @@ mod tests {
                 10 * MINUTE,
                 5,
                 now,
+                &crate::state::Actor::cli(),
             )
             .unwrap();
         assert!(m.pairing_session(&s.id, now + 9 * MINUTE).unwrap().is_ok());
@@ -1114,7 +1163,7 @@ mod tests {
         );
 
         let approved = m
-            .approve_request(&a.id, "operator:alice", now)
+            .approve_request(&a.id, &crate::state::Actor::operator("alice"), now)
             .unwrap()
             .unwrap();
         assert_eq!(approved.status(now), RequestStatus::Approved);
@@ -1133,7 +1182,7 @@ mod tests {
         // A retry (a device that lost its connection, a second click) gets
         // the same certificate; nothing new is issued.
         let again = m
-            .approve_request(&a.id, "operator:bob", now)
+            .approve_request(&a.id, &crate::state::Actor::operator("bob"), now)
             .unwrap()
             .unwrap();
         assert_eq!(again, approved);
@@ -1148,7 +1197,12 @@ mod tests {
         let now = SystemTime::now();
         let a = file(&m, 1, now);
         let rejected = m
-            .reject_request(&a.id, "operator:alice", "not ours", now)
+            .reject_request(
+                &a.id,
+                &crate::state::Actor::operator("alice"),
+                "not ours",
+                now,
+            )
             .unwrap()
             .unwrap();
         assert_eq!(rejected.status(now), RequestStatus::Rejected);
@@ -1157,7 +1211,7 @@ mod tests {
             ApprovalState::Rejected { reason, by, .. } if reason == "not ours" && by == "operator:alice"
         ));
         assert_eq!(
-            m.approve_request(&a.id, "operator:bob", now)
+            m.approve_request(&a.id, &crate::state::Actor::operator("bob"), now)
                 .unwrap()
                 .unwrap_err(),
             RequestRefusal::AlreadyDecided {
@@ -1171,17 +1225,19 @@ mod tests {
         );
         assert_eq!(certificates_of(&m, &a.device_id), 0);
         assert_eq!(
-            m.reject_request(&a.id, "x", "again", now).unwrap().unwrap(),
+            m.reject_request(&a.id, &crate::state::Actor::operator("x"), "again", now)
+                .unwrap()
+                .unwrap(),
             rejected,
             "rejecting again changes nothing"
         );
 
         let b = file(&m, 2, now);
-        m.approve_request(&b.id, "policy(pin-qr)", now)
+        m.approve_request(&b.id, &crate::state::Actor::policy("pin-qr"), now)
             .unwrap()
             .unwrap();
         assert_eq!(
-            m.reject_request(&b.id, "operator:alice", "late", now)
+            m.reject_request(&b.id, &crate::state::Actor::operator("alice"), "late", now)
                 .unwrap()
                 .unwrap_err(),
             RequestRefusal::AlreadyDecided {
@@ -1205,13 +1261,13 @@ mod tests {
         );
         assert_eq!(a.status(later), RequestStatus::Expired);
         assert_eq!(
-            m.approve_request(&a.id, "operator:alice", later)
+            m.approve_request(&a.id, &crate::state::Actor::operator("alice"), later)
                 .unwrap()
                 .unwrap_err(),
             RequestRefusal::Expired(a.id.clone())
         );
         assert_eq!(
-            m.reject_request(&a.id, "operator:alice", "x", later)
+            m.reject_request(&a.id, &crate::state::Actor::operator("alice"), "x", later)
                 .unwrap()
                 .unwrap_err(),
             RequestRefusal::Expired(a.id.clone())
@@ -1219,7 +1275,7 @@ mod tests {
         assert!(m.device(&a.device_id).unwrap().is_none());
         let unknown = "0".repeat(32);
         assert_eq!(
-            m.approve_request(&unknown, "operator:alice", now)
+            m.approve_request(&unknown, &crate::state::Actor::operator("alice"), now)
                 .unwrap()
                 .unwrap_err(),
             RequestRefusal::Unknown(unknown)
@@ -1234,12 +1290,20 @@ mod tests {
         let a = file(&m, 4, now);
         // The device was enrolled before and is revoked after filing.
         let key = crate::identity::DeviceKey::from_seed(&[4; 32]);
-        m.enroll(&key.public_key(), "old", &[], now).unwrap();
-        m.revoke_device(&a.device_id, "stolen", now).unwrap();
+        m.enroll(
+            &key.public_key(),
+            "old",
+            &[],
+            now,
+            &crate::state::Actor::cli(),
+        )
+        .unwrap();
+        m.revoke_device(&a.device_id, "stolen", now, &crate::state::Actor::cli())
+            .unwrap();
         let before = certificates_of(&m, &a.device_id);
 
         let refusal = m
-            .approve_request(&a.id, "operator:alice", now)
+            .approve_request(&a.id, &crate::state::Actor::operator("alice"), now)
             .unwrap()
             .unwrap_err();
         assert!(
@@ -1272,10 +1336,24 @@ mod tests {
         let a = mint(&m, 5, now);
         let b = mint(&m, 1, now);
         let qr = m
-            .create_pairing_session(Method::Qr, Zeroizing::new("00".repeat(16)), MINUTE, 5, now)
+            .create_pairing_session(
+                Method::Qr,
+                Zeroizing::new("00".repeat(16)),
+                MINUTE,
+                5,
+                now,
+                &crate::state::Actor::cli(),
+            )
             .unwrap();
         let short = m
-            .create_pairing_session(Method::Pin, Zeroizing::new("11".into()), MINUTE, 5, now)
+            .create_pairing_session(
+                Method::Pin,
+                Zeroizing::new("11".into()),
+                MINUTE,
+                5,
+                now,
+                &crate::state::Actor::cli(),
+            )
             .unwrap();
 
         let mut ids: Vec<String> = m
@@ -1329,13 +1407,13 @@ mod tests {
             assert!(m.consume_pairing_session(bad, now).unwrap().is_err());
             assert_eq!(m.approval(bad).unwrap(), None);
             assert_eq!(
-                m.approve_request(bad, "operator:x", now)
+                m.approve_request(bad, &crate::state::Actor::operator("x"), now)
                     .unwrap()
                     .unwrap_err(),
                 RequestRefusal::Unknown(bad.to_owned())
             );
             assert_eq!(
-                m.reject_request(bad, "operator:x", "r", now)
+                m.reject_request(bad, &crate::state::Actor::operator("x"), "r", now)
                     .unwrap()
                     .unwrap_err(),
                 RequestRefusal::Unknown(bad.to_owned())
@@ -1387,7 +1465,14 @@ mod tests {
             mint(&m, 5, now);
         }
         let err = m
-            .create_pairing_session(Method::Pin, Zeroizing::new("1".into()), MINUTE, 5, now)
+            .create_pairing_session(
+                Method::Pin,
+                Zeroizing::new("1".into()),
+                MINUTE,
+                5,
+                now,
+                &crate::state::Actor::cli(),
+            )
             .unwrap_err();
         assert!(
             matches!(
@@ -1400,8 +1485,15 @@ mod tests {
             "{err}"
         );
         // QR codes are looked up by id: no such limit.
-        m.create_pairing_session(Method::Qr, Zeroizing::new("1".into()), MINUTE, 5, now)
-            .unwrap();
+        m.create_pairing_session(
+            Method::Qr,
+            Zeroizing::new("1".into()),
+            MINUTE,
+            5,
+            now,
+            &crate::state::Actor::cli(),
+        )
+        .unwrap();
         // Once the PIN codes expire, minting works again.
         m.create_pairing_session(
             Method::Pin,
@@ -1409,6 +1501,7 @@ mod tests {
             MINUTE,
             5,
             now + 11 * MINUTE,
+            &crate::state::Actor::cli(),
         )
         .unwrap();
     }
@@ -1453,7 +1546,7 @@ mod tests {
         mint(&m, 5, now);
         mint(&m, 5, now);
         let attempts = m.begin_pin_attempts(now).unwrap();
-        let by = "policy(pin-qr)".to_owned();
+        let by = crate::state::Actor::policy("pin-qr");
         let approved = m
             .complete_pairing(
                 &attempts[0],
@@ -1464,7 +1557,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(approved.status(now), RequestStatus::Approved);
-        assert!(matches!(&approved.decision, ApprovalState::Approved { by: b, .. } if *b == by));
+        assert!(
+            matches!(&approved.decision, ApprovalState::Approved { by: b, .. } if b == by.as_str())
+        );
         let cert = approved
             .certificate
             .as_ref()
@@ -1473,7 +1568,9 @@ mod tests {
         assert_eq!(record.device_id, approved.device_id);
         assert!(m.device(&approved.device_id).unwrap().is_some(), "enrolled");
         // Approving it again returns the same: nothing is issued twice.
-        let again = m.approve_request(&approved.id, "operator:x", now).unwrap();
+        let again = m
+            .approve_request(&approved.id, &crate::state::Actor::operator("x"), now)
+            .unwrap();
         assert_eq!(again.unwrap(), approved);
         assert_eq!(m.certificates().unwrap().records.len(), 1);
 
@@ -1505,8 +1602,16 @@ mod tests {
         let m = manager(dir.path());
         let now = SystemTime::now();
         let key = crate::identity::DeviceKey::from_seed(&[3; 32]);
-        m.enroll(&key.public_key(), "old", &[], now).unwrap();
-        m.revoke_device(&key.device_id(), "stolen", now).unwrap();
+        m.enroll(
+            &key.public_key(),
+            "old",
+            &[],
+            now,
+            &crate::state::Actor::cli(),
+        )
+        .unwrap();
+        m.revoke_device(&key.device_id(), "stolen", now, &crate::state::Actor::cli())
+            .unwrap();
         let s = mint(&m, 5, now);
         let attempts = m.begin_pin_attempts(now).unwrap();
         let err = m
@@ -1526,8 +1631,16 @@ mod tests {
         let m = manager(dir.path());
         let key = crate::identity::DeviceKey::from_seed(&[7; 32]);
         let now = SystemTime::now();
-        m.enroll(&key.public_key(), "old", &[], now).unwrap();
-        m.revoke_device(&key.device_id(), "stolen", now).unwrap();
+        m.enroll(
+            &key.public_key(),
+            "old",
+            &[],
+            now,
+            &crate::state::Actor::cli(),
+        )
+        .unwrap();
+        m.revoke_device(&key.device_id(), "stolen", now, &crate::state::Actor::cli())
+            .unwrap();
         let request = NewApproval {
             public_key: key.public_key(),
             device_name: "again".into(),

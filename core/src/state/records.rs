@@ -16,6 +16,11 @@
 //!
 //! | `identity/pairing/<id>` | [`PairingSession`](super::pairing::PairingSession): a minted code |
 //! | `identity/approvals/<id>` | [`ApprovalRecord`](super::pairing::ApprovalRecord) |
+//! | `identity/audit/<seq>` | [`AuditEntry`](super::audit::AuditEntry): one state change, hash-chained |
+//! | `identity/operators/<name>` | [`OperatorRecord`](super::operators::OperatorRecord) |
+//! | `identity/operator-tokens/<hash>` | [`TokenRecord`](super::operators::TokenRecord) |
+//! | `identity/operator-token-key` | the key of the operators' token hashes |
+//! | `identity/audit-head` | [`AuditHead`](super::audit::AuditHead): the audit log's last entry |
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;

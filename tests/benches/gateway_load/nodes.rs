@@ -80,7 +80,13 @@ impl Fleet {
             let seed: [u8; 32] = sha2::Sha256::digest(format!("load-node-{i}")).into();
             let key = DeviceKey::from_seed(&seed);
             let enrolled = manager
-                .enroll(&key.public_key(), &format!("load-{i}"), &[], now)
+                .enroll(
+                    &key.public_key(),
+                    &format!("load-{i}"),
+                    &[],
+                    now,
+                    &keygate_core::state::Actor::cli(),
+                )
                 .unwrap_or_else(|e| panic!("enrolling node {i}: {e}"));
             let device_id = key.device_id().to_string();
             let node = Node {
