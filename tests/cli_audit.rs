@@ -84,6 +84,7 @@ fn operators_are_added_with_a_token_shown_once_listed_and_revoked_and_each_step_
         .unwrap()
         .iter()
         .map(|e| {
+            let e = &e["events"][0];
             (
                 e["action"].as_str().unwrap().to_owned(),
                 e["actor"].as_str().unwrap().to_owned(),
@@ -129,7 +130,7 @@ fn audit_verify_names_an_entry_edited_in_the_store() {
     let key = audit_key(2);
     let stored = host.store.get(&key).unwrap().unwrap();
     let mut entry: AuditEntry = serde_json::from_slice(&stored.value).unwrap();
-    entry.subject = "mallory".into();
+    entry.events[0].subject = "mallory".into();
     host.store
         .put(
             &key,

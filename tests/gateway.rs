@@ -383,7 +383,12 @@ fn qr_pairing_with_auto_approve_needs_only_the_uri() {
     // The audit log says who did each step, and what code the gateway
     // runs: the plugins are linked into the keygate executable.
     let audit = json(&gw.config, &["audit", "list", "--json"]);
-    let entries = audit.as_array().unwrap();
+    let entries: Vec<&serde_json::Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["events"].as_array().unwrap())
+        .collect();
     let by = |action: &str| -> Vec<(String, String)> {
         entries
             .iter()
@@ -413,6 +418,7 @@ fn qr_pairing_with_auto_approve_needs_only_the_uri() {
     let exe = sha2::Sha256::digest(std::fs::read(keygate_bin()).unwrap());
     let loaded: Vec<&serde_json::Value> = entries
         .iter()
+        .copied()
         .filter(|e| e["action"] == "plugin_loaded")
         .collect();
     let slots: Vec<&str> = loaded
@@ -432,7 +438,7 @@ fn qr_pairing_with_auto_approve_needs_only_the_uri() {
         &["devices", "revoke", &device_id, "--reason", "test"],
     );
     let audit = json(&gw.config, &["audit", "list", "--json"]);
-    let last = audit.as_array().unwrap().last().unwrap().clone();
+    let last = audit.as_array().unwrap().last().unwrap()["events"][0].clone();
     assert_eq!(last["action"], "device_revoked");
     assert_eq!(last["actor"], cli.as_str());
     assert_eq!(last["details"]["reason"], "test");

@@ -12,7 +12,8 @@ use super::format::{print_json, rfc3339};
 /// Audit log commands.
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// List every entry, oldest first.
+    /// List every change, oldest first (one line per change; an entry
+    /// holds the changes of one state mutation).
     List {
         /// Print JSON: each entry as stored (its hashes included), so a
         /// copy kept elsewhere pins what the log held.
@@ -56,17 +57,19 @@ pub fn run(cmd: AuditCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
                     "SUBJECT"
                 );
                 for e in &entries {
-                    let details: Vec<String> =
-                        e.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    outln!(
-                        "{:>6}  {:<20}  {:<20}  {:<32}  {:<36}  {}",
-                        e.seq,
-                        rfc3339(e.at),
-                        e.action.as_str(),
-                        e.actor,
-                        e.subject,
-                        details.join(" ")
-                    );
+                    for v in &e.events {
+                        let details: Vec<String> =
+                            v.details.iter().map(|(k, x)| format!("{k}={x}")).collect();
+                        outln!(
+                            "{:>6}  {:<20}  {:<20}  {:<32}  {:<36}  {}",
+                            e.seq,
+                            rfc3339(e.at),
+                            v.action.as_str(),
+                            v.actor,
+                            v.subject,
+                            details.join(" ")
+                        );
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

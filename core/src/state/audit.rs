@@ -6,8 +6,8 @@
 //! | `identity/audit/<seq>` (20 digits) | [`AuditEntry`] |
 //! | `identity/audit-head` | [`AuditHead`]: the last entry's number and hash |
 //!
-//! An entry is written by the mutation whose change it records, with that
-//! mutation's other records (one batch on a store with the batch
+//! An entry holds the changes ([`AuditEvent`]s) of one mutation and is
+//! written by that mutation, with its other records (one batch on a store with the batch
 //! capability), so no change commits without its entry and no entry
 //! without its change. Each entry holds the SHA-256 of the one before it
 //! (`prev`; 64 zeros for the first) and its own (`hash`, over every other
@@ -55,7 +55,8 @@ pub fn audit_key(seq: u64) -> String {
 }
 
 /// Who made a change, as the audit log and decisions name them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Actor(String);
 
 impl Actor {
@@ -151,8 +152,12 @@ impl AuditAction {
     }
 }
 
-/// A change to record, before it has its place in the chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One change: who did what to what. An entry holds the events of one
+/// mutation (a pairing approved by a policy is a request filed by the
+/// device, approved by the policy, a device enrolled and a certificate
+/// issued).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditEvent {
     /// Who made it.
     pub actor: Actor,
@@ -182,7 +187,7 @@ impl AuditEvent {
     }
 }
 
-/// One entry of the log.
+/// One entry of the log: the changes one mutation made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEntry {
@@ -190,14 +195,8 @@ pub struct AuditEntry {
     pub seq: u64,
     /// When, in unix seconds.
     pub at: u64,
-    /// Who ([`Actor`]).
-    pub actor: String,
-    /// What.
-    pub action: AuditAction,
-    /// To what.
-    pub subject: String,
-    /// The rest.
-    pub details: BTreeMap<String, String>,
+    /// What was done, in order.
+    pub events: Vec<AuditEvent>,
     /// The hash of the entry before (hex), or [`GENESIS`].
     pub prev: String,
     /// SHA-256 (hex) over every field above.
@@ -209,10 +208,7 @@ pub struct AuditEntry {
 struct Hashed<'a> {
     seq: u64,
     at: u64,
-    actor: &'a str,
-    action: AuditAction,
-    subject: &'a str,
-    details: &'a BTreeMap<String, String>,
+    events: &'a [AuditEvent],
     prev: &'a str,
 }
 
@@ -222,13 +218,10 @@ impl AuditEntry {
         let hashed = Hashed {
             seq: self.seq,
             at: self.at,
-            actor: &self.actor,
-            action: self.action,
-            subject: &self.subject,
-            details: &self.details,
+            events: &self.events,
             prev: &self.prev,
         };
-        // Serializing plain strings, numbers and a sorted map cannot fail.
+        // Serializing plain strings, numbers and sorted maps cannot fail.
         let bytes = serde_json::to_vec(&hashed).unwrap_or_default();
         let mut digest = Sha256::new();
         digest.update(DOMAIN);
@@ -236,14 +229,11 @@ impl AuditEntry {
         hex::encode(digest.finalize())
     }
 
-    fn chained(seq: u64, prev: &str, event: AuditEvent, at: u64) -> Self {
+    fn chained(seq: u64, prev: &str, events: Vec<AuditEvent>, at: u64) -> Self {
         let mut entry = Self {
             seq,
             at,
-            actor: event.actor.0,
-            action: event.action,
-            subject: event.subject,
-            details: event.details,
+            events,
             prev: prev.to_owned(),
             hash: String::new(),
         };
@@ -289,9 +279,9 @@ pub enum AuditVerdict {
 }
 
 impl Planner<'_> {
-    /// Appends `events` to the audit log after its end as the group left
-    /// it, adding their writes (the entries and the head) to `writes`, so
-    /// they commit with the mutation.
+    /// Appends `events` to the audit log as one entry after its end as the
+    /// group left it, adding its writes (the entry and the head) to
+    /// `writes`, so they commit with the mutation.
     pub(super) fn audit(
         &self,
         events: Vec<AuditEvent>,
@@ -328,15 +318,14 @@ impl Planner<'_> {
             }
             seq += 1;
         }
-        let at = unix_secs(now);
-        for event in events {
-            seq += 1;
-            let entry = AuditEntry::chained(seq, &prev, event, at);
-            let key = audit_key(seq);
-            writes.push(Write::put(key.clone(), encode(&key, &entry)?, None));
-            prev = entry.hash;
-        }
-        let head = AuditHead { seq, hash: prev };
+        seq += 1;
+        let entry = AuditEntry::chained(seq, &prev, events, unix_secs(now));
+        let key = audit_key(seq);
+        writes.push(Write::put(key.clone(), encode(&key, &entry)?, None));
+        let head = AuditHead {
+            seq,
+            hash: entry.hash,
+        };
         writes.push(Write::put(
             AUDIT_HEAD_KEY.to_owned(),
             encode(AUDIT_HEAD_KEY, &head)?,
@@ -347,7 +336,7 @@ impl Planner<'_> {
 }
 
 impl IdentityManager {
-    /// Records `events` on their own, in one mutation (for changes outside
+    /// Records `events` on their own, as one entry in one mutation (for changes outside
     /// identity state, such as the plugins a gateway started with).
     pub fn record_audit(
         &self,
@@ -505,8 +494,8 @@ mod tests {
         DeviceKey::from_seed(&[n; 32])
     }
 
-    /// Three changes: a device enrolled (2 entries), a code minted and the
-    /// device revoked.
+    /// Four changes, one entry each: a device enrolled (2 events), a code
+    /// minted, a second device enrolled and the first revoked.
     fn changes(m: &IdentityManager) -> DeviceId {
         let now = SystemTime::now();
         let alice = Actor::operator("alice");
@@ -524,6 +513,8 @@ mod tests {
             &Actor::cli(),
         )
         .unwrap();
+        m.enroll(&key(2).public_key(), "scanner", &[], now, &alice)
+            .unwrap();
         m.revoke_device(&id, "lost", now, &alice).unwrap();
         id
     }
@@ -555,21 +546,26 @@ mod tests {
         let entries = m.audit_entries().unwrap();
         let seen: Vec<(u64, &str, AuditAction)> = entries
             .iter()
-            .map(|e| (e.seq, e.actor.as_str(), e.action))
+            .flat_map(|e| e.events.iter().map(|v| (e.seq, v.actor.as_str(), v.action)))
             .collect();
         let cli = Actor::cli();
         assert_eq!(
             seen,
             vec![
                 (1, "operator:alice", AuditAction::DeviceEnrolled),
-                (2, "operator:alice", AuditAction::CertificateIssued),
-                (3, cli.as_str(), AuditAction::CodeMinted),
+                (1, "operator:alice", AuditAction::CertificateIssued),
+                (2, cli.as_str(), AuditAction::CodeMinted),
+                (3, "operator:alice", AuditAction::DeviceEnrolled),
+                (3, "operator:alice", AuditAction::CertificateIssued),
                 (4, "operator:alice", AuditAction::DeviceRevoked),
             ]
         );
-        assert_eq!(entries[0].subject, id.to_string());
+        assert_eq!(entries[0].events[0].subject, id.to_string());
         assert_eq!(
-            entries[3].details.get("reason").map(String::as_str),
+            entries[3].events[0]
+                .details
+                .get("reason")
+                .map(String::as_str),
             Some("lost")
         );
         assert_eq!(entries[0].prev, GENESIS);
@@ -602,7 +598,7 @@ mod tests {
         let (store, m) = manager(dir.path());
         changes(&m);
         let mut entry = m.audit_entries().unwrap()[1].clone();
-        entry.actor = "operator:mallory".into();
+        entry.events[0].actor = Actor::operator("mallory");
         put_raw(&*store, &audit_key(2), &serde_json::to_vec(&entry).unwrap());
         let b = broken(&m);
         assert_eq!((b.seq, b.key.as_str()), (2, audit_key(2).as_str()));
@@ -676,7 +672,11 @@ mod tests {
         let orphan = AuditEntry::chained(
             5,
             &head.hash,
-            AuditEvent::new(&Actor::gateway(), AuditAction::PluginLoaded, "store=x"),
+            vec![AuditEvent::new(
+                &Actor::gateway(),
+                AuditAction::PluginLoaded,
+                "store=x",
+            )],
             1,
         );
         put_raw(
@@ -709,7 +709,11 @@ mod tests {
         let stray = AuditEntry::chained(
             7,
             GENESIS,
-            AuditEvent::new(&Actor::gateway(), AuditAction::PluginLoaded, "forged"),
+            vec![AuditEvent::new(
+                &Actor::gateway(),
+                AuditAction::PluginLoaded,
+                "forged",
+            )],
             1,
         );
         put_raw(&*store, &audit_key(7), &serde_json::to_vec(&stray).unwrap());
@@ -726,7 +730,7 @@ mod tests {
         let entries = m.audit_entries().unwrap();
         assert_eq!(entries.last().unwrap().seq, 8);
         assert_eq!(
-            entries.last().unwrap().action,
+            entries.last().unwrap().events[0].action,
             AuditAction::CertificateRevoked
         );
         let b = broken(&m);
@@ -757,7 +761,7 @@ mod tests {
         });
         assert!(matches!(
             m.verify_audit().unwrap(),
-            AuditVerdict::Intact { entries: 64, .. }
+            AuditVerdict::Intact { entries: 32, .. }
         ));
     }
 }

@@ -303,7 +303,7 @@ mod tests {
         );
         assert!(check_record(CA_KEY, b"{}").is_err());
         assert!(check_record(SNAPSHOT_KEY, b"[]").is_err());
-        let audit = br#"{"seq":2,"at":0,"actor":"gateway","action":"plugin_loaded","subject":"s","details":{},"prev":"p","hash":"h"}"#;
+        let audit = br#"{"seq":2,"at":0,"events":[{"actor":"gateway","action":"plugin_loaded","subject":"s","details":{}}],"prev":"p","hash":"h"}"#;
         assert_eq!(
             check_record("identity/audit/00000000000000000002", audit),
             Ok(())

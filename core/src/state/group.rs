@@ -360,10 +360,10 @@ mod tests {
         });
         assert_eq!(entries(&*store), before + 1, "one entry for the group");
         assert_eq!(store.batches.load(Ordering::SeqCst), 1, "one batch");
-        // Device and certificate of each with their two audit entries, the
-        // audit log's head once, and the change entry last.
+        // Device and certificate of each with its audit entry, the audit
+        // log's head once, and the change entry last.
         let ops = store.last.lock().unwrap().clone();
-        assert_eq!(ops.len(), 32 * 4 + 1 + 1);
+        assert_eq!(ops.len(), 32 * 3 + 1 + 1);
         assert!(ops.last().unwrap().key().starts_with(CHANGES_PREFIX));
         for e in &enrolled {
             assert!(m.device(&e.device.device_id).unwrap().is_some());
@@ -534,8 +534,8 @@ mod tests {
         )
         .unwrap();
         let order = store.1.lock().unwrap().clone();
-        // The entry, device, certificate, two audit entries, audit head.
-        assert_eq!(order.len(), 6, "{order:?}");
+        // The entry, device, certificate, audit entry, audit head.
+        assert_eq!(order.len(), 5, "{order:?}");
         assert!(order[0].starts_with(CHANGES_PREFIX), "{order:?}");
     }
 }

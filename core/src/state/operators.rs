@@ -359,7 +359,7 @@ mod tests {
             .audit_entries()
             .unwrap()
             .into_iter()
-            .map(|e| e.action)
+            .flat_map(|e| e.events.into_iter().map(|v| v.action))
             .collect();
         assert_eq!(
             actions,
