@@ -49,6 +49,8 @@ struct Setup<'a> {
     identity: &'a str,
     /// Lines of `[pairing]`.
     pairing: &'a str,
+    /// Whole tables after the rest.
+    tables: &'a str,
 }
 
 impl Gw {
@@ -62,8 +64,8 @@ impl Gw {
              [plugins.transport]\nuse = \"quic\"\n\
              [gateway]\nlisten = \"127.0.0.1:{port}\"\nadvertise = [\"127.0.0.1\"]\nheartbeat = \"1s\"\n{}\n\
              [identity]\nlock_timeout_secs = 30\n{}\n\
-             [pairing]\n{}\n",
-            setup.auto_approve, setup.gateway, setup.identity, setup.pairing
+             [pairing]\n{}\n{}\n",
+            setup.auto_approve, setup.gateway, setup.identity, setup.pairing, setup.tables
         );
         let config = write_config(dir.path(), &text);
         let client = open_transport(dir.path()).unwrap();
@@ -955,4 +957,415 @@ fn nodes_renew_through_short_lived_certificates_and_the_gateway_renews_its_own()
         first_server_leaf, later_server_leaf,
         "new handshakes get the new certificate"
     );
+}
+
+// ---- the HTTP admin API ---------------------------------------------------
+
+/// A client of the admin API at `base`: every answer, whatever its status.
+struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn new(base: String) -> Api {
+        // A connection per request: the server may close a connection
+        // after answering 401 without reading the body, and a pooled one
+        // reused in that moment would fail the next request.
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_idle_connections(0)
+            .build()
+            .into();
+        Api { base, agent }
+    }
+
+    /// `METHOD path` with `token` (if any) and a JSON `body` (if any):
+    /// status and body (JSON, or a string when it is not).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.base);
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let response = match body {
+            Some(body) => self.agent.run(
+                request
+                    .header("Content-Type", "application/json")
+                    .body(body.to_owned())
+                    .unwrap(),
+            ),
+            None => self.agent.run(request.body(()).unwrap()),
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, value)
+    }
+
+    fn ok(&self, method: &str, path: &str, token: &str, body: Option<&str>) -> serde_json::Value {
+        let (status, value) = self.call(method, path, Some(token), body);
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {value}"
+        );
+        value
+    }
+
+    /// Asserts a 400 whose body names `field`.
+    fn bad(&self, method: &str, path: &str, token: &str, body: &str, field: &str) {
+        let (status, value) = self.call(method, path, Some(token), Some(body));
+        assert_eq!(status, 400, "{method} {path} {body}: {value}");
+        assert_eq!(value["field"], field, "{method} {path} {body}: {value}");
+        assert!(
+            value["message"].as_str().unwrap().contains(field),
+            "{value}"
+        );
+    }
+}
+
+/// Every endpoint that needs a token, with a body it accepts.
+const GUARDED: &[(&str, &str, Option<&str>)] = &[
+    ("GET", "/api/v1/codes", None),
+    ("POST", "/api/v1/codes", Some(r#"{"kind":"pin"}"#)),
+    ("GET", "/api/v1/requests", None),
+    (
+        "POST",
+        "/api/v1/requests/00000000000000000000000000000000/approve",
+        None,
+    ),
+    (
+        "POST",
+        "/api/v1/requests/00000000000000000000000000000000/reject",
+        Some(r#"{"reason":"x"}"#),
+    ),
+    ("GET", "/api/v1/devices", None),
+    (
+        "POST",
+        "/api/v1/devices/kgd1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq/revoke",
+        Some("{}"),
+    ),
+    ("GET", "/api/v1/certificates", None),
+    (
+        "POST",
+        "/api/v1/certificates/0000000000000000000000000000000000000000000000000000000000000000/revoke",
+        Some("{}"),
+    ),
+    ("GET", "/api/v1/nodes", None),
+    (
+        "POST",
+        "/api/v1/nodes/kgd1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq/invoke",
+        Some(r#"{"capability":"echo"}"#),
+    ),
+];
+
+#[test]
+fn the_admin_api_serves_operators_refuses_everyone_else_and_its_decisions_reach_real_devices() {
+    let admin_port = keygate_tests::free_tcp_port();
+    let tables = format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n");
+    let gw = Gw::new(Setup {
+        tables: &tables,
+        ..Setup::default()
+    });
+    let alice = json(&gw.config, &["operators", "add", "alice", "--json"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob = json(&gw.config, &["operators", "add", "bob", "--json"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(&gw.config, &["operators", "revoke", "bob"]);
+    // `start` waits for "gateway ready", logged after the API listens.
+    let gw = gw.start();
+    let api = Api::new(format!("http://127.0.0.1:{admin_port}"));
+
+    // Without a token, with a revoked operator's, with garbage: 401.
+    let forged = format!("kgo_{}", "ab".repeat(32));
+    for (method, path, body) in GUARDED {
+        for token in [None, Some(bob.as_str()), Some(forged.as_str()), Some("")] {
+            let (status, value) = api.call(method, path, token, *body);
+            assert_eq!(status, 401, "{method} {path} with {token:?}: {value}");
+            assert_eq!(value["error"], "unauthorized");
+        }
+    }
+    // Health needs none.
+    assert_eq!(api.call("GET", "/healthz", None, None), (200, "ok".into()));
+    let (status, ready) = api.call("GET", "/readyz", None, None);
+    assert_eq!((status, &ready["ready"]), (200, &true.into()));
+
+    // Codes: minted through the API, listed without their secrets.
+    let qr = api.ok(
+        "POST",
+        "/api/v1/codes",
+        &alice,
+        Some(r#"{"kind":"qr","ttl":"5m"}"#),
+    );
+    assert!(
+        qr["uri"].as_str().unwrap().starts_with("keygate://"),
+        "{}",
+        qr["uri"]
+    );
+    assert!(qr["svg"].as_str().unwrap().contains("<svg"), "{}", qr["id"]);
+    let pin = api.ok("POST", "/api/v1/codes", &alice, Some(r#"{"kind":"pin"}"#));
+    let pin_code = pin["pin"].as_str().unwrap().to_owned();
+    let codes = api.ok("GET", "/api/v1/codes", &alice, None);
+    let listed = codes.to_string();
+    assert_eq!(codes.as_array().unwrap().len(), 2, "{codes}");
+    assert!(
+        !listed.contains(&pin_code) && !listed.contains("keygate://"),
+        "{listed}"
+    );
+    // Malformed bodies: 400 naming the field.
+    api.bad("POST", "/api/v1/codes", &alice, r#"{"kind":"nfc"}"#, "kind");
+    api.bad("POST", "/api/v1/codes", &alice, r#"{}"#, "kind");
+    api.bad(
+        "POST",
+        "/api/v1/codes",
+        &alice,
+        r#"{"kind":"pin","ttl":"forever"}"#,
+        "ttl",
+    );
+    api.bad(
+        "POST",
+        "/api/v1/codes",
+        &alice,
+        r#"{"kind":"pin","ttl":"2d"}"#,
+        "ttl",
+    );
+    api.bad(
+        "POST",
+        "/api/v1/codes",
+        &alice,
+        r#"{"kind":"pin","colour":1}"#,
+        "colour",
+    );
+    let (status, value) = api.call("POST", "/api/v1/codes", Some(&alice), Some("kind=pin"));
+    assert_eq!(status, 400, "{value}");
+
+    // A real device pairs with the PIN; the operator approves it through
+    // the API after comparing check codes; the device gets its certificate.
+    let node_dir = state_dir(&gw, "node");
+    let mut pair = NodeProcess::spawn(
+        &[
+            "node",
+            "pair",
+            "--gateway",
+            &gw.addr,
+            "--state-dir",
+            &node_dir,
+            "--name",
+            "kitchen",
+        ],
+        Some(&pin_code),
+    );
+    let line = pair.wait_for("check code:");
+    let shown = line.split_whitespace().nth(2).unwrap().to_owned();
+    let requests = api.ok("GET", "/api/v1/requests", &alice, None);
+    let request = requests
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "pending")
+        .unwrap_or_else(|| panic!("no pending request: {requests}"))
+        .clone();
+    assert_eq!(request["check_code"], shown.as_str());
+    assert_eq!(request["name"], "kitchen");
+    let id = request["id"].as_str().unwrap();
+    let approved = api.ok(
+        "POST",
+        &format!("/api/v1/requests/{id}/approve"),
+        &alice,
+        None,
+    );
+    assert_eq!(approved["status"], "approved");
+    assert_eq!(approved["decided_by"], "operator:alice");
+    let (code, out, err) = pair.finish();
+    assert_eq!(code, Some(0), "{err}");
+    let device_id = out.trim().to_owned();
+    assert_eq!(device_id, request["device_id"].as_str().unwrap());
+    // The CLI sees the API's decision at once, and the API refuses to
+    // reverse it.
+    let cli_view = json(&gw.config, &["pairing", "list", "--json"]);
+    assert!(
+        cli_view.to_string().contains("operator:alice"),
+        "{cli_view}"
+    );
+    let (status, value) = api.call(
+        "POST",
+        &format!("/api/v1/requests/{id}/reject"),
+        Some(&alice),
+        Some(r#"{"reason":"late"}"#),
+    );
+    assert_eq!(status, 409, "{value}");
+    api.bad(
+        "POST",
+        &format!("/api/v1/requests/{id}/reject"),
+        &alice,
+        "{}",
+        "reason",
+    );
+    let (status, _) = api.call(
+        "POST",
+        "/api/v1/requests/ffffffffffffffffffffffffffffffff/approve",
+        Some(&alice),
+        None,
+    );
+    assert_eq!(status, 404);
+
+    // The node runs; the API lists it and invokes it.
+    let _node = NodeProcess::spawn(
+        &[
+            "node",
+            "run",
+            "--gateway",
+            &gw.addr,
+            "--state-dir",
+            &node_dir,
+        ],
+        None,
+    );
+    gw.wait_node("registered", |n| n["device_id"] == device_id.as_str());
+    let nodes = api.ok("GET", "/api/v1/nodes", &alice, None);
+    assert_eq!(nodes[0]["device_id"], device_id.as_str(), "{nodes}");
+    let echoed = api.ok(
+        "POST",
+        &format!("/api/v1/nodes/{device_id}/invoke"),
+        &alice,
+        Some(r#"{"capability":"echo","payload":"over http"}"#),
+    );
+    assert_eq!(
+        echoed,
+        serde_json::json!({"ok": true, "payload": "over http"})
+    );
+    api.bad(
+        "POST",
+        &format!("/api/v1/nodes/{device_id}/invoke"),
+        &alice,
+        r#"{"capability":"teleport"}"#,
+        "capability",
+    );
+    api.bad(
+        "POST",
+        "/api/v1/nodes/not-an-id/invoke",
+        &alice,
+        r#"{"capability":"echo"}"#,
+        "id",
+    );
+
+    // Devices and certificates; revoking through the API cuts the node off.
+    let devices = api.ok("GET", "/api/v1/devices", &alice, None);
+    assert_eq!(devices[0]["device_id"], device_id.as_str());
+    let certs = api.ok("GET", "/api/v1/certificates", &alice, None);
+    assert_eq!(certs[0]["device_id"], device_id.as_str());
+    api.bad(
+        "POST",
+        "/api/v1/certificates/nope/revoke",
+        &alice,
+        "{}",
+        "fingerprint",
+    );
+    let (status, _) = api.call(
+        "POST",
+        &format!("/api/v1/certificates/{}/revoke", "00".repeat(32)),
+        Some(&alice),
+        Some("{}"),
+    );
+    assert_eq!(status, 404);
+    let revoked = api.ok(
+        "POST",
+        &format!("/api/v1/devices/{device_id}/revoke"),
+        &alice,
+        Some(r#"{"reason":"lost"}"#),
+    );
+    assert_eq!(revoked["outcome"], "revoked");
+    let deadline = Instant::now() + WAIT;
+    while !api
+        .ok("GET", "/api/v1/nodes", &alice, None)
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the revoked node is still listed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let again = api.ok(
+        "POST",
+        &format!("/api/v1/devices/{device_id}/revoke"),
+        &alice,
+        Some("{}"),
+    );
+    assert_eq!(again["outcome"], "already_revoked");
+    assert_eq!(again["reason"], "lost");
+
+    // Everything alice did is hers in the audit log.
+    let audit = json(&gw.config, &["audit", "list", "--json"]);
+    let hers: Vec<String> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["events"].as_array().unwrap().clone())
+        .filter(|v| v["actor"] == "operator:alice")
+        .map(|v| v["action"].as_str().unwrap().to_owned())
+        .collect();
+    for action in [
+        "code_minted",
+        "request_approved",
+        "device_enrolled",
+        "device_revoked",
+    ] {
+        assert!(hers.iter().any(|a| a == action), "{action} in {hers:?}");
+    }
+
+    // The OpenAPI document describes exactly what is served.
+    let (status, doc) = api.call("GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(status, 200);
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/certificates",
+            "/api/v1/certificates/{fingerprint}/revoke",
+            "/api/v1/codes",
+            "/api/v1/devices",
+            "/api/v1/devices/{id}/revoke",
+            "/api/v1/nodes",
+            "/api/v1/nodes/{id}/invoke",
+            "/api/v1/requests",
+            "/api/v1/requests/{id}/approve",
+            "/api/v1/requests/{id}/reject",
+            "/healthz",
+            "/readyz",
+        ]
+    );
+    for (method, path, _) in GUARDED {
+        let templated = path
+            .replace(&"0".repeat(64), "{fingerprint}")
+            .replace(&"0".repeat(32), "{id}")
+            .replace("kgd1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq", "{id}");
+        let op = &doc["paths"][&templated][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {templated} is not documented");
+        assert!(
+            op["responses"]["401"].is_object(),
+            "{method} {templated}: no 401"
+        );
+    }
+    let (status, _) = api.call("GET", "/api/v1/nothing", Some(&alice), None);
+    assert_eq!(status, 404);
 }

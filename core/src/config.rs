@@ -16,6 +16,9 @@
 //! listen = "0.0.0.0:7443"          # IP:PORT the gateway listens on
 //! advertise = ["gw.example.net", "192.0.2.7", "[2001:db8::7]:8443"]   # what QR codes carry
 //!
+//! [admin]                          # the HTTP admin API; off without this table
+//! listen = "127.0.0.1:7800"        # loopback only (no TLS yet)
+//!
 //! [pairing]
 //! pin_digits = 8                   # 6..=12
 //! code_ttl = "10m"                 # 30s..=24h
@@ -116,6 +119,26 @@ pub struct Config {
     pub gateway: GatewaySettings,
     /// `[pairing]`: how pairing codes are minted.
     pub pairing: PairingSettings,
+    /// `[admin]`: the HTTP admin API, when the table is present.
+    pub admin: Option<AdminSettings>,
+}
+
+/// The default `admin.listen`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7800";
+
+/// `[admin]`: where the HTTP admin API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// `listen`: a loopback IP and port (port 0: any free one).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_ADMIN_LISTEN.parse().expect("a valid address"),
+        }
+    }
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -236,6 +259,13 @@ struct RawConfig {
     identity: Option<Spanned<RawIdentity>>,
     gateway: Option<RawGateway>,
     pairing: Option<RawPairing>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +395,7 @@ impl Config {
             Some(table) => ctx.pairing(table)?,
             None => PairingSettings::default(),
         };
+        let admin = raw.admin.map(|table| ctx.admin(table)).transpose()?;
 
         Ok(Config {
             path: path.to_owned(),
@@ -378,6 +409,7 @@ impl Config {
             identity,
             gateway,
             pairing,
+            admin,
         })
     }
 }
@@ -574,6 +606,36 @@ impl Ctx<'_> {
                 ));
             }
             settings.max_frame_len = u32::try_from(len).unwrap_or(DEFAULT_MAX_FRAME_LEN);
+        }
+        Ok(settings)
+    }
+
+    fn admin(&self, raw: RawAdmin) -> Result<AdminSettings, ConfigError> {
+        let mut settings = AdminSettings::default();
+        if let Some(listen) = raw.listen {
+            let at = listen.span().start;
+            let addr: SocketAddr = listen.get_ref().trim().parse().map_err(|_| {
+                self.invalid(
+                    at,
+                    "admin.listen",
+                    format!(
+                        "{:?} is not IP:PORT (e.g. \"127.0.0.1:7800\")",
+                        listen.get_ref()
+                    ),
+                )
+            })?;
+            if !addr.ip().is_loopback() {
+                return Err(self.invalid(
+                    at,
+                    "admin.listen",
+                    format!(
+                        "{addr} is not a loopback address: the admin API is served without \
+                         TLS, so only on 127.0.0.1 or [::1] (reach it from elsewhere through \
+                         an SSH tunnel or a TLS proxy)"
+                    ),
+                ));
+            }
+            settings.listen = addr;
         }
         Ok(settings)
     }

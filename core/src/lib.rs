@@ -5,6 +5,7 @@
 //! crates.
 #![forbid(unsafe_code)]
 
+pub mod admin_api;
 pub mod ca;
 pub mod config;
 pub mod device;

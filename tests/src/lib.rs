@@ -154,6 +154,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (see [`free_port`]).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free TCP port")
+        .port()
+}
+
 /// The config tables `gateway run` needs besides the store: the built-in
 /// `quic` transport, listening on a free loopback port (so tests running
 /// at once never share one).

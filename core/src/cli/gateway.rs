@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use keygate_core::admin_api::{AdminApi, ApiState};
 use keygate_core::gateway::admin::AdminServer;
 use keygate_core::gateway::{DEFAULT_WORKERS, Gateway, GatewayOptions};
 use keygate_core::pairing::gateway::{PairingService, PolicySlot, ServiceSettings};
@@ -99,6 +100,37 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
         }
     };
 
+    let http = match &config.admin {
+        Some(settings) => {
+            let state = ApiState {
+                identity: manager.clone(),
+                gateway: gateway.clone(),
+                pairing: config.pairing.clone(),
+                advertise: config.gateway.advertise.clone(),
+            };
+            match AdminApi::start(settings, state) {
+                Ok(api) => {
+                    tracing::info!(
+                        "admin API listening on http://{} (OpenAPI document at /api/v1/openapi.json)",
+                        api.local_addr()
+                    );
+                    Some(api)
+                }
+                Err(e) => {
+                    admin.stop();
+                    gateway.shutdown();
+                    return Err(e).with_context(|| {
+                        format!(
+                            "gateway not started: the admin API cannot listen on {}",
+                            settings.listen
+                        )
+                    });
+                }
+            }
+        }
+        None => None,
+    };
+
     // The audit log records what code this gateway runs. Hashing the
     // executable takes a moment: off the start-up path.
     let loaded = host.loaded.clone();
@@ -137,6 +169,9 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
         }
     }
     tracing::info!("gateway stopping: closing connections");
+    if let Some(http) = http {
+        http.stop();
+    }
     admin.stop();
     gateway.shutdown();
     drop(watcher);

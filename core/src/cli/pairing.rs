@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use keygate_core::pairing::{self, PairingUri, QrMatrix};
+use keygate_core::pairing::mint::{self, Minted};
+use keygate_core::pairing::{self, QrMatrix};
 use keygate_core::state::pairing::Method;
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -119,27 +120,18 @@ fn mint(args: MintArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
         .transpose()
         .map_err(|m| anyhow::anyhow!("--ttl: {m}"))?;
     let opened = super::identity::open(config_path)?;
-    let settings = &opened.config.pairing;
-    let ttl = ttl.unwrap_or(settings.code_ttl);
-    let (method, secret) = if args.pin {
-        let pin = pairing::pin::generate(settings.pin_digits, &mut rand::rng())?;
-        (Method::Pin, pin)
-    } else {
-        let mut token = Zeroizing::new([0u8; 16]);
-        rand::Rng::fill_bytes(&mut rand::rng(), &mut *token);
-        (Method::Qr, Zeroizing::new(hex::encode(*token)))
-    };
-    let session = opened
-        .manager
-        .create_pairing_session(
-            method,
-            secret.clone(),
-            ttl,
-            settings.max_attempts,
-            SystemTime::now(),
-            &keygate_core::state::Actor::cli(),
-        )
-        .context("cannot mint a pairing code")?;
+    let method = if args.pin { Method::Pin } else { Method::Qr };
+    let minted = mint::mint(
+        &opened.manager,
+        &opened.config.pairing,
+        &opened.config.gateway.advertise,
+        method,
+        ttl,
+        &keygate_core::state::Actor::cli(),
+        SystemTime::now(),
+    )
+    .context("cannot mint a pairing code")?;
+    let session = minted.session();
     tracing::info!(
         session = %session.id,
         method = ?method,
@@ -148,11 +140,12 @@ fn mint(args: MintArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
     );
     let expires_at = rfc3339(session.expires_at);
 
-    match method {
-        Method::Pin => {
+    match &minted {
+        Minted::Pin { session } => {
+            let secret = &session.secret;
             if args.json {
                 print_json(&MintedView::Pin {
-                    code: &secret,
+                    code: secret,
                     expires_at,
                 })?;
             } else {
@@ -160,21 +153,8 @@ fn mint(args: MintArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
                 outln!("expires_at  {expires_at}");
             }
         }
-        Method::Qr => {
-            let mut session_id = [0u8; 16];
-            hex::decode_to_slice(&session.id, &mut session_id)
-                .context("the pairing session id is not 32 hex digits")?;
-            let mut token = Zeroizing::new([0u8; 16]);
-            hex::decode_to_slice(secret.as_str(), &mut *token)
-                .context("the token is not 32 hex digits")?;
-            let uri = PairingUri {
-                gateways: opened.config.gateway.advertise.clone(),
-                ca_fingerprint: *opened.manager.ca().fingerprint().as_bytes(),
-                session_id,
-                token,
-            }
-            .to_uri();
-            let qr = QrMatrix::encode(&uri)?;
+        Minted::Qr { uri, .. } => {
+            let qr = QrMatrix::encode(uri)?;
             if let Some(path) = &args.png {
                 write_private(path, &qr.to_png()?)?;
             }
@@ -182,10 +162,7 @@ fn mint(args: MintArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
                 write_private(path, qr.to_svg().as_bytes())?;
             }
             if args.json {
-                print_json(&MintedView::Qr {
-                    uri: &uri,
-                    expires_at,
-                })?;
+                print_json(&MintedView::Qr { uri, expires_at })?;
             } else {
                 let drawing = Zeroizing::new(qr.to_terminal());
                 for line in drawing.lines() {

@@ -13,6 +13,7 @@
 //! see `docs/pairing.md` for the operator's view.
 
 pub mod gateway;
+pub mod mint;
 pub mod pin;
 pub mod render;
 pub mod uri;

@@ -729,12 +729,37 @@ mod tests {
         .unwrap();
         let entries = m.audit_entries().unwrap();
         assert_eq!(entries.last().unwrap().seq, 8);
+        // Chained to the last entry that followed, not to the stray.
+        assert_eq!(entries.last().unwrap().prev, entries[5].hash);
         assert_eq!(
             entries.last().unwrap().events[0].action,
             AuditAction::CertificateRevoked
         );
         let b = broken(&m);
         assert_eq!(b.seq, 7);
+    }
+
+    #[test]
+    fn an_action_reads_as_it_is_stored() {
+        use AuditAction::*;
+        for action in [
+            CodeMinted,
+            RequestFiled,
+            RequestApproved,
+            RequestRejected,
+            DeviceEnrolled,
+            CertificateIssued,
+            DeviceRevoked,
+            CertificateRevoked,
+            OperatorAdded,
+            OperatorRevoked,
+            PluginLoaded,
+        ] {
+            assert_eq!(
+                serde_json::to_value(action).unwrap(),
+                serde_json::Value::from(action.as_str())
+            );
+        }
     }
 
     #[test]

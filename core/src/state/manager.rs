@@ -691,6 +691,11 @@ impl IdentityManager {
         })
     }
 
+    /// Whether the store answers with the CA record (a readiness check).
+    pub fn store_answers(&self) -> Result<bool, IdentityError> {
+        Ok(self.store.get(CA_KEY)?.is_some())
+    }
+
     /// One device record.
     pub fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, IdentityError> {
         Ok(self.get_record(&device_key(id))?.map(|(r, _)| r))

@@ -804,6 +804,15 @@ impl IdentityManager {
             .map(|(r, _)| r))
     }
 
+    /// Every pairing session (minted code) that reads, expired ones
+    /// included; unreadable ones are left out (`keygate state check`
+    /// names them).
+    pub fn pairing_sessions(&self) -> Result<Vec<PairingSession>, IdentityError> {
+        Ok(self
+            .all(PAIRING_PREFIX, |id, s: &PairingSession| id == s.id)?
+            .records)
+    }
+
     /// Every approval record, and the ones that cannot be read.
     pub fn approvals(&self) -> Result<Listing<ApprovalRecord>, IdentityError> {
         self.all(APPROVALS_PREFIX, |id, r: &ApprovalRecord| id == r.id)
