@@ -30,6 +30,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody};
+pub use requests::RequestView;
 
 use crate::config::AdminSettings;
 use crate::gateway::Gateway;

@@ -11,23 +11,9 @@ use utoipa::ToSchema;
 use super::auth::Operator;
 use super::error::{ApiError, Body, ErrorBody};
 use super::{ApiState, blocking};
+use crate::gateway::admin::NodeView;
 use crate::identity::DeviceId;
 use keygate_proto::RefusalCode;
-
-/// A connected node.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NodeView {
-    /// Its device id.
-    pub device_id: String,
-    /// Its name.
-    pub name: String,
-    /// The capabilities it registered.
-    pub capabilities: Vec<String>,
-    /// RFC 3339.
-    pub registered_at: String,
-    /// RFC 3339.
-    pub last_heartbeat: String,
-}
 
 /// What to invoke.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -57,19 +43,12 @@ pub async fn list_nodes(
     State(state): State<Arc<ApiState>>,
     _: Operator,
 ) -> Result<Json<Vec<NodeView>>, ApiError> {
-    let time = |t| crate::time::rfc3339(t);
     Ok(Json(
         state
             .gateway
             .nodes()
             .into_iter()
-            .map(|n| NodeView {
-                device_id: n.device_id.to_string(),
-                name: n.name,
-                capabilities: n.capabilities,
-                registered_at: time(n.registered_at),
-                last_heartbeat: time(n.last_heartbeat),
-            })
+            .map(NodeView::from)
             .collect(),
     ))
 }

@@ -14,7 +14,8 @@ use super::error::{ApiError, Body, ErrorBody};
 use super::{ApiState, blocking, rfc3339};
 use crate::state::pairing::{ApprovalRecord, ApprovalState, RequestRefusal};
 
-/// A pairing request. Never a code: a request does not hold one.
+/// A pairing request, as the API answers it and `keygate pairing list
+/// --json` prints it. Never a code: a request does not hold one.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RequestView {
     /// Its id.
@@ -48,7 +49,8 @@ pub struct RequestView {
 }
 
 impl RequestView {
-    fn new(r: &ApprovalRecord, now: SystemTime) -> Self {
+    /// `r` as seen at `now` (its status depends on the time).
+    pub fn new(r: &ApprovalRecord, now: SystemTime) -> Self {
         let (decided_at, decided_by, reason) = match &r.decision {
             ApprovalState::Pending => (None, None, None),
             ApprovalState::Approved { at, by } => (Some(rfc3339(*at)), Some(by.clone()), None),

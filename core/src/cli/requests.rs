@@ -5,59 +5,11 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Context;
+use keygate_core::admin_api::RequestView;
 use keygate_core::state::IdentityManager;
-use keygate_core::state::pairing::{ApprovalRecord, ApprovalState, RequestRefusal};
-use serde::Serialize;
+use keygate_core::state::pairing::{ApprovalRecord, RequestRefusal};
 
-use super::format::{print_json, rfc3339, warn_unreadable};
-
-/// One request as `pairing list` shows it. Codes are never shown: a
-/// request does not hold one.
-#[derive(Serialize)]
-struct RequestView {
-    id: String,
-    device_id: String,
-    name: String,
-    method: &'static str,
-    status: &'static str,
-    check_code: String,
-    remote_addr: String,
-    capabilities: Vec<String>,
-    requested_at: String,
-    expires_at: Option<String>,
-    decided_at: Option<String>,
-    decided_by: Option<String>,
-    reason: Option<String>,
-    certificate_fingerprint: Option<String>,
-}
-
-impl RequestView {
-    fn new(r: &ApprovalRecord, now: SystemTime) -> Self {
-        let (decided_at, decided_by, reason) = match &r.decision {
-            ApprovalState::Pending => (None, None, None),
-            ApprovalState::Approved { at, by } => (Some(rfc3339(*at)), Some(by.clone()), None),
-            ApprovalState::Rejected { at, by, reason } => {
-                (Some(rfc3339(*at)), Some(by.clone()), Some(reason.clone()))
-            }
-        };
-        Self {
-            id: r.id.clone(),
-            device_id: r.device_id.to_string(),
-            name: r.device_name.clone(),
-            method: keygate_sdk::PairingMethod::from(r.method).as_str(),
-            status: r.status(now).as_str(),
-            check_code: r.check_code.clone(),
-            remote_addr: r.remote_addr.clone(),
-            capabilities: r.capabilities.clone(),
-            requested_at: rfc3339(r.requested_at),
-            expires_at: (r.expires_at != u64::MAX).then(|| rfc3339(r.expires_at)),
-            decided_at,
-            decided_by,
-            reason,
-            certificate_fingerprint: r.certificate.as_ref().map(|c| c.fingerprint.to_string()),
-        }
-    }
-}
+use super::format::{print_json, warn_unreadable};
 
 /// `pairing list`: newest first; pending ones with their check code.
 pub fn list(manager: &IdentityManager, json: bool) -> anyhow::Result<ExitCode> {

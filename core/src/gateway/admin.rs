@@ -58,9 +58,9 @@ pub enum Request {
     },
 }
 
-/// A node as the admin socket lists it (and `keygate nodes list --json`
-/// prints it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A node as the admin socket and the HTTP admin API list it (and
+/// `keygate nodes list --json` prints it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeView {
     /// Its device id.
     pub device_id: String,
@@ -72,6 +72,18 @@ pub struct NodeView {
     pub registered_at: String,
     /// Its last heartbeat (RFC 3339, UTC).
     pub last_heartbeat: String,
+}
+
+impl From<crate::node::Node> for NodeView {
+    fn from(n: crate::node::Node) -> Self {
+        Self {
+            device_id: n.device_id.to_string(),
+            name: n.name,
+            capabilities: n.capabilities,
+            registered_at: crate::time::rfc3339(n.registered_at),
+            last_heartbeat: crate::time::rfc3339(n.last_heartbeat),
+        }
+    }
 }
 
 /// A node's answer to an invocation.
@@ -317,17 +329,7 @@ pub fn answer(gateway: &Gateway, request: Request) -> Response {
     match request {
         Request::Nodes {} => Response::Nodes {
             ok: true,
-            nodes: gateway
-                .nodes()
-                .into_iter()
-                .map(|n| NodeView {
-                    device_id: n.device_id.to_string(),
-                    name: n.name,
-                    capabilities: n.capabilities,
-                    registered_at: crate::time::rfc3339(n.registered_at),
-                    last_heartbeat: crate::time::rfc3339(n.last_heartbeat),
-                })
-                .collect(),
+            nodes: gateway.nodes().into_iter().map(NodeView::from).collect(),
         },
         Request::Invoke {
             device_id,

@@ -476,18 +476,9 @@ mod tests {
     use super::*;
     use crate::identity::DeviceKey;
     use crate::state::pairing::Method;
-    use crate::state::{IdentitySettings, StateStore};
 
     fn manager(dir: &std::path::Path) -> (Arc<dyn SecretStore>, IdentityManager) {
-        let store: Arc<dyn SecretStore> = Arc::new(keygate_store_memory::MemoryStore::new());
-        let m = IdentityManager::open(
-            StateStore::plain(store.clone()),
-            dir,
-            IdentitySettings::default(),
-            SystemTime::now(),
-        )
-        .unwrap();
-        (store, m)
+        crate::state::testing::on_memory(dir)
     }
 
     fn key(n: u8) -> DeviceKey {

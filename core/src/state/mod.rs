@@ -28,3 +28,28 @@ pub use manager::{
     StateStore,
 };
 pub use watch::Watcher;
+
+/// Shared by the tests of this module.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use keygate_sdk::SecretStore;
+
+    use super::{IdentityManager, IdentitySettings, StateStore};
+
+    /// A state on a fresh memory store without batches (records written
+    /// one by one), its lock in `dir`; the store too, to look under it.
+    pub(crate) fn on_memory(dir: &std::path::Path) -> (Arc<dyn SecretStore>, IdentityManager) {
+        let store: Arc<dyn SecretStore> = Arc::new(keygate_store_memory::MemoryStore::new());
+        let m = IdentityManager::open(
+            StateStore::plain(store.clone()),
+            dir,
+            IdentitySettings::default(),
+            SystemTime::now(),
+        )
+        .unwrap();
+        (store, m)
+    }
+}

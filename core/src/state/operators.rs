@@ -291,18 +291,9 @@ mod tests {
 
     use super::*;
     use crate::state::audit::AuditVerdict;
-    use crate::state::{IdentitySettings, StateStore};
 
     fn manager(dir: &std::path::Path) -> (Arc<dyn SecretStore>, IdentityManager) {
-        let store: Arc<dyn SecretStore> = Arc::new(keygate_store_memory::MemoryStore::new());
-        let m = IdentityManager::open(
-            StateStore::plain(store.clone()),
-            dir,
-            IdentitySettings::default(),
-            SystemTime::now(),
-        )
-        .unwrap();
-        (store, m)
+        crate::state::testing::on_memory(dir)
     }
 
     #[test]
