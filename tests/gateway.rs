@@ -1096,6 +1096,21 @@ fn the_admin_api_serves_operators_refuses_everyone_else_and_its_decisions_reach_
             assert_eq!(value["error"], "unauthorized");
         }
     }
+    // The scheme's name in any case; another scheme is refused.
+    for (header, status) in [
+        (format!("bearer {alice}"), 200),
+        (format!("BEARER {alice}"), 200),
+        (format!("Basic {alice}"), 401),
+        (alice.clone(), 401),
+    ] {
+        let answer = api
+            .agent
+            .get(format!("{}/api/v1/devices", api.base))
+            .header("Authorization", &header)
+            .call()
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), status, "{header:.12}");
+    }
     // Health needs none.
     assert_eq!(api.call("GET", "/healthz", None, None), (200, "ok".into()));
     let (status, ready) = api.call("GET", "/readyz", None, None);
@@ -1299,11 +1314,12 @@ fn the_admin_api_serves_operators_refuses_everyone_else_and_its_decisions_reach_
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // No body at all: no reason.
     let again = api.ok(
         "POST",
         &format!("/api/v1/devices/{device_id}/revoke"),
         &alice,
-        Some("{}"),
+        None,
     );
     assert_eq!(again["outcome"], "already_revoked");
     assert_eq!(again["reason"], "lost");

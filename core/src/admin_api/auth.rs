@@ -28,11 +28,13 @@ impl FromRequestParts<Arc<ApiState>> for Operator {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("no Authorization: Bearer token"))?;
+        // The scheme's name is case-insensitive (RFC 9110, 11.1).
         let token = header
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header is not `Bearer TOKEN`")
             })?

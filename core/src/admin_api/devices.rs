@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Operator;
-use super::error::{ApiError, Body, ErrorBody};
+use super::error::{ApiError, ErrorBody, OptionalBody};
 use super::{ApiState, blocking, rfc3339};
 use crate::identity::{CertFingerprint, DeviceId};
 use crate::state::RevokeOutcome;
@@ -119,7 +119,7 @@ pub async fn list_devices(
 /// connection closes.
 #[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "devices",
     params(("id" = String, Path, description = "The device id")),
-    request_body(content = RevokeBody, description = "Optional: `{}` revokes without a reason"),
+    request_body(content = Option<RevokeBody>, description = "Optional: no body revokes without a reason"),
     responses((status = 200, body = Revoked), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -127,7 +127,7 @@ pub async fn revoke_device(
     State(state): State<Arc<ApiState>>,
     operator: Operator,
     Path(id): Path<String>,
-    Body(body): Body<RevokeBody>,
+    OptionalBody(body): OptionalBody<RevokeBody>,
 ) -> Result<Json<Revoked>, ApiError> {
     let id = DeviceId::parse(id.trim()).map_err(|e| ApiError::bad_field("id", e.to_string()))?;
     let outcome = blocking(&state, move |s| {
@@ -168,7 +168,7 @@ pub async fn list_certificates(
 /// Revokes one certificate; its device may pair again.
 #[utoipa::path(post, path = "/api/v1/certificates/{fingerprint}/revoke", tag = "certificates",
     params(("fingerprint" = String, Path, description = "SHA-256 of the certificate, 64 hex digits")),
-    request_body(content = RevokeBody, description = "Optional: `{}` revokes without a reason"),
+    request_body(content = Option<RevokeBody>, description = "Optional: no body revokes without a reason"),
     responses((status = 200, body = Revoked), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -176,7 +176,7 @@ pub async fn revoke_certificate(
     State(state): State<Arc<ApiState>>,
     operator: Operator,
     Path(fingerprint): Path<String>,
-    Body(body): Body<RevokeBody>,
+    OptionalBody(body): OptionalBody<RevokeBody>,
 ) -> Result<Json<Revoked>, ApiError> {
     let fp = CertFingerprint::parse(fingerprint.trim())
         .map_err(|e| ApiError::bad_field("fingerprint", e.to_string()))?;

@@ -166,6 +166,32 @@ where
     }
 }
 
+/// A JSON body that may be left out (no body at all reads as the
+/// default); one that is sent is read as [`Body`] reads it.
+pub struct OptionalBody<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for OptionalBody<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+        if bytes.is_empty() {
+            return Ok(OptionalBody(T::default()));
+        }
+        let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+        Body::from_request(req, state)
+            .await
+            .map(|Body(v)| OptionalBody(v))
+    }
+}
+
 /// The field a "missing field `x`" or "unknown field `x`" message names.
 fn missing_field(message: &str) -> Option<String> {
     let rest = message
