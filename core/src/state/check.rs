@@ -322,6 +322,14 @@ mod tests {
             Ok(())
         );
         assert!(check_record(AUDIT_HEAD_KEY, b"{}").is_err());
+        let key = format!(r#"{{"key_hex":"{}"}}"#, "ab".repeat(32));
+        assert_eq!(check_record(TOKEN_KEY_KEY, key.as_bytes()), Ok(()));
+        assert!(
+            check_record(TOKEN_KEY_KEY, br#"{"key_hex":"abcd"}"#)
+                .unwrap_err()
+                .contains("not 32 bytes")
+        );
+        assert!(check_record(TOKEN_KEY_KEY, b"{}").is_err());
         assert!(
             check_record("identity/elsewhere", b"{}")
                 .unwrap_err()
