@@ -6,6 +6,13 @@
 use keygate_core::state::audit::{AUDIT_HEAD_KEY, AuditEntry, audit_key};
 use keygate_tests::{fs_config, json, keygate, ok, open_identity, run};
 
+/// Runs `keygate ARGS`, asserts it failed and said `needle`.
+fn refused(config: &std::path::Path, args: &[&str], needle: &str) {
+    let out = run(keygate(config).args(args));
+    assert!(!out.ok, "keygate {args:?} succeeded");
+    assert!(out.stderr.contains(needle), "{}", out.stderr);
+}
+
 fn cli_actor() -> String {
     format!(
         "cli:{}",
@@ -41,19 +48,15 @@ fn operators_are_added_with_a_token_shown_once_listed_and_revoked_and_each_step_
         "{}",
         human.stdout
     );
-    let again = run(keygate(&config).args(["operators", "add", "alice"]));
-    assert!(!again.ok);
-    assert!(
-        again.stderr.contains("\"alice\" exists already"),
-        "{}",
-        again.stderr
+    refused(
+        &config,
+        &["operators", "add", "alice"],
+        "\"alice\" exists already",
     );
-    let bad = run(keygate(&config).args(["operators", "add", "Alice Smith"]));
-    assert!(!bad.ok);
-    assert!(
-        bad.stderr.contains("operator name \"Alice Smith\""),
-        "{}",
-        bad.stderr
+    refused(
+        &config,
+        &["operators", "add", "Alice Smith"],
+        "operator name \"Alice Smith\"",
     );
 
     ok(
@@ -70,12 +73,10 @@ fn operators_are_added_with_a_token_shown_once_listed_and_revoked_and_each_step_
     assert_eq!(rows[1]["revoked"], false);
     let (_host, m) = open_identity(&config);
     assert_eq!(m.authenticate_operator(&token).unwrap(), None);
-    let unknown = run(keygate(&config).args(["operators", "revoke", "carol"]));
-    assert!(!unknown.ok);
-    assert!(
-        unknown.stderr.contains("no operator \"carol\""),
-        "{}",
-        unknown.stderr
+    refused(
+        &config,
+        &["operators", "revoke", "carol"],
+        "no operator \"carol\"",
     );
 
     let audit = json(&config, &["audit", "list", "--json"]);

@@ -311,6 +311,21 @@ fn pair_with_pin(gw: &Gw, node_dir: &str) -> String {
     device_id
 }
 
+/// `keygate node run` against `gw`, with its state in `node_dir`.
+fn run_node(gw: &Gw, node_dir: &str) -> NodeProcess {
+    NodeProcess::spawn(
+        &[
+            "node",
+            "run",
+            "--gateway",
+            &gw.addr,
+            "--state-dir",
+            node_dir,
+        ],
+        None,
+    )
+}
+
 fn invoke_echo(gw: &Gw, device_id: &str, text: &str) -> String {
     gw.cli(&["nodes", "invoke", device_id, "echo", text])
         .trim()
@@ -325,17 +340,7 @@ fn pin_pairing_approved_by_the_operator_then_the_node_registers_heartbeats_and_e
     let node_dir = state_dir(&gw, "node");
     let device_id = pair_with_pin(&gw, &node_dir);
 
-    let _node = NodeProcess::spawn(
-        &[
-            "node",
-            "run",
-            "--gateway",
-            &gw.addr,
-            "--state-dir",
-            &node_dir,
-        ],
-        None,
-    );
+    let _node = run_node(&gw, &node_dir);
     let first = gw.wait_node("registered", |n| n["device_id"] == device_id.as_str());
     assert_eq!(first["name"], "kitchen");
     assert!(
@@ -1236,17 +1241,7 @@ fn the_admin_api_serves_operators_refuses_everyone_else_and_its_decisions_reach_
     assert_eq!(status, 404);
 
     // The node runs; the API lists it and invokes it.
-    let _node = NodeProcess::spawn(
-        &[
-            "node",
-            "run",
-            "--gateway",
-            &gw.addr,
-            "--state-dir",
-            &node_dir,
-        ],
-        None,
-    );
+    let _node = run_node(&gw, &node_dir);
     gw.wait_node("registered", |n| n["device_id"] == device_id.as_str());
     let nodes = api.ok("GET", "/api/v1/nodes", &alice, None);
     assert_eq!(nodes[0]["device_id"], device_id.as_str(), "{nodes}");

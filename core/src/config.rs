@@ -879,6 +879,33 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_api_is_off_without_its_table_and_listens_on_loopback_only() {
+        let store = "[plugins.store]\nuse = \"memory\"\n";
+        assert_eq!(parse(store).unwrap().admin, None);
+        let on = parse(&format!("{store}[admin]\n")).unwrap();
+        assert_eq!(on.admin, Some(AdminSettings::default()));
+        assert_eq!(on.admin.unwrap().listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        let v6 = parse(&format!("{store}[admin]\nlisten = \"[::1]:0\"\n")).unwrap();
+        assert_eq!(v6.admin.unwrap().listen.to_string(), "[::1]:0");
+        for (listen, says) in [
+            ("0.0.0.0:7800", "is not a loopback address"),
+            ("192.0.2.7:7800", "is not a loopback address"),
+            ("localhost:7800", "is not IP:PORT"),
+            ("127.0.0.1", "is not IP:PORT"),
+        ] {
+            let err = parse(&format!("{store}[admin]\nlisten = \"{listen}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("config.toml:4: admin.listen"), "{err}");
+            assert!(err.contains(says), "{listen}: {err}");
+        }
+        let err = parse(&format!("{store}[admin]\ntls = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4") && err.contains("tls"), "{err}");
+    }
+
+    #[test]
     fn unknown_key_is_refused_with_line_and_key() {
         let err = parse("[plugins.store]\nuse = \"memory\"\nflavour = 1\n")
             .unwrap_err()
