@@ -181,10 +181,7 @@ fn audit_step(hub: &EventHub, identity: &IdentityManager, last: Option<u64>) -> 
     if !hub.listened() {
         return head().or(last);
     }
-    let mut last = match last.or_else(head) {
-        Some(seq) => seq,
-        None => return None,
-    };
+    let mut last = last.or_else(head)?;
     loop {
         match identity.audit_entry(last + 1) {
             Ok(Some(entry)) => {

@@ -164,7 +164,7 @@ impl Worker {
         shared.connections.remove(connection);
         let (left, owed) = {
             let mut runtime = crate::node::lock(&shared.runtime);
-            let left = runtime.node(connection).map(|n| n.device_id.clone());
+            let left = runtime.node(connection).map(|n| n.device_id);
             (left, runtime.disconnected(connection))
         };
         if let Some(device_id) = left {
