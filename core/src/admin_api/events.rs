@@ -86,12 +86,14 @@ pub struct NodeLeftView {
 #[derive(Debug, Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<ApiEvent>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Default for EventHub {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(BACKLOG).0,
+            stop: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 }
@@ -105,6 +107,11 @@ impl EventHub {
     /// Events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<ApiEvent> {
         self.tx.subscribe()
+    }
+
+    /// Ends every stream, now and to come (the API is shutting down).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
     }
 
     /// Whether a stream is open.
@@ -240,21 +247,33 @@ fn resync() -> ApiEvent {
 /// when it lagged, ending at `until`.
 fn stream_of(
     rx: broadcast::Receiver<ApiEvent>,
+    stop: tokio::sync::watch::Receiver<bool>,
     until: Instant,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let open = futures_util::stream::once(async { Ok(Event::default().comment("open")) });
-    open.chain(futures_util::stream::unfold(rx, move |mut rx| async move {
-        let event = match tokio::time::timeout_at(until, rx.recv()).await {
-            Err(_) | Ok(Err(broadcast::error::RecvError::Closed)) => return None,
-            Ok(Ok(event)) => event,
-            Ok(Err(broadcast::error::RecvError::Lagged(_))) => resync(),
-        };
-        let mut sse = Event::default().event(event.name).data(event.data);
-        if let Some(id) = event.id {
-            sse = sse.id(id);
-        }
-        Some((Ok(sse), rx))
-    }))
+    open.chain(futures_util::stream::unfold(
+        (rx, stop),
+        move |(mut rx, mut stop)| async move {
+            let next = tokio::time::timeout_at(until, async {
+                tokio::select! {
+                    event = rx.recv() => Some(event),
+                    _ = stop.wait_for(|stopped| *stopped) => None,
+                }
+            });
+            let event = match next.await {
+                Err(_) | Ok(None) | Ok(Some(Err(broadcast::error::RecvError::Closed))) => {
+                    return None;
+                }
+                Ok(Some(Ok(event))) => event,
+                Ok(Some(Err(broadcast::error::RecvError::Lagged(_)))) => resync(),
+            };
+            let mut sse = Event::default().event(event.name).data(event.data);
+            if let Some(id) = event.id {
+                sse = sse.id(id);
+            }
+            Some((Ok(sse), (rx, stop)))
+        },
+    ))
 }
 
 /// A server-sent event stream (`text/event-stream`) of new requests,
@@ -274,6 +293,7 @@ pub async fn events(
     _: Operator,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.events.subscribe();
-    Sse::new(stream_of(rx, Instant::now() + STREAM_LIFETIME))
+    let stop = state.events.stop.subscribe();
+    Sse::new(stream_of(rx, stop, Instant::now() + STREAM_LIFETIME))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -108,12 +108,13 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
                 pairing: config.pairing.clone(),
                 advertise: config.gateway.advertise.clone(),
                 events: Default::default(),
+                tls: false,
             };
-            match AdminApi::start(settings, state) {
+            match AdminApi::start(settings, state, config.identity.server_validity) {
                 Ok(api) => {
                     tracing::info!(
-                        "admin API listening on http://{} (OpenAPI document at /api/v1/openapi.json)",
-                        api.local_addr()
+                        "admin API listening on {} (OpenAPI document at /api/v1/openapi.json)",
+                        api.url()
                     );
                     Some(api)
                 }
