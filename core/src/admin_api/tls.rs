@@ -220,6 +220,39 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_issued_certificate_is_replaced_at_two_thirds_of_its_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(keygate_store_memory::MemoryStore::new());
+        let identity = Arc::new(
+            IdentityManager::open(store, dir.path(), Default::default(), SystemTime::now())
+                .unwrap(),
+        );
+        let tls = AdminTls::GatewayCa { names: vec![] };
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let validity = Duration::from_secs(3);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let set_up = setup(&tls, listen, &identity, &[], validity)
+                .unwrap()
+                .unwrap();
+            let renewal = set_up.renewal.unwrap();
+            let first = renewal.current.clone();
+            let config = set_up.config.clone();
+            let before = config.get_inner();
+            tokio::spawn(renew(set_up.config, renewal, identity.clone()));
+            // Renewal is due 2 s after issue: not at 1 s, done by 3 s.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            assert!(Arc::ptr_eq(&before, &config.get_inner()), "renewed early");
+            tokio::time::sleep(Duration::from_millis(2000)).await;
+            assert!(!Arc::ptr_eq(&before, &config.get_inner()), "not renewed");
+            assert!(first.renew_at <= SystemTime::now());
+        });
+    }
+
+    #[test]
     fn unreadable_or_empty_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("cert.pem");
