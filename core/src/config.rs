@@ -18,6 +18,7 @@
 //!
 //! [admin]                          # the HTTP admin API; off without this table
 //! listen = "127.0.0.1:7800"        # loopback only (no TLS yet)
+//! metrics = true                   # GET /metrics, Prometheus text, no token (the default)
 //!
 //! [pairing]
 //! pin_digits = 8                   # 6..=12
@@ -131,12 +132,16 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7800";
 pub struct AdminSettings {
     /// `listen`: a loopback IP and port (port 0: any free one).
     pub listen: SocketAddr,
+    /// `metrics`: serve `GET /metrics` (Prometheus text, no token); on
+    /// unless `false`.
+    pub metrics: bool,
 }
 
 impl Default for AdminSettings {
     fn default() -> Self {
         Self {
             listen: DEFAULT_ADMIN_LISTEN.parse().expect("a valid address"),
+            metrics: true,
         }
     }
 }
@@ -266,6 +271,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Option<Spanned<String>>,
+    metrics: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -637,6 +643,7 @@ impl Ctx<'_> {
             }
             settings.listen = addr;
         }
+        settings.metrics = raw.metrics.unwrap_or(settings.metrics);
         Ok(settings)
     }
 
@@ -903,6 +910,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 4") && err.contains("tls"), "{err}");
+    }
+
+    #[test]
+    fn admin_metrics_are_on_by_default_and_off_with_false_and_a_bad_value_is_named_by_line() {
+        let store = "[plugins.store]\nuse = \"memory\"\n";
+        let on = parse(&format!("{store}[admin]\n")).unwrap().admin.unwrap();
+        assert!(on.metrics);
+        let off = parse(&format!("{store}[admin]\nmetrics = false\n"))
+            .unwrap()
+            .admin
+            .unwrap();
+        assert!(!off.metrics);
+        assert_eq!(off.listen, on.listen);
+        let err = parse(&format!("{store}[admin]\nmetrics = \"no\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4") && err.contains("metrics"), "{err}");
+        let err = parse(&format!("{store}[admin]\nmetrics = true\nmetric = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 5") && err.contains("metric"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod auth;
 mod codes;
 mod devices;
 mod error;
+mod metrics;
 mod nodes;
 mod requests;
 
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub pairing: PairingSettings,
     /// What QR codes carry.
     pub advertise: Vec<GatewayAddr>,
+    /// What `GET /metrics` shows; `None` when `[admin] metrics = false`.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Runs `work` on the blocking pool (it takes the state lock or waits).
@@ -159,6 +162,7 @@ fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(devices::revoke_certificate))
         .routes(routes!(nodes::list_nodes))
         .routes(routes!(nodes::invoke))
+        .routes(routes!(metrics::scrape))
         .with_state(state)
         .split_for_parts();
     let doc = Arc::new(doc);
