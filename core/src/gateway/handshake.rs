@@ -98,7 +98,8 @@ mod tests {
     #[test]
     fn each_refusal_is_named_for_its_cause_and_a_valid_certificate_passes() {
         let now = SystemTime::now();
-        let (_dir, m) = crate::node::testing::identity(now);
+        let three_days_ago = now - Duration::from_secs(3 * 24 * 3600);
+        let (_dir, m) = crate::node::testing::identity(three_days_ago);
         let (_other_dir, other) = crate::node::testing::identity(now);
         let issue = |m: &IdentityManager, seed: u8, at: SystemTime| {
             let key = DeviceKey::from_seed(&[seed; 32]);
@@ -111,7 +112,7 @@ mod tests {
         let (_, foreign) = issue(&other, 1, now);
         assert_eq!(check(&foreign), Some(HandshakeOutcome::UnknownCa));
         assert_eq!(check(b"garbage"), Some(HandshakeOutcome::UnknownCa));
-        let (_, old) = issue(&m, 2, now - Duration::from_secs(3 * 24 * 3600));
+        let (_, old) = issue(&m, 2, three_days_ago);
         m.refresh().unwrap();
         assert_eq!(check(&old), Some(HandshakeOutcome::Expired));
         let (device, good) = issue(&m, 3, now);
