@@ -1362,6 +1362,7 @@ fn the_admin_api_serves_operators_refuses_everyone_else_and_its_decisions_reach_
             "/api/v1/requests/{id}/approve",
             "/api/v1/requests/{id}/reject",
             "/healthz",
+            "/metrics",
             "/readyz",
         ]
     );
