@@ -1368,6 +1368,7 @@ fn the_admin_api_serves_operators_refuses_everyone_else_and_its_decisions_reach_
             "/api/v1/requests/{id}/approve",
             "/api/v1/requests/{id}/reject",
             "/healthz",
+            "/metrics",
             "/readyz",
         ]
     );
@@ -1752,6 +1753,6 @@ fn the_admin_api_answers_what_schemathesis_generates_from_its_openapi_document_w
         "schemathesis found failures:\n{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains("Tested: 15"), "{report}");
+    assert!(report.contains("Tested: 16"), "{report}");
     assert!(!report.contains(" 0 generated"), "{report}");
 }

@@ -168,6 +168,7 @@ fn main() {
         server_validity: HOUR,
         node_rpc_opt_out: false,
         workers: keygate_core::gateway::DEFAULT_WORKERS,
+        metrics: Default::default(),
     };
     let gateway = Gateway::start(
         identity.clone(),

@@ -22,6 +22,7 @@
 //! names = ["admin.example.net"]    #   issued for these names (default: below) ...
 //! # tls_cert_file = "admin.pem"    # ... or a certificate chain and key of your own (PEM)
 //! # tls_key_file = "admin-key.pem"
+//! metrics = true                   # GET /metrics, Prometheus text, no token (the default)
 //!
 //! [pairing]
 //! pin_digits = 8                   # 6..=12
@@ -138,6 +139,9 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// How it speaks TLS.
     pub tls: AdminTls,
+    /// `metrics`: serve `GET /metrics` (Prometheus text, no token); on
+    /// unless `false`.
+    pub metrics: bool,
 }
 
 impl Default for AdminSettings {
@@ -145,6 +149,7 @@ impl Default for AdminSettings {
         Self {
             listen: DEFAULT_ADMIN_LISTEN.parse().expect("a valid address"),
             tls: AdminTls::Off,
+            metrics: true,
         }
     }
 }
@@ -309,6 +314,7 @@ struct RawAdmin {
     names: Option<Spanned<Vec<Spanned<String>>>>,
     tls_cert_file: Option<Spanned<String>>,
     tls_key_file: Option<Spanned<String>>,
+    metrics: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -683,6 +689,7 @@ impl Ctx<'_> {
             }
             settings.listen = addr;
         }
+        settings.metrics = raw.metrics.unwrap_or(settings.metrics);
         Ok(settings)
     }
 
@@ -1118,6 +1125,27 @@ mod tests {
             );
             assert!(err.contains(says), "{lines}: {err}");
         }
+    }
+
+    #[test]
+    fn admin_metrics_are_on_by_default_and_off_with_false_and_a_bad_value_is_named_by_line() {
+        let store = "[plugins.store]\nuse = \"memory\"\n";
+        let on = parse(&format!("{store}[admin]\n")).unwrap().admin.unwrap();
+        assert!(on.metrics);
+        let off = parse(&format!("{store}[admin]\nmetrics = false\n"))
+            .unwrap()
+            .admin
+            .unwrap();
+        assert!(!off.metrics);
+        assert_eq!(off.listen, on.listen);
+        let err = parse(&format!("{store}[admin]\nmetrics = \"no\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4") && err.contains("metrics"), "{err}");
+        let err = parse(&format!("{store}[admin]\nmetrics = true\nmetric = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 5") && err.contains("metric"), "{err}");
     }
 
     #[test]

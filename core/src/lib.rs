@@ -11,6 +11,7 @@ pub mod config;
 pub mod device;
 pub mod gateway;
 pub mod identity;
+pub mod metrics;
 pub mod node;
 pub mod pairing;
 pub mod plugin_host;

@@ -140,6 +140,14 @@ pub trait TransportCallbacks: Send + Sync + 'static {
     /// Called during the handshake with a client chain (leaf first, DER)
     /// that already verified against the roots: the host refuses revoked or
     /// unknown certificates here. Returning an error aborts the handshake.
+    ///
+    /// A transport may also call it with a chain its own check refused
+    /// (another CA, outside its validity), so the host sees every refusal
+    /// by its cause; the handshake fails whatever the host answers. The
+    /// host therefore checks the CA and the validity itself and never
+    /// takes a chain as verified because it was called. Calling it only
+    /// for verified chains, as before, is still correct: the host then
+    /// sees only those.
     fn verify_client(&self, chain: &[Vec<u8>]) -> Result<(), PluginError>;
     /// Called for each event, from the plugin's threads, possibly from
     /// several at once (for different connections or streams; one

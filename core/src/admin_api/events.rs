@@ -256,8 +256,9 @@ fn stream_of(
         move |(mut rx, mut stop)| async move {
             let next = tokio::time::timeout_at(until, async {
                 tokio::select! {
-                    event = rx.recv() => Some(event),
+                    biased;
                     _ = stop.wait_for(|stopped| *stopped) => None,
+                    event = rx.recv() => Some(event),
                 }
             });
             let event = match next.await {
@@ -421,7 +422,7 @@ mod tests {
             let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
             assert!(
                 matches!(next, Ok(None)),
-                "a stopped stream ends at once, queued events or not"
+                "a stopped stream ends at once, queued events or not: {next:?}"
             );
         });
     }

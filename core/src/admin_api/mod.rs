@@ -17,6 +17,7 @@ mod codes;
 mod devices;
 mod error;
 pub mod events;
+mod metrics;
 mod nodes;
 mod requests;
 pub mod tls;
@@ -56,6 +57,8 @@ pub struct ApiState {
     pub events: events::EventHub,
     /// Whether the listener speaks TLS (set by [`AdminApi::start`]).
     pub tls: bool,
+    /// What `GET /metrics` shows; `None` when `[admin] metrics = false`.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Runs `work` on the blocking pool (it takes the state lock or waits).
@@ -173,6 +176,7 @@ fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(events::events))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
+        .routes(routes!(metrics::scrape))
         .with_state(state)
         .split_for_parts();
     let doc = Arc::new(doc);

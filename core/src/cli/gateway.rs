@@ -10,6 +10,7 @@ use clap::Subcommand;
 use keygate_core::admin_api::{AdminApi, ApiState};
 use keygate_core::gateway::admin::AdminServer;
 use keygate_core::gateway::{DEFAULT_WORKERS, Gateway, GatewayOptions};
+use keygate_core::metrics::Metrics;
 use keygate_core::pairing::gateway::{PairingService, PolicySlot, ServiceSettings};
 use keygate_core::state::watch::DEFAULT_WATCH_INTERVAL;
 use keygate_core::state::{Actor, Watcher};
@@ -41,7 +42,9 @@ pub fn run(cmd: GatewayCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
 const TICK: Duration = Duration::from_millis(250);
 
 fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
-    let opened = super::identity::open(config_path).context("gateway not started")?;
+    let metrics = Arc::new(Metrics::new());
+    let opened = super::identity::open_measured(config_path, Some(&metrics))
+        .context("gateway not started")?;
     let config = &opened.config;
     let host = &opened._host;
     let Some(transport) = host.transport.clone() else {
@@ -68,7 +71,8 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
         manager.clone(),
         policy,
         ServiceSettings::from(&config.pairing),
-    );
+    )
+    .with_metrics(metrics.clone());
     let options = GatewayOptions {
         listen: config.gateway.listen,
         advertise: config.gateway.advertise.clone(),
@@ -78,6 +82,7 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
         server_validity: config.identity.server_validity,
         node_rpc_opt_out: opt_out,
         workers: DEFAULT_WORKERS,
+        metrics: metrics.clone(),
     };
     if opt_out {
         tracing::warn!(
@@ -109,6 +114,7 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
                 advertise: config.gateway.advertise.clone(),
                 events: Default::default(),
                 tls: false,
+                metrics: settings.metrics.then(|| metrics.clone()),
             };
             match AdminApi::start(settings, state, config.identity.server_validity) {
                 Ok(api) => {

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use keygate_core::config::Config;
+use keygate_core::metrics::Metrics;
 use keygate_core::plugin_host::PluginHost;
 use keygate_core::state::IdentityManager;
 
@@ -21,10 +22,20 @@ pub struct Opened {
 /// Loads the config and plugins and opens the identity state, creating
 /// the CA on first use.
 pub fn open(config_path: &Path) -> anyhow::Result<Opened> {
+    open_measured(config_path, None)
+}
+
+/// [`open`], with every store call measured into `metrics` when given
+/// (the gateway's `/metrics`).
+pub fn open_measured(config_path: &Path, metrics: Option<&Metrics>) -> anyhow::Result<Opened> {
     let config = super::load_config(config_path)?;
     let host = PluginHost::load(&config).context("plugins refused")?;
+    let store = match metrics {
+        Some(metrics) => host.measured_state_store(metrics),
+        None => host.state_store(),
+    };
     let manager = IdentityManager::open(
-        host.state_store(),
+        store,
         &config.state_dir,
         config.identity.clone(),
         SystemTime::now(),

@@ -25,6 +25,7 @@
 
 pub mod admin;
 pub mod connections;
+pub mod handshake;
 pub mod invocations;
 pub mod server_cert;
 mod worker;
@@ -42,6 +43,7 @@ use keygate_sdk::{
 };
 
 use crate::identity::{CertFingerprint, DeviceId};
+use crate::metrics::{HandshakeOutcome, Metrics};
 use crate::node::{Node, NodeRuntime, Refusal};
 use crate::pairing::GatewayAddr;
 use crate::pairing::gateway::PairingService;
@@ -94,6 +96,9 @@ pub struct GatewayOptions {
     pub node_rpc_opt_out: bool,
     /// Worker threads (at least 1).
     pub workers: usize,
+    /// Where handshakes and revocation latency are recorded
+    /// ([`Metrics::unregistered`] when nothing shows them).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why the gateway could not start.
@@ -179,8 +184,17 @@ impl Shared {
             } => format!("certificate {fingerprint} of device {device_id} revoked"),
         };
         tracing::warn!(connections = hit.len(), "revocation seen: {reason}");
+        let closed_any = !hit.is_empty();
         for connection in hit {
             self.close(connection, close::REVOKED, &reason);
+        }
+        // Taken whether or not anything closed, so the times do not pile up.
+        let committed = self.identity.revocation_committed_at(event);
+        if let Some(committed) = committed.filter(|_| closed_any) {
+            let latency = SystemTime::now()
+                .duration_since(committed)
+                .unwrap_or_default();
+            self.options.metrics.revocation_propagated(latency);
         }
     }
 
@@ -205,17 +219,29 @@ impl TransportCallbacks for Callbacks {
         let leaf = chain
             .first()
             .ok_or_else(|| PluginError::invalid("an empty certificate chain"))?;
-        let fingerprint = CertFingerprint::of_der(leaf);
         let shared = &self.shared;
-        check_client(&shared.identity, &fingerprint, |event| {
+        handshake::check_presented(&shared.identity, leaf, SystemTime::now(), |event| {
             shared.revoked(&event)
         })
-        .map_err(PluginError::invalid)
+        .map_err(|(outcome, why)| {
+            shared.options.metrics.handshake(outcome);
+            PluginError::invalid(why)
+        })
     }
 
     fn on_event(&self, event: TransportEvent) {
         let connection = match &event {
-            TransportEvent::Connected(info) => info.connection,
+            TransportEvent::Connected(info) => {
+                self.shared
+                    .options
+                    .metrics
+                    .handshake(if info.peer_certificates.is_empty() {
+                        HandshakeOutcome::NoCertificate
+                    } else {
+                        HandshakeOutcome::Ok
+                    });
+                info.connection
+            }
             TransportEvent::Frame(frame) => frame.connection,
             TransportEvent::StreamFinished { connection, .. }
             | TransportEvent::Closed { connection, .. } => *connection,
@@ -571,6 +597,7 @@ pub(crate) mod testing {
             server_validity: Duration::from_secs(3600),
             node_rpc_opt_out: false,
             workers: DEFAULT_WORKERS.min(4),
+            metrics: Default::default(),
         };
         adjust(&mut options);
         let gateway = Gateway::start(identity, pairing, quic(dir), options);

@@ -35,6 +35,7 @@ use keygate_sdk::{ApprovalPolicy, ApprovalRequest, Decision};
 use rand::CryptoRng;
 
 use crate::identity::{DeviceId, DevicePublicKey};
+use crate::metrics::{Metrics, PairingOutcome};
 use crate::state::pairing::{
     ApprovalRecord, ApprovalState, Attempt, Method, NewApproval, RequestStatus, SessionRefusal,
     Verdict,
@@ -95,6 +96,7 @@ pub struct PairingService {
     identity: Arc<IdentityManager>,
     policy: Option<PolicySlot>,
     settings: ServiceSettings,
+    metrics: Arc<Metrics>,
 }
 
 impl PairingService {
@@ -109,7 +111,14 @@ impl PairingService {
             identity,
             policy,
             settings,
+            metrics: Arc::default(),
         }
+    }
+
+    /// The same service, counting its attempts into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The identity state it pairs into.
@@ -202,6 +211,30 @@ impl From<IdentityError> for Refusal {
     }
 }
 
+/// How an attempt's step ended: `None` while it goes on (a challenge was
+/// sent).
+fn outcome_of(out: &Result<Vec<Message>, Refusal>) -> Option<PairingOutcome> {
+    Some(match out {
+        Ok(messages) => match messages.last()? {
+            Message::Pending(_) => PairingOutcome::Pending,
+            Message::Approved(_) => PairingOutcome::Approved,
+            Message::Rejected(_) => PairingOutcome::Rejected,
+            Message::Expired(_) => PairingOutcome::Expired,
+            _ => return None,
+        },
+        Err(Refusal(refused)) => match refused.code {
+            RefusalCode::ConfirmationFailed => PairingOutcome::WrongCode,
+            RefusalCode::RateLimited { .. } | RefusalCode::NoAttemptsLeft => {
+                PairingOutcome::LockedOut
+            }
+            RefusalCode::Expired => PairingOutcome::Expired,
+            RefusalCode::UnknownCode => PairingOutcome::UnknownCode,
+            RefusalCode::Rejected => PairingOutcome::Rejected,
+            _ => PairingOutcome::Refused,
+        },
+    })
+}
+
 fn session_refusal(r: SessionRefusal) -> Refusal {
     let code = match r {
         SessionRefusal::Expired(_) => RefusalCode::Expired,
@@ -228,7 +261,14 @@ impl Conversation {
         now: SystemTime,
     ) -> Vec<Vec<u8>> {
         let out = match Message::decode(bytes) {
-            Ok(msg) => self.step(rng, msg, now),
+            Ok(msg) => {
+                let attempt = self.attempt_method(&msg);
+                let out = self.step(rng, msg, now);
+                if let (Some(method), Some(outcome)) = (attempt, outcome_of(&out)) {
+                    self.service.metrics.pairing_attempt(method, outcome);
+                }
+                out
+            }
             Err(e) => {
                 let code = match e {
                     wire::DecodeError::UnsupportedVersion { .. } => RefusalCode::UnsupportedVersion,
@@ -251,13 +291,24 @@ impl Conversation {
     /// The device went away (or the transport gave up on it): attempts
     /// whose proof was never checked are given back.
     pub fn abandon(&mut self) {
-        let held = match std::mem::replace(&mut self.state, State::Closed) {
-            State::Pin { attempts, .. } => attempts,
-            State::Qr { attempt, .. } => vec![attempt],
+        let (method, held) = match std::mem::replace(&mut self.state, State::Closed) {
+            State::Pin { attempts, .. } => ("pin", attempts),
+            State::Qr { attempt, .. } => ("qr", vec![attempt]),
             State::Ready | State::Closed => return,
         };
+        (self.service.metrics).pairing_attempt(method, PairingOutcome::Abandoned);
         if let Err(error) = self.service.identity.release_attempts(&held) {
             tracing::warn!(%error, "giving back unused pairing attempts failed; they stay counted");
+        }
+    }
+
+    /// The method of the pairing attempt `msg` starts or proves (`pin` or
+    /// `qr`); `None` for a message that is no attempt (a resume).
+    fn attempt_method(&self, msg: &Message) -> Option<&'static str> {
+        match (&self.state, msg) {
+            (State::Pin { .. }, _) | (State::Ready, Message::PinHello(_)) => Some("pin"),
+            (State::Qr { .. }, _) | (State::Ready, Message::QrHello(_)) => Some("qr"),
+            _ => None,
         }
     }
 

@@ -188,6 +188,33 @@ impl PluginHost {
         }
     }
 
+    /// [`state_store`](Self::state_store), with every call's latency and
+    /// every error recorded into `metrics` under the slot (`store`) and
+    /// the plugin's name ([`MeasuredStore`](crate::metrics::store::MeasuredStore)).
+    pub fn measured_state_store(
+        &self,
+        metrics: &crate::metrics::Metrics,
+    ) -> crate::state::StateStore {
+        let plugin = self
+            .loaded
+            .iter()
+            .find(|p| p.info.kind == PluginKind::Store)
+            .map(|p| p.info.name.to_string())
+            .unwrap_or_default();
+        let measured = Arc::new(crate::metrics::store::MeasuredStore::new(
+            metrics,
+            "store",
+            &plugin,
+            self.store.clone(),
+            self.batch.clone(),
+        ));
+        if measured.has_batch() {
+            crate::state::StateStore::batched(measured)
+        } else {
+            crate::state::StateStore::plain(measured)
+        }
+    }
+
     /// Loads and constructs every configured plugin, or none.
     pub fn load(config: &Config) -> Result<PluginHost, HostError> {
         let mut libraries = LibraryCache::default();

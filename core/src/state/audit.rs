@@ -312,7 +312,11 @@ impl Planner<'_> {
                 {
                     prev = next.hash;
                 }
-                Read::Found(..) | Read::Unreadable(_) => {
+                Read::Unreadable(_) => {
+                    self.m.faults.counted(1);
+                    tracing::warn!(%key, "an audit entry past the log's head cannot be read; stepping over it (see `keygate audit verify`)");
+                }
+                Read::Found(..) => {
                     tracing::warn!(%key, "an audit entry past the log's head does not follow it; stepping over it (see `keygate audit verify`)");
                 }
             }
@@ -360,7 +364,10 @@ impl IdentityManager {
             match read_record::<AuditEntry>(&*self.store, &key)? {
                 Read::Absent => {}
                 Read::Found(entry, _) => entries.push(entry),
-                Read::Unreadable(reason) => return Err(IdentityError::corrupt(&key, &reason)),
+                Read::Unreadable(reason) => {
+                    self.faults.counted(1);
+                    return Err(IdentityError::corrupt(&key, &reason));
+                }
             }
         }
         Ok(entries)

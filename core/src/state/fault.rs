@@ -126,6 +126,12 @@ impl Faults {
         }
     }
 
+    /// Counts `n` unreadable records met where the caller reports them
+    /// itself (a listing that names them, an audit read that fails).
+    pub(crate) fn counted(&self, n: usize) {
+        self.met.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     /// Records that `key` reads again (or is gone); logs it if it was known
     /// unreadable.
     pub(crate) fn cleared(&self, key: &str) {

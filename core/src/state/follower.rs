@@ -36,8 +36,8 @@
 //! after an unreadable change entry) reports the difference between the
 //! index before and after. Certificates that expire just leave the index.
 
-use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, RwLock};
 use std::time::SystemTime;
 
 use serde::Deserialize;
@@ -59,6 +59,38 @@ pub(super) struct Context<'a> {
     pub(super) store: &'a dyn SecretStore,
     pub(super) settings: &'a IdentitySettings,
     pub(super) faults: &'a Faults,
+    /// When each revocation event found by following the log was
+    /// committed (its change entry's time, unix ms), until the gateway
+    /// takes it ([`CommitTimes`]).
+    pub(super) committed: &'a CommitTimes,
+}
+
+/// The commit time (unix ms) of each revocation event a refresh found by
+/// following the change log, for the revocation latency metric; events
+/// found by a full reload have none. Bounded: past [`CommitTimes::CAP`]
+/// entries (a process that never takes them), it starts over.
+#[derive(Debug, Default)]
+pub struct CommitTimes(Mutex<HashMap<RevocationEvent, u64>>);
+
+impl CommitTimes {
+    /// The most events remembered.
+    pub const CAP: usize = 4096;
+
+    fn note(&self, event: &RevocationEvent, at_unix_ms: u64) {
+        let mut times = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if times.len() >= Self::CAP {
+            times.clear();
+        }
+        times.insert(event.clone(), at_unix_ms);
+    }
+
+    /// Takes the commit time of `event`, if a refresh noted one.
+    pub fn take(&self, event: &RevocationEvent) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(event)
+    }
 }
 
 /// One process's position in the change log and what it could not read.
@@ -95,6 +127,9 @@ struct Observed {
     key: String,
     observation: Observation,
     unreadable: Option<String>,
+    /// The time of the change entry that named the key (unix ms), when
+    /// it was read by following the log.
+    committed_ms: Option<u64>,
 }
 
 /// An index built from scratch, not yet installed.
@@ -141,6 +176,7 @@ fn observe(store: &dyn SecretStore, key: &str) -> Result<Observed, IdentityError
         key: key.to_owned(),
         observation,
         unreadable,
+        committed_ms: None,
     };
     if let Some(rest) = key.strip_prefix(DEVICES_PREFIX) {
         let Ok(id) = DeviceId::parse(rest) else {
@@ -211,6 +247,7 @@ fn stray(store: &dyn SecretStore, key: &str, why: &str) -> Result<Observed, Iden
         key: key.to_owned(),
         observation: Observation::Other,
         unreadable: exists.then(|| why.to_owned()),
+        committed_ms: None,
     })
 }
 
@@ -326,7 +363,13 @@ impl Follower {
                 {
                     let mut index = index.write().unwrap_or_else(|p| p.into_inner());
                     for o in &observed {
+                        let before = events.len();
                         apply(&mut index, &o.observation, now_secs, &mut events);
+                        if let Some(at) = o.committed_ms {
+                            events[before..]
+                                .iter()
+                                .for_each(|e| cx.committed.note(e, at));
+                        }
                     }
                 }
                 self.note(cx, &observed);
@@ -380,7 +423,9 @@ impl Follower {
                 }
                 Read::Found(entry, _) => {
                     for key in &entry.keys {
-                        observed.push(observe(cx.store, key)?);
+                        let mut o = observe(cx.store, key)?;
+                        o.committed_ms = Some(entry.at_unix_ms);
+                        observed.push(o);
                     }
                     seq = next;
                 }

@@ -24,7 +24,7 @@ use super::IdentityError;
 use super::audit::{Actor, AuditAction, AuditEvent};
 use super::changelog;
 use super::fault::{Faults, UnreadableRecord};
-use super::follower::{Context, Follower};
+use super::follower::{CommitTimes, Context, Follower};
 use super::group::{Groups, Turn};
 use super::index::{CertStatus, RevocationIndex};
 use super::lock::StateLock;
@@ -86,7 +86,7 @@ impl Default for IdentitySettings {
 }
 
 /// A revocation seen by [`IdentityManager::refresh`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RevocationEvent {
     /// A device was revoked: close its connections.
     Device(DeviceId),
@@ -240,6 +240,8 @@ pub struct IdentityManager {
     pub(super) index: RwLock<RevocationIndex>,
     /// Unreadable records met by this process.
     pub(super) faults: Faults,
+    /// When the revocations found by following the log were committed.
+    committed: CommitTimes,
 }
 
 impl std::fmt::Debug for IdentityManager {
@@ -316,6 +318,7 @@ impl IdentityManager {
             follower: Mutex::new(Follower::default()),
             index: RwLock::new(RevocationIndex::new()),
             faults: Faults::default(),
+            committed: CommitTimes::default(),
         })
     }
 
@@ -716,6 +719,24 @@ impl IdentityManager {
             .status(fp)
     }
 
+    /// How many certificates in the index, neither revoked nor of a
+    /// revoked device, expire after `now` and within `within` of it (for
+    /// metrics; a walk of the in-memory index, no store read).
+    pub fn certificates_expiring(&self, now: SystemTime, within: std::time::Duration) -> usize {
+        let from = crate::time::unix_secs(now);
+        let until = crate::time::unix_secs(now + within);
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index
+            .certs()
+            .filter(|(_, b)| b.state == super::index::CertState::Valid)
+            .filter(|(_, b)| b.not_after > from && b.not_after <= until)
+            .filter(|(_, b)| {
+                b.device
+                    .is_some_and(|d| index.device_state(&d) == super::DeviceState::Active)
+            })
+            .count()
+    }
+
     /// Whether a device is revoked (or treated as revoked because its
     /// record cannot be read), from the in-memory index.
     pub fn is_device_revoked(&self, id: &DeviceId) -> bool {
@@ -752,11 +773,22 @@ impl IdentityManager {
             store: &*self.store,
             settings: &self.settings,
             faults: &self.faults,
+            committed: &self.committed,
         };
         self.follower
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .refresh(&cx, &self.index, now)
+    }
+
+    /// When `event`, returned by a refresh of this manager, was committed:
+    /// the time of the change-log entry it was found through (millisecond
+    /// precision, the writer's clock). Taken once; `None` for an event
+    /// found by a full reload, which has no entry.
+    pub fn revocation_committed_at(&self, event: &RevocationEvent) -> Option<SystemTime> {
+        self.committed
+            .take(event)
+            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
     }
 
     /// The unreadable records this process met and has not seen read again.
@@ -776,7 +808,9 @@ impl IdentityManager {
         prefix: &str,
         names: impl Fn(&str, &T) -> bool,
     ) -> Result<Listing<T>, IdentityError> {
-        all_in(&*self.store, prefix, names)
+        let listing = all_in(&*self.store, prefix, names)?;
+        self.faults.counted(listing.unreadable.len());
+        Ok(listing)
     }
 
     /// Every device, by id, and the device records that cannot be read.

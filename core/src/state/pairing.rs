@@ -943,6 +943,20 @@ mod tests {
 
     const MINUTE: Duration = Duration::from_secs(60);
 
+    #[test]
+    fn an_unreadable_approval_met_by_a_listing_is_counted_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        assert_eq!(m.unreadable_met(), 0);
+        m.store
+            .put(&format!("{APPROVALS_PREFIX}junk"), b"not json", None)
+            .unwrap();
+        assert_eq!(m.approvals().unwrap().unreadable.len(), 1);
+        assert_eq!(m.unreadable_met(), 1);
+        m.approvals().unwrap();
+        assert_eq!(m.unreadable_met(), 2);
+    }
+
     fn mint(m: &IdentityManager, attempts: u32, now: SystemTime) -> PairingSession {
         m.create_pairing_session(
             Method::Pin,

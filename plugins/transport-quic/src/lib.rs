@@ -24,6 +24,8 @@
 //!   chain must verify against `client_ca_roots` and then pass
 //!   [`TransportHost::verify_client`], or the handshake is aborted with a
 //!   TLS alert (`unknown_ca`, `bad_certificate`, `certificate_revoked`...).
+//!   A chain the roots refuse is still shown to the host (whose answer
+//!   cannot let it in), so the host sees every refusal by its cause.
 //!   In TLS 1.3 a refused client's `connect` still succeeds: it sees the
 //!   refusal as the connection's `Closed` event and at its first read or
 //!   write.

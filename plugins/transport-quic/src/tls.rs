@@ -10,7 +10,10 @@
 //!   (client certificates optional unless required): a chain that is
 //!   presented must verify against the client CA roots *and* pass the
 //!   host's check ([`TransportHost::verify_client`]: revocation) before the
-//!   handshake completes.
+//!   handshake completes. A chain the roots refuse (another CA, expired)
+//!   is still shown to the host, whose answer cannot let it in, so the
+//!   host sees every refusal by its cause (Keygate counts them in its
+//!   metrics); the client gets the roots' alert (`unknown_ca`, ...).
 //! - Session resumption is off (no tickets, no session cache): every
 //!   connection runs a full handshake, so the host's check runs on every
 //!   connection and a certificate revoked since an earlier connection
@@ -163,13 +166,23 @@ impl ClientCertVerifier for HostCheckedClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
         let chain: Vec<Vec<u8>> = std::iter::once(end_entity)
             .chain(intermediates)
             .map(|c| c.as_ref().to_vec())
             .collect();
+        let verified = match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Ok(verified) => verified,
+            Err(error) => {
+                // Refused here whatever the host says; the host is still
+                // asked, so it sees (and counts) every refused chain by its
+                // cause. The client gets this check's alert.
+                let _ = self.host.verify_client(&chain);
+                return Err(error);
+            }
+        };
         match self.host.verify_client(&chain) {
             Ok(()) => Ok(verified),
             Err(refusal) => {
