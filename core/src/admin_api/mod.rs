@@ -4,7 +4,10 @@
 //! declarations it describes, and `/healthz` and `/readyz` without a
 //! token. Every decision goes through identity state under its lock, as
 //! the CLI's do, so the two see each other's at once; every change is
-//! attributed to `operator:NAME` in the audit log.
+//! attributed to `operator:NAME` in the audit log. The same listener
+//! serves the web console at `/` (`console.rs`, assets in `console/`):
+//! its session cookie is accepted by `/api/v1` too, with a CSRF token on
+//! every change ([`session`]).
 //!
 //! It runs on a tokio runtime of its own (one thread): a handler hands
 //! anything that takes the state lock or waits for a node to tokio's
@@ -12,10 +15,12 @@
 
 mod auth;
 mod codes;
+mod console;
 mod devices;
 mod error;
 mod nodes;
 mod requests;
+pub mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +52,10 @@ pub struct ApiState {
     pub pairing: PairingSettings,
     /// What QR codes carry.
     pub advertise: Vec<GatewayAddr>,
+    /// Whether the listener is TLS (the console's cookie is then `Secure`).
+    pub tls: bool,
+    /// The web console's sessions.
+    pub sessions: session::SessionStore,
 }
 
 /// Runs `work` on the blocking pool (it takes the state lock or waits).
@@ -159,7 +168,7 @@ fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(devices::revoke_certificate))
         .routes(routes!(nodes::list_nodes))
         .routes(routes!(nodes::invoke))
-        .with_state(state)
+        .with_state(state.clone())
         .split_for_parts();
     let doc = Arc::new(doc);
     router
@@ -170,6 +179,7 @@ fn router(state: Arc<ApiState>) -> axum::Router {
                 async move { Json((*doc).clone()) }
             }),
         )
+        .merge(console::router(state))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
 }
 

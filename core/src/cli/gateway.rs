@@ -107,6 +107,8 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
                 gateway: gateway.clone(),
                 pairing: config.pairing.clone(),
                 advertise: config.gateway.advertise.clone(),
+                tls: false,
+                sessions: Default::default(),
             };
             match AdminApi::start(settings, state) {
                 Ok(api) => {
