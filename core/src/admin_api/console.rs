@@ -374,7 +374,13 @@ mod tests {
         let audit = api.audit_len();
         let mut wrong = csrf.clone();
         wrong.replace_range(0..1, if &wrong[0..1] == "0" { "1" } else { "0" });
-        for csrf_header in [None, Some(""), Some(wrong.as_str()), Some(&csrf[1..])] {
+        for csrf_header in [
+            None,
+            Some(""),
+            Some(wrong.as_str()),
+            Some(&csrf[1..]),
+            Some(&csrf[..63]),
+        ] {
             let mut headers = vec![("cookie", cookie.as_str())];
             if let Some(value) = csrf_header {
                 headers.push(("x-csrf-token", value));
