@@ -1064,6 +1064,9 @@ const GUARDED: &[(&str, &str, Option<&str>)] = &[
         Some("{}"),
     ),
     ("GET", "/api/v1/nodes", None),
+    ("GET", "/api/v1/events", None),
+    ("GET", "/api/v1/audit", None),
+    ("GET", "/api/v1/audit/verify", None),
     (
         "POST",
         "/api/v1/nodes/kgd1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq/invoke",
@@ -1351,11 +1354,14 @@ fn the_admin_api_serves_operators_refuses_everyone_else_and_its_decisions_reach_
     assert_eq!(
         paths,
         [
+            "/api/v1/audit",
+            "/api/v1/audit/verify",
             "/api/v1/certificates",
             "/api/v1/certificates/{fingerprint}/revoke",
             "/api/v1/codes",
             "/api/v1/devices",
             "/api/v1/devices/{id}/revoke",
+            "/api/v1/events",
             "/api/v1/nodes",
             "/api/v1/nodes/{id}/invoke",
             "/api/v1/requests",
@@ -1379,4 +1385,163 @@ fn the_admin_api_serves_operators_refuses_everyone_else_and_its_decisions_reach_
     }
     let (status, _) = api.call("GET", "/api/v1/nothing", Some(&alice), None);
     assert_eq!(status, 404);
+}
+
+/// The admin API's event stream, read on a thread of its own.
+struct EventStream {
+    events: Receiver<(String, serde_json::Value)>,
+    seen: Vec<(String, serde_json::Value)>,
+}
+
+impl EventStream {
+    /// Opens `/api/v1/events` and waits for its `: open` comment, from
+    /// which on it misses nothing.
+    fn open(base: &str, token: &str) -> EventStream {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let response = agent
+            .get(format!("{base}/api/v1/events"))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        let (tx, events) = channel();
+        let (opened_tx, opened) = channel();
+        std::thread::spawn(move || {
+            let reader = BufReader::new(response.into_body().into_reader());
+            let mut name = String::new();
+            for line in reader.lines().map_while(Result::ok) {
+                if line == ": open" {
+                    let _ = opened_tx.send(());
+                } else if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(data) = line.strip_prefix("data: ") {
+                    let value = serde_json::from_str(data).unwrap();
+                    if tx.send((std::mem::take(&mut name), value)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        opened.recv_timeout(WAIT).expect("the stream opens");
+        EventStream {
+            events,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for an event named `name` whose data `pick` accepts.
+    fn wait(&mut self, name: &str, pick: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        if let Some((_, v)) = self.seen.iter().find(|(n, v)| n == name && pick(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok((n, v)) => {
+                    let hit = n == name && pick(&v);
+                    self.seen.push((n, v.clone()));
+                    if hit {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("no {name} event; saw {:?}", self.seen),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_event_stream_tells_of_requests_decisions_nodes_and_revocations_made_by_any_process() {
+    let admin_port = keygate_tests::free_tcp_port();
+    let tables = format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n");
+    let gw = Gw::new(Setup {
+        tables: &tables,
+        ..Setup::default()
+    });
+    let alice = json(&gw.config, &["operators", "add", "alice", "--json"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gw = gw.start();
+    let base = format!("http://127.0.0.1:{admin_port}");
+    let api = Api::new(base.clone());
+    // An event stream needs a token like the rest.
+    let (status, value) = api.call("GET", "/api/v1/events", None, None);
+    assert_eq!((status, &value["error"]), (401, &"unauthorized".into()));
+    let mut stream = EventStream::open(&base, &alice);
+    let cli = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+
+    // A code minted, a request filed by a real device and approved, all
+    // through the CLI (another process): the gateway's stream tells.
+    let node_dir = state_dir(&gw, "node");
+    let device_id = pair_with_pin(&gw, &node_dir);
+    let minted = stream.wait("code_minted", |_| true);
+    assert_eq!(minted["actor"], cli.as_str());
+    let filed = stream.wait("request_filed", |v| {
+        v["actor"] == format!("device:{device_id}")
+    });
+    let approved = stream.wait("request_approved", |v| v["subject"] == filed["subject"]);
+    assert_eq!(approved["actor"], cli.as_str());
+    assert!(approved["seq"].as_u64().unwrap() > filed["seq"].as_u64().unwrap());
+    stream.wait("certificate_issued", |_| true);
+
+    // The node connects; the operator revokes it through the API; it leaves.
+    let _node = run_node(&gw, &node_dir);
+    let connected = stream.wait("node_connected", |v| v["device_id"] == device_id.as_str());
+    assert_eq!(connected["name"], "kitchen");
+    api.ok(
+        "POST",
+        &format!("/api/v1/devices/{device_id}/revoke"),
+        &alice,
+        Some(r#"{"reason":"stolen"}"#),
+    );
+    let revoked = stream.wait("device_revoked", |v| v["subject"] == device_id.as_str());
+    assert_eq!(revoked["actor"], "operator:alice");
+    assert_eq!(revoked["details"]["reason"], "stolen");
+    stream.wait("node_left", |v| v["device_id"] == device_id.as_str());
+
+    // The audit log through the API: the same entries as the CLI's, the
+    // newest `limit`, and a check of the chain.
+    let cli_entries = json(&gw.config, &["audit", "list", "--json"]);
+    let all = api.ok("GET", "/api/v1/audit?limit=10000", &alice, None);
+    let seqs = |v: &serde_json::Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(seqs(&all), seqs(&cli_entries));
+    assert_eq!(all[0]["hash"], cli_entries[0]["hash"]);
+    let last_two = api.ok("GET", "/api/v1/audit?limit=2", &alice, None);
+    assert_eq!(seqs(&last_two), seqs(&all)[seqs(&all).len() - 2..]);
+    api.bad("GET", "/api/v1/audit?limit=0", &alice, "", "limit");
+    api.bad("GET", "/api/v1/audit?limit=lots", &alice, "", "limit");
+    let verdict = api.ok("GET", "/api/v1/audit/verify", &alice, None);
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    assert_eq!(
+        verdict["entries"].as_u64().unwrap(),
+        seqs(&all).len() as u64
+    );
+
+    // An entry removed from the store: the API names it.
+    let (host, _) = open_identity(&gw.config);
+    let key = keygate_core::state::audit::audit_key(2);
+    let found = host.store.get(&key).unwrap().expect("entry 2");
+    host.store.delete(&key, found.version).unwrap();
+    let verdict = api.ok("GET", "/api/v1/audit/verify", &alice, None);
+    assert_eq!(verdict["ok"], false, "{verdict}");
+    assert_eq!(verdict["broken"]["seq"], 2, "{verdict}");
+    assert_eq!(verdict["broken"]["key"], key.as_str(), "{verdict}");
 }

@@ -223,6 +223,7 @@ mod tests {
             gateway,
             pairing: PairingSettings::default(),
             advertise: vec![GatewayAddr::parse_with_default_port("127.0.0.1", Some(1)).unwrap()],
+            events: Default::default(),
             tls,
             sessions: SessionStore::new(sessions),
         });

@@ -2,7 +2,8 @@
 //! for operators holding a bearer token (`keygate operators add`), an
 //! OpenAPI document at `/api/v1/openapi.json` built from the same route
 //! declarations it describes, and `/healthz` and `/readyz` without a
-//! token. Every decision goes through identity state under its lock, as
+//! token, and a server-sent event stream of changes at `/api/v1/events`
+//! ([`events`]). Every decision goes through identity state under its lock, as
 //! the CLI's do, so the two see each other's at once; every change is
 //! attributed to `operator:NAME` in the audit log. The same listener
 //! serves the web console at `/` (`console.rs`, assets in `console/`):
@@ -13,11 +14,13 @@
 //! anything that takes the state lock or waits for a node to tokio's
 //! blocking pool.
 
+mod audit;
 mod auth;
 mod codes;
 mod console;
 mod devices;
 mod error;
+pub mod events;
 mod nodes;
 mod requests;
 pub mod session;
@@ -52,6 +55,9 @@ pub struct ApiState {
     pub pairing: PairingSettings,
     /// What QR codes carry.
     pub advertise: Vec<GatewayAddr>,
+    /// Where the event stream's events come from ([`AdminApi::start`]
+    /// feeds it from the audit log and the gateway's nodes).
+    pub events: events::EventHub,
     /// Whether the listener is TLS (the console's cookie is then `Secure`).
     pub tls: bool,
     /// The web console's sessions.
@@ -84,6 +90,8 @@ fn rfc3339(unix_secs: u64) -> String {
         (name = "devices", description = "Devices"),
         (name = "certificates", description = "Client certificates"),
         (name = "nodes", description = "Connected nodes"),
+        (name = "events", description = "A live stream of changes"),
+        (name = "audit", description = "The audit log"),
         (name = "health", description = "Liveness and readiness, without a token"),
     )
 )]
@@ -168,6 +176,9 @@ fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(devices::revoke_certificate))
         .routes(routes!(nodes::list_nodes))
         .routes(routes!(nodes::invoke))
+        .routes(routes!(events::events))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::verify_audit))
         .with_state(state.clone())
         .split_for_parts();
     let doc = Arc::new(doc);
@@ -207,11 +218,13 @@ impl AdminApi {
             .enable_time()
             .build()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = router(Arc::new(state));
+        let state = Arc::new(state);
+        let app = router(state.clone());
         let thread = std::thread::Builder::new()
             .name("keygate-admin-api".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    state.events.feed(state.identity.clone(), &state.gateway);
                     let listener = match tokio::net::TcpListener::from_std(listener) {
                         Ok(l) => l,
                         Err(error) => {

@@ -107,6 +107,7 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
                 gateway: gateway.clone(),
                 pairing: config.pairing.clone(),
                 advertise: config.gateway.advertise.clone(),
+                events: Default::default(),
                 tls: false,
                 sessions: Default::default(),
             };

@@ -53,6 +53,23 @@ use server_cert::ServerCert;
 /// A connection, as the transport numbers it.
 pub type ConnectionId = u64;
 
+/// How many node events a slow follower may fall behind by.
+const NODE_EVENTS: usize = 1024;
+
+/// A node registering or leaving ([`Gateway::node_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A node registered on a connection.
+    Connected(Node),
+    /// The connection a node registered on closed.
+    Left {
+        /// The node's device.
+        device_id: DeviceId,
+        /// Why the connection closed, as the transport said.
+        reason: String,
+    },
+}
+
 /// The default number of worker threads.
 pub const DEFAULT_WORKERS: usize = 64;
 
@@ -112,6 +129,7 @@ pub enum GatewayError {
 /// What every worker and the gateway handle share.
 struct Shared {
     identity: Arc<IdentityManager>,
+    node_events: tokio::sync::broadcast::Sender<NodeEvent>,
     pairing: PairingService,
     transport: Arc<dyn Transport>,
     runtime: Mutex<NodeRuntime>,
@@ -121,6 +139,13 @@ struct Shared {
 }
 
 impl Shared {
+    /// Tells whoever follows the nodes (the admin API's event stream);
+    /// nobody listening is fine, and a slow listener never holds up the
+    /// gateway (it misses events and is told so).
+    fn node_event(&self, event: NodeEvent) {
+        let _ = self.node_events.send(event);
+    }
+
     /// Sends `frames` on a stream, then finishes it if `finish`. A peer
     /// that left is no error worth more than a debug line.
     fn answer(&self, connection: ConnectionId, stream: u64, frames: &[Vec<u8>], finish: bool) {
@@ -283,6 +308,7 @@ impl Gateway {
             identity: identity.clone(),
             pairing,
             transport: transport.clone(),
+            node_events: tokio::sync::broadcast::channel(NODE_EVENTS).0,
             runtime: Mutex::new(NodeRuntime::new(options.heartbeat, options.invoke_timeout)),
             connections: Connections::default(),
             invocations: Invocations::default(),
@@ -355,6 +381,13 @@ impl Gateway {
     /// The registered nodes.
     pub fn nodes(&self) -> Vec<Node> {
         crate::node::lock(&self.shared.runtime).nodes()
+    }
+
+    /// Nodes registering and leaving from now on. A receiver that falls
+    /// more than a few hundred events behind misses the oldest and is told
+    /// so (`RecvError::Lagged`): it should read [`Gateway::nodes`] again.
+    pub fn node_events(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
+        self.shared.node_events.subscribe()
     }
 
     /// Invokes `capability` on the node of `device_id` and waits for its

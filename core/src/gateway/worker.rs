@@ -20,7 +20,7 @@ use keygate_proto::{Message, RefusalCode, Refused};
 use keygate_sdk::{ConnectionInfo, FrameReceived, StreamId, TransportEvent};
 
 use super::connections::Peer;
-use super::{ConnectionId, Shared};
+use super::{ConnectionId, NodeEvent, Shared};
 use crate::identity::CertFingerprint;
 use crate::node::{NodeCredential, NodeRequest, PresentedLeaf, Refusal, dispatch};
 use crate::pairing::gateway::Conversation;
@@ -162,7 +162,17 @@ impl Worker {
         drop(conn);
         let shared = &self.shared;
         shared.connections.remove(connection);
-        let owed = crate::node::lock(&shared.runtime).disconnected(connection);
+        let (left, owed) = {
+            let mut runtime = crate::node::lock(&shared.runtime);
+            let left = runtime.node(connection).map(|n| n.device_id);
+            (left, runtime.disconnected(connection))
+        };
+        if let Some(device_id) = left {
+            shared.node_event(NodeEvent::Left {
+                device_id,
+                reason: reason.to_owned(),
+            });
+        }
         for id in owed {
             shared.invocations.complete(
                 &id,
@@ -224,6 +234,7 @@ impl Worker {
                 } else {
                     NodeCredential::Certificate(conn.leaf.as_ref())
                 };
+                let registering = matches!(message, Message::Register(_));
                 let request = NodeRequest {
                     connection,
                     credential,
@@ -233,6 +244,10 @@ impl Worker {
                 let answer = dispatch(&shared.identity, &shared.runtime, request, now);
                 if let Message::Refused(r) = &answer {
                     tracing::info!(connection, remote = %conn.remote, code = ?r.code, reason = %r.reason, "node request refused");
+                } else if registering
+                    && let Some(node) = crate::node::lock(&shared.runtime).node(connection).cloned()
+                {
+                    shared.node_event(NodeEvent::Connected(node));
                 }
                 shared.answer(connection, stream, &[answer.encode()], true);
             }

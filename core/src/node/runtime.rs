@@ -230,6 +230,11 @@ impl NodeRuntime {
         nodes
     }
 
+    /// The node registered on `connection`.
+    pub fn node(&self, connection: ConnectionId) -> Option<&Node> {
+        self.nodes.get(&connection)
+    }
+
     /// The connections `device_id` registered on.
     pub fn connections_of(&self, device_id: &DeviceId) -> Vec<ConnectionId> {
         let mut found: Vec<ConnectionId> = self

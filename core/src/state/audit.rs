@@ -366,6 +366,23 @@ impl IdentityManager {
         Ok(entries)
     }
 
+    /// The number of the last entry the log's head names (0 for an empty
+    /// log): where a reader that follows the log starts.
+    pub fn audit_head_seq(&self) -> Result<u64, IdentityError> {
+        Ok(self
+            .get_record::<AuditHead>(AUDIT_HEAD_KEY)?
+            .map_or(0, |(head, _)| head.seq))
+    }
+
+    /// Entry `seq` as stored (not verified), `None` while there is none.
+    /// Readers that follow the log ask for the entry after the last they
+    /// saw; an entry that cannot be read is an error naming it.
+    pub fn audit_entry(&self, seq: u64) -> Result<Option<AuditEntry>, IdentityError> {
+        Ok(self
+            .get_record::<AuditEntry>(&audit_key(seq))?
+            .map(|(entry, _)| entry))
+    }
+
     /// Walks the chain from the first entry and names the first that does
     /// not hold: missing, unreadable, under another number, not following
     /// the one before, edited (its hash), or entries removed from the end

@@ -16,10 +16,10 @@
 
   // Which lists each event can change.
   const AUDIT_EVENTS = {
-    request_filed: ['requests'],
+    request_filed: ['requests', 'codes'],
     request_approved: ['requests', 'devices', 'certificates'],
     request_rejected: ['requests'],
-    code_minted: [],
+    code_minted: ['codes'],
     device_enrolled: ['devices', 'certificates'],
     certificate_issued: ['certificates'],
     device_revoked: ['devices', 'certificates', 'nodes'],
@@ -29,15 +29,16 @@
     plugin_loaded: [],
   };
   const NODE_EVENTS = { node_connected: ['nodes'], node_left: ['nodes'] };
-  const LISTS = ['requests', 'devices', 'certificates', 'nodes', 'audit'];
+  const LISTS = ['requests', 'devices', 'certificates', 'nodes', 'audit', 'codes'];
 
   const $ = (id) => document.getElementById(id);
   let csrf = null;
   let events = null;
   let eventsRetry = null;
   let timers = [];
-  let code = null; // { expiresAt: ms }
+  let code = null; // the code on show: { id, expiresAt: ms }
   const seenRequests = new Set();
+  let revokedDevices = new Set(); // from the devices list, for certificates
 
   // ---------- HTTP ----------
 
@@ -191,6 +192,10 @@
 
     async devices() {
       const all = await api('GET', '/api/v1/devices');
+      const revoked = new Set(all.filter((d) => d.revoked).map((d) => d.device_id));
+      const changed = revoked.size !== revokedDevices.size || [...revoked].some((id) => !revokedDevices.has(id));
+      revokedDevices = revoked;
+      if (changed) refresh('certificates');
       all.sort((a, b) => (a.revoked - b.revoked) || b.enrolled_at.localeCompare(a.enrolled_at));
       fill('devices', all.map((d) => el('tr', { 'data-device-id': d.device_id, class: d.revoked ? 'revoked' : '' },
         el('td', { text: d.name }),
@@ -210,20 +215,23 @@
       fill('certificates', all.map((c) => {
         const until = new Date(c.not_after).getTime();
         const expired = until <= now;
-        const expiring = !c.revoked && !expired && until - now < DAY_MS;
+        const deviceRevoked = revokedDevices.has(c.device_id);
+        const dead = c.revoked || deviceRevoked;
+        const expiring = !dead && !expired && until - now < DAY_MS;
         let status = 'valid';
         let statusClass = '';
         if (c.revoked) { status = `revoked ${when(c.revoked_at)}`; statusClass = 'status-revoked'; }
+        else if (deviceRevoked) { status = 'device revoked'; statusClass = 'status-revoked'; }
         else if (expired) { status = 'expired'; statusClass = 'status-expired'; }
         else if (expiring) { status = `expires ${inWords(until - now)}`; statusClass = 'status-expiring'; }
-        const cls = [c.revoked ? 'revoked' : '', expiring ? 'expiring' : ''].join(' ').trim();
+        const cls = [dead ? 'revoked' : '', expiring ? 'expiring' : ''].join(' ').trim();
         return el('tr', { 'data-fingerprint': c.fingerprint, 'data-device-id': c.device_id, class: cls },
           el('td', {}, short(c.fingerprint)),
           el('td', {}, short(c.device_id)),
           el('td', { text: when(c.not_before) }),
           el('td', { text: when(c.not_after) }),
           el('td', { class: 'status' }, el('span', { class: statusClass, title: c.revoke_reason || '', text: status })),
-          el('td', { class: 'actions' }, c.revoked || expired ? null : button('Revoke', 'revoke', async () => {
+          el('td', { class: 'actions' }, dead || expired ? null : button('Revoke', 'revoke', async () => {
             if (!window.confirm(`Revoke certificate ${c.fingerprint.slice(0, 16)}…? The device may pair again.`)) return;
             await api('POST', `/api/v1/certificates/${encodeURIComponent(c.fingerprint)}/revoke`, { reason: 'revoked in the console' });
             refresh('certificates', 'nodes', 'audit');
@@ -261,7 +269,7 @@
           rows.push(el('tr', { 'data-seq': entry.seq },
             el('td', { text: entry.seq }),
             el('td', { title: entry.at, text: when(entry.at) }),
-            el('td', { text: ev.actor }),
+            el('td', { class: 'mono', title: ev.actor, text: ev.actor.length > 28 ? `${ev.actor.slice(0, 28)}…` : ev.actor }),
             el('td', { text: ev.action }),
             el('td', { class: 'mono', title: ev.subject, text: ev.subject.length > 32 ? `${ev.subject.slice(0, 32)}…` : ev.subject }),
             el('td', { class: 'details', text: details(ev.details) })));
@@ -269,7 +277,15 @@
         if (rows.length >= 300) break;
       }
       fill('audit', rows);
-      $('audit-count').textContent = entries.length ? `(${entries.length} entries)` : '';
+      $('audit-count').textContent = entries.length ? `(the last ${entries.length} entries)` : '';
+    },
+
+    async codes() {
+      // The code on show is gone once used (a device proved it) or burned.
+      if (!code) return;
+      const shown = code;
+      const live = await api('GET', '/api/v1/codes');
+      if (code === shown && !live.some((c) => c.id === shown.id)) endCode('used');
     },
 
     async session() {
@@ -356,6 +372,8 @@
     for (const [name, lists] of Object.entries(NODE_EVENTS)) {
       events.addEventListener(name, () => refresh(...lists));
     }
+    // Events were missed: read everything again.
+    events.addEventListener('resync', () => refresh(...LISTS));
   }
 
   function disconnectEvents() {
@@ -408,7 +426,8 @@
       uri.textContent = minted.uri;
       uri.hidden = false;
     }
-    code = { expiresAt: new Date(minted.expires_at).getTime() };
+    code = { id: minted.id, expiresAt: new Date(minted.expires_at).getTime() };
+    $('code-label').textContent = 'Expires in';
     $('code-expiry').textContent = `(${when(minted.expires_at)})`;
     tick();
   }
@@ -418,18 +437,26 @@
     const left = Math.max(0, Math.round((code.expiresAt - Date.now()) / 1000));
     const c = $('code-countdown');
     if (left === 0) {
-      c.textContent = 'expired';
-      c.classList.add('expired');
-      $('code-pin').hidden = true;
-      $('code-qr').hidden = true;
-      $('code-uri').hidden = true;
-      code = null;
+      endCode('expired');
       return;
     }
     c.classList.remove('expired');
     const m = Math.floor(left / 60);
     const s = String(left % 60).padStart(2, '0');
     c.textContent = `${m}:${s}`;
+  }
+
+  // The code on show can no longer be used: say why and hide it.
+  function endCode(why) {
+    const c = $('code-countdown');
+    $('code-label').textContent = why === 'used' ? 'This code is used up:' : 'This code has';
+    c.textContent = why === 'used' ? 'a device proved it, or it was burned' : 'expired';
+    c.classList.add('expired');
+    $('code-pin').hidden = true;
+    $('code-qr').hidden = true;
+    $('code-uri').hidden = true;
+    $('code-expiry').textContent = '';
+    code = null;
   }
 
   // ---------- audit verify ----------
@@ -469,7 +496,7 @@
     connectEvents();
     timers.push(setInterval(() => refresh('nodes'), POLL_MS));
     timers.push(setInterval(() => {
-      if (!events || events.readyState !== EventSource.OPEN) refresh('requests', 'devices', 'certificates', 'audit');
+      if (!events || events.readyState !== EventSource.OPEN) refresh('requests', 'devices', 'certificates', 'audit', 'codes');
     }, POLL_MS));
     timers.push(setInterval(tick, 1000));
   }
