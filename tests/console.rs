@@ -9,9 +9,11 @@
 //!
 //! The script logs in (a wrong token first), mints a QR code, pairs a
 //! node with it and approves the request in one click, sees the node
-//! connect, revokes the device and sees the node leave, and checks that a
-//! change without the CSRF token is refused and does nothing. Its
-//! screenshots go to `target/console-screenshots/`.
+//! connect, revokes the device and sees the node leave, rejects a second
+//! device (paired with a PIN minted in the console) with a reason, checks
+//! the audit panel, and checks that a change without the CSRF token is
+//! refused and does nothing. Its screenshots go to
+//! `target/console-screenshots/`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -101,6 +103,7 @@ fn an_operator_pairs_approves_watches_and_revokes_a_real_node_from_the_web_conso
         )
         .env("KEYGATE_TOKEN", &token)
         .env("KEYGATE_NODE_DIR", &node_dir)
+        .env("KEYGATE_GATEWAY_ADDR", format!("127.0.0.1:{port}"))
         .env("KEYGATE_SCREENSHOTS", &screenshots)
         .env("KEYGATE_CHROMIUM", &chromium)
         .env("KEYGATE_BROWSER_PROFILE", &browser_profile)
@@ -164,9 +167,18 @@ fn an_operator_pairs_approves_watches_and_revokes_a_real_node_from_the_web_conso
     assert_eq!(device["revoked"], true, "{device}");
     let audit = json(&config, &["audit", "list", "--json"]).to_string();
     assert!(audit.contains("operator:alice"), "{audit}");
-    // One code minted in the browser (the refused one minted none).
+    // Two codes minted in the browser (the refused attempts minted none).
     let minted = audit.matches("code_minted").count();
-    assert_eq!(minted, 1, "{audit}");
+    assert_eq!(minted, 2, "{audit}");
+    let rejected = requests
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "intruder")
+        .unwrap_or_else(|| panic!("no request of the second device: {requests}"));
+    assert_eq!(rejected["status"], "rejected", "{rejected}");
+    assert_eq!(rejected["reason"], "not ours", "{rejected}");
+    assert_eq!(rejected["decided_by"], "operator:alice", "{rejected}");
 
     // Every screenshot the script named is there and not empty.
     let shots: Vec<&str> = lines

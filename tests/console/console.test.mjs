@@ -5,7 +5,9 @@
 //   KEYGATE_CONSOLE_URL   the admin listener, e.g. http://127.0.0.1:7800
 //   KEYGATE_TOKEN         a live operator's token (operator "alice")
 //   KEYGATE_BIN           the keygate binary
-//   KEYGATE_NODE_DIR      a fresh state dir for the node
+//   KEYGATE_NODE_DIR      a fresh state dir for the node (and NODE_DIR-2
+//                         for a second device, whose request is rejected)
+//   KEYGATE_GATEWAY_ADDR  the gateway's UDP address (for a PIN)
 //   KEYGATE_SCREENSHOTS   where the screenshots go
 //   KEYGATE_CHROMIUM      the browser (default /usr/bin/chromium)
 //   KEYGATE_BROWSER_PROFILE  a fresh --user-data-dir
@@ -34,6 +36,7 @@ const BASE = need('KEYGATE_CONSOLE_URL');
 const TOKEN = need('KEYGATE_TOKEN');
 const BIN = need('KEYGATE_BIN');
 const NODE_DIR = need('KEYGATE_NODE_DIR');
+const GATEWAY = need('KEYGATE_GATEWAY_ADDR');
 const SHOTS = need('KEYGATE_SCREENSHOTS');
 const CHROMIUM = need('KEYGATE_CHROMIUM', '/usr/bin/chromium');
 const PROFILE = need('KEYGATE_BROWSER_PROFILE');
@@ -276,11 +279,37 @@ async function main() {
     check(runCode === 3, `node run exits 3 when revoked, not ${runCode}:\n${run.lines.slice(-10).join('\n')}`);
     await shot(page, 'device-revoked');
 
+    // ---- a PIN: a second device pairs with it and is rejected with a reason
+    step('mint a PIN; a second device files a request; reject it with a reason');
+    await page.selectOption('#mint-kind', 'pin');
+    await page.fill('#mint-ttl', '5m');
+    await page.click('#mint');
+    const pinBox = page.locator('#code-pin');
+    await pinBox.waitFor({ state: 'visible' });
+    const pin = (await pinBox.textContent()).trim();
+    check(/^[0-9 -]{6,}$/.test(pin), `a PIN: ${pin}`);
+    check(await page.locator('#code-qr').isHidden(), 'the QR image is not shown with a PIN');
+    await page.locator('#code-countdown', { hasText: /^[45]:\d\d$/ }).waitFor();
+    await shot(page, 'pin-code');
+    const intruder = new Keygate(['node', 'pair', '--gateway', GATEWAY, '--state-dir', `${NODE_DIR}-2`,
+      '--name', 'intruder'], { KEYGATE_PAIRING_CODE: pin });
+    const intruderCode = (await intruder.line(/check code:/)).trim().split(/\s+/)[2];
+    const intruderRow = page.locator('#requests tbody tr', { hasText: intruderCode });
+    await intruderRow.waitFor({ state: 'visible' });
+    check((await intruderRow.locator('td').nth(3).textContent()) === 'PIN', 'the method is PIN');
+    page.once('dialog', (d) => d.accept('not ours'));
+    await intruderRow.locator('button.reject').click();
+    const intruderExit = await intruder.exit();
+    check(intruderExit === 1, `a rejected node pair exits 1, not ${intruderExit}`);
+    check(intruder.lines.some((l) => l.includes('rejected') && l.includes('not ours')),
+      `the device is told the reason:\n${intruder.lines.join('\n')}`);
+    await intruderRow.waitFor({ state: 'detached' });
+
     // ---- the audit log
     step('the audit log');
     const audit = await pageFetch(page, 'GET', '/api/v1/audit');
     check(audit.status === 200, `GET /api/v1/audit: ${audit.status} ${audit.text}`);
-    for (const action of ['code_minted', 'request_filed', 'request_approved', 'device_revoked']) {
+    for (const action of ['code_minted', 'request_filed', 'request_approved', 'request_rejected', 'device_revoked']) {
       await page.locator('#audit tbody tr', { hasText: action }).first().waitFor();
     }
     const revokedBy = await page.locator('#audit tbody tr', { hasText: 'device_revoked' }).first()

@@ -552,6 +552,24 @@ mod tests {
     }
 
     #[test]
+    fn logging_in_again_replaces_the_browsers_old_session() {
+        let api = api(false, SessionSettings::default());
+        let (old, _) = api.login();
+        let answer = api.send(
+            Method::POST,
+            "/console/login",
+            &[("cookie", &old)],
+            Some(serde_json::json!({ "token": api.token })),
+        );
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        let new = answer.headers[header::SET_COOKIE].to_str().unwrap();
+        assert!(!new.starts_with(&format!("{old};")), "a fresh id: {new}");
+        assert_eq!(api.state.sessions.len(), 1, "the old session is gone");
+        let answer = api.send(Method::GET, "/console/session", &[("cookie", &old)], None);
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
     fn the_page_and_its_assets_have_their_types_and_a_strict_policy() {
         let api = api(false, SessionSettings::default());
         for (path, content_type) in [
