@@ -1545,3 +1545,213 @@ fn the_event_stream_tells_of_requests_decisions_nodes_and_revocations_made_by_an
     assert_eq!(verdict["broken"]["seq"], 2, "{verdict}");
     assert_eq!(verdict["broken"]["key"], key.as_str(), "{verdict}");
 }
+
+/// An HTTPS agent that trusts only `root` (DER).
+fn https_agent(root: &[u8]) -> ureq::Agent {
+    let roots = ureq::tls::RootCerts::Specific(Arc::new(vec![
+        ureq::tls::Certificate::from_der(root).to_owned(),
+    ]));
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections(0)
+        .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
+        .build()
+        .into()
+}
+
+#[test]
+fn off_loopback_the_admin_api_speaks_https_with_a_certificate_from_the_gateway_ca() {
+    let admin_port = keygate_tests::free_tcp_port();
+    let tables = format!(
+        "[admin]\nlisten = \"0.0.0.0:{admin_port}\"\ntls = \"gateway-ca\"\nnames = [\"127.0.0.1\"]\n"
+    );
+    let gw = Gw::new(Setup {
+        tables: &tables,
+        ..Setup::default()
+    });
+    let alice = json(&gw.config, &["operators", "add", "alice", "--json"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut gw = gw.start();
+    // What an operator's client trusts: the CA certificate, from the CLI.
+    let pem = gw.cli(&["ca", "show", "--pem"]);
+    let ca = open_identity(&gw.config).1.ca().certificate_der().to_vec();
+    assert_eq!(
+        pem.trim(),
+        open_identity(&gw.config).1.ca().certificate_pem().trim()
+    );
+    let https = format!("https://127.0.0.1:{admin_port}");
+
+    let agent = https_agent(&ca);
+    let mut health = agent.get(format!("{https}/healthz")).call().unwrap();
+    assert_eq!(health.body_mut().read_to_string().unwrap(), "ok");
+    let devices = agent
+        .get(format!("{https}/api/v1/devices"))
+        .header("Authorization", format!("Bearer {alice}"))
+        .call()
+        .unwrap();
+    assert_eq!(devices.status().as_u16(), 200);
+    // A client that does not trust the gateway's CA refuses the server;
+    // plain HTTP gets no answer.
+    let stranger = ureq::Agent::config_builder().build().new_agent();
+    let err = stranger.get(format!("{https}/healthz")).call().unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate")
+            || err.to_string().to_lowercase().contains("issuer"),
+        "{err}"
+    );
+    let plain = Api::new(format!("http://127.0.0.1:{admin_port}"));
+    let url = format!("{}/healthz", plain.base);
+    assert!(
+        plain
+            .agent
+            .get(&url)
+            .call()
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200),
+        "plain HTTP is not served"
+    );
+    let seen = &gw.process().seen;
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("admin API listening on https://0.0.0.0:")),
+        "{seen:#?}"
+    );
+}
+
+#[test]
+fn the_admin_api_serves_a_configured_certificate_and_names_a_bad_key_file() {
+    let admin_port = keygate_tests::free_tcp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = dir.path().join("admin.pem");
+    let key = dir.path().join("admin-key.pem");
+    std::fs::write(&cert, issued.cert.pem()).unwrap();
+    std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+    let tables = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let gw = Gw::new(Setup {
+        tables: &tables,
+        ..Setup::default()
+    })
+    .start();
+    let agent = https_agent(issued.cert.der());
+    let health = agent
+        .get(format!("https://127.0.0.1:{admin_port}/healthz"))
+        .call()
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    drop(gw);
+
+    // A key file that holds no key: the gateway does not start, and says
+    // which file.
+    std::fs::write(&key, "not a key\n").unwrap();
+    let gw = Gw::new(Setup {
+        tables: &tables,
+        ..Setup::default()
+    });
+    let ran = run(keygate(&gw.config).args(["gateway", "run"]));
+    assert!(!ran.ok, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(&key.display().to_string()),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("private key"), "{}", ran.stderr);
+}
+
+/// schemathesis, as `scripts/setup` installs it (or `KEYGATE_SCHEMATHESIS`).
+fn schemathesis() -> PathBuf {
+    let path = std::env::var_os("KEYGATE_SCHEMATHESIS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            keygate_tests::profile_dir()
+                .parent()
+                .expect("target/")
+                .join("tools/schemathesis/bin/st")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup, which installs schemathesis from PyPI into \
+         target/tools/schemathesis (or point KEYGATE_SCHEMATHESIS at an `st` binary)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn the_admin_api_answers_what_schemathesis_generates_from_its_openapi_document_without_5xx() {
+    let admin_port = keygate_tests::free_tcp_port();
+    let tables = format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n");
+    let gw = Gw::new(Setup {
+        tables: &tables,
+        ..Setup::default()
+    });
+    let token = json(&gw.config, &["operators", "add", "fuzz", "--json"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gw = gw.start();
+    // Real records behind every list: a paired device with its node
+    // connected, a pending request, codes, audit entries.
+    let node_dir = state_dir(&gw, "node");
+    pair_with_pin(&gw, &node_dir);
+    let _node = run_node(&gw, &node_dir);
+    gw.wait_node("registered", |_| true);
+    let pin = gw.mint_pin();
+    let mut pending = NodeProcess::spawn(
+        &[
+            "node",
+            "pair",
+            "--gateway",
+            &gw.addr,
+            "--state-dir",
+            &state_dir(&gw, "pending"),
+        ],
+        Some(&pin),
+    );
+    pending.wait_for("check code:");
+
+    // The event stream never ends by itself: it has its own test. The
+    // checks are that the server never fails (5xx) and that what it
+    // answers (status, content type, headers, body) is what the document
+    // says; also that it refuses a missing token and methods it does not
+    // serve. Inputs the document cannot fully describe (a device id's
+    // checksum, a ttl's range) are refused with 400, so "valid input
+    // refused" is not checked. One worker: schemathesis' parallel mode
+    // trips over Python's ast module here.
+    let out = Command::new(schemathesis())
+        .args([
+            "run",
+            &format!("http://127.0.0.1:{admin_port}/api/v1/openapi.json"),
+            "--header",
+            &format!("Authorization: Bearer {token}"),
+            "--exclude-path",
+            "/api/v1/events",
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,\
+             response_schema_conformance,response_headers_conformance,ignored_auth,\
+             missing_required_header,unsupported_method",
+            "--max-examples",
+            "25",
+            "--workers",
+            "1",
+        ])
+        .env("NO_COLOR", "1")
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        .output()
+        .expect("run schemathesis");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("Tested: 15"), "{report}");
+    assert!(!report.contains(" 0 generated"), "{report}");
+}

@@ -17,7 +17,11 @@
 //! advertise = ["gw.example.net", "192.0.2.7", "[2001:db8::7]:8443"]   # what QR codes carry
 //!
 //! [admin]                          # the HTTP admin API; off without this table
-//! listen = "127.0.0.1:7800"        # loopback only (no TLS yet)
+//! listen = "127.0.0.1:7800"        # any address with TLS; loopback only without
+//! tls = "gateway-ca"               # "off" (default) or a certificate from the gateway's CA,
+//! names = ["admin.example.net"]    #   issued for these names (default: below) ...
+//! # tls_cert_file = "admin.pem"    # ... or a certificate chain and key of your own (PEM)
+//! # tls_key_file = "admin-key.pem"
 //!
 //! [pairing]
 //! pin_digits = 8                   # 6..=12
@@ -129,15 +133,50 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7800";
 /// `[admin]`: where the HTTP admin API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSettings {
-    /// `listen`: a loopback IP and port (port 0: any free one).
+    /// `listen`: an IP and port (port 0: any free one); loopback unless
+    /// `tls` is on.
     pub listen: SocketAddr,
+    /// How it speaks TLS.
+    pub tls: AdminTls,
 }
 
 impl Default for AdminSettings {
     fn default() -> Self {
         Self {
             listen: DEFAULT_ADMIN_LISTEN.parse().expect("a valid address"),
+            tls: AdminTls::Off,
         }
+    }
+}
+
+/// `[admin] tls`: plain HTTP, or HTTPS with which certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTls {
+    /// `tls = "off"` (the default): plain HTTP, on loopback only.
+    Off,
+    /// `tls = "gateway-ca"`: a server certificate issued by the gateway's
+    /// CA at start, held in memory only and re-issued at two thirds of its
+    /// life (`[identity] server_validity`), like the gateway's own.
+    GatewayCa {
+        /// `names`: what it is issued for. Empty: the listen address, or
+        /// when that is unspecified (`0.0.0.0`, `[::]`), the hosts of
+        /// `[gateway] advertise`.
+        names: Vec<String>,
+    },
+    /// `tls_cert_file` and `tls_key_file`: a chain (leaf first) and its
+    /// PKCS#8, SEC1 or PKCS#1 key, PEM, read at start.
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// Its private key.
+        key: PathBuf,
+    },
+}
+
+impl AdminTls {
+    /// Whether the listener speaks TLS.
+    pub fn is_on(&self) -> bool {
+        !matches!(self, Self::Off)
     }
 }
 
@@ -266,6 +305,10 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Option<Spanned<String>>,
+    tls: Option<Spanned<String>>,
+    names: Option<Spanned<Vec<Spanned<String>>>>,
+    tls_cert_file: Option<Spanned<String>>,
+    tls_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -611,7 +654,10 @@ impl Ctx<'_> {
     }
 
     fn admin(&self, raw: RawAdmin) -> Result<AdminSettings, ConfigError> {
-        let mut settings = AdminSettings::default();
+        let mut settings = AdminSettings {
+            tls: self.admin_tls(&raw)?,
+            ..AdminSettings::default()
+        };
         if let Some(listen) = raw.listen {
             let at = listen.span().start;
             let addr: SocketAddr = listen.get_ref().trim().parse().map_err(|_| {
@@ -624,20 +670,100 @@ impl Ctx<'_> {
                     ),
                 )
             })?;
-            if !addr.ip().is_loopback() {
+            if !addr.ip().is_loopback() && !settings.tls.is_on() {
                 return Err(self.invalid(
                     at,
                     "admin.listen",
                     format!(
-                        "{addr} is not a loopback address: the admin API is served without \
-                         TLS, so only on 127.0.0.1 or [::1] (reach it from elsewhere through \
-                         an SSH tunnel or a TLS proxy)"
+                        "{addr} is not a loopback address, and without TLS the admin API is \
+                         served only on 127.0.0.1 or [::1]: set `tls = \"gateway-ca\"` (or \
+                         `tls_cert_file` and `tls_key_file`) to serve it on the network"
                     ),
                 ));
             }
             settings.listen = addr;
         }
         Ok(settings)
+    }
+
+    /// `[admin] tls`, `names`, `tls_cert_file`, `tls_key_file`.
+    fn admin_tls(&self, raw: &RawAdmin) -> Result<AdminTls, ConfigError> {
+        let names = match &raw.names {
+            None => Vec::new(),
+            Some(list) => {
+                let mut names = Vec::new();
+                for name in list.get_ref() {
+                    let text = name.get_ref().trim();
+                    if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == '/') {
+                        return Err(self.invalid(
+                            name.span().start,
+                            "admin.names",
+                            format!("{:?} is not a DNS name or an IP address", name.get_ref()),
+                        ));
+                    }
+                    names.push(text.to_owned());
+                }
+                names
+            }
+        };
+        let files = match (&raw.tls_cert_file, &raw.tls_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                Some((self.resolve(cert.get_ref()), self.resolve(key.get_ref())))
+            }
+            (Some(cert), None) => {
+                return Err(self.invalid(
+                    cert.span().start,
+                    "admin.tls_key_file",
+                    "missing: tls_cert_file needs the key that goes with it",
+                ));
+            }
+            (None, Some(key)) => {
+                return Err(self.invalid(
+                    key.span().start,
+                    "admin.tls_cert_file",
+                    "missing: tls_key_file needs the certificate that goes with it",
+                ));
+            }
+        };
+        let mode = raw
+            .tls
+            .as_ref()
+            .map(|t| (t.get_ref().trim(), t.span().start));
+        match (mode, files) {
+            (None, None) | (Some(("off", _)), None) => {
+                if let Some(list) = &raw.names {
+                    return Err(self.invalid(
+                        list.span().start,
+                        "admin.names",
+                        "names are for `tls = \"gateway-ca\"`".to_owned(),
+                    ));
+                }
+                Ok(AdminTls::Off)
+            }
+            (Some(("gateway-ca", _)), None) => Ok(AdminTls::GatewayCa { names }),
+            (None | Some(("files", _)), Some((cert, key))) if raw.names.is_none() => {
+                Ok(AdminTls::Files { cert, key })
+            }
+            (None | Some(("files", _)), Some(_)) => Err(self.invalid(
+                raw.names.as_ref().map_or(0, |n| n.span().start),
+                "admin.names",
+                "names are for `tls = \"gateway-ca\"`; a certificate of your own carries its own"
+                    .to_owned(),
+            )),
+            (Some((_, at)), Some(_)) => Err(self.invalid(
+                at,
+                "admin.tls",
+                "tls_cert_file and tls_key_file bring their own certificate: drop `tls` \
+                 or set it to \"files\""
+                    .to_owned(),
+            )),
+            (Some((other, at)), None) => Err(self.invalid(
+                at,
+                "admin.tls",
+                format!("{other:?} is not \"off\" or \"gateway-ca\" (or set tls_cert_file and tls_key_file)"),
+            )),
+        }
     }
 
     /// A duration (with units) between `min` and `max`.
@@ -899,10 +1025,99 @@ mod tests {
             assert!(err.contains("config.toml:4: admin.listen"), "{err}");
             assert!(err.contains(says), "{listen}: {err}");
         }
-        let err = parse(&format!("{store}[admin]\ntls = true\n"))
+        let err = parse(&format!("{store}[admin]\ncolour = true\n"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("line 4") && err.contains("tls"), "{err}");
+        assert!(err.contains("line 4") && err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_api_serves_off_loopback_only_with_tls_from_the_ca_or_files() {
+        let store = "[plugins.store]\nuse = \"memory\"\n";
+        let admin = |lines: &str| parse(&format!("{store}[admin]\n{lines}"));
+        let ca = admin("listen = \"0.0.0.0:7800\"\ntls = \"gateway-ca\"\n").unwrap();
+        assert_eq!(ca.admin.unwrap().tls, AdminTls::GatewayCa { names: vec![] });
+        let named = admin("tls = \"gateway-ca\"\nnames = [\"admin.example.net\", \"192.0.2.7\"]\n")
+            .unwrap()
+            .admin
+            .unwrap();
+        assert_eq!(
+            named.tls,
+            AdminTls::GatewayCa {
+                names: vec!["admin.example.net".into(), "192.0.2.7".into()]
+            }
+        );
+        assert!(named.tls.is_on());
+        let files = admin(
+            "listen = \"192.0.2.7:443\"\ntls_cert_file = \"a.pem\"\ntls_key_file = \"/k.pem\"\n",
+        )
+        .unwrap()
+        .admin
+        .unwrap();
+        assert_eq!(
+            files.tls,
+            AdminTls::Files {
+                cert: PathBuf::from("/etc/keygate/a.pem"),
+                key: PathBuf::from("/k.pem"),
+            }
+        );
+        assert_eq!(
+            admin("tls = \"off\"\n").unwrap().admin.unwrap().tls,
+            AdminTls::Off
+        );
+        assert!(!AdminTls::Off.is_on());
+        for (lines, line, key, says) in [
+            (
+                "listen = \"0.0.0.0:1\"\ntls = \"off\"\n",
+                4,
+                "admin.listen",
+                "not a loopback address",
+            ),
+            ("tls = \"yes\"\n", 4, "admin.tls", "is not \"off\""),
+            (
+                "tls = \"off\"\nnames = [\"a\"]\n",
+                5,
+                "admin.names",
+                "gateway-ca",
+            ),
+            (
+                "tls = \"gateway-ca\"\nnames = [\"a b\"]\n",
+                5,
+                "admin.names",
+                "not a DNS name",
+            ),
+            (
+                "tls_cert_file = \"a.pem\"\n",
+                4,
+                "admin.tls_key_file",
+                "missing",
+            ),
+            (
+                "tls_key_file = \"a.pem\"\n",
+                4,
+                "admin.tls_cert_file",
+                "missing",
+            ),
+            (
+                "tls = \"gateway-ca\"\ntls_cert_file = \"a\"\ntls_key_file = \"b\"\n",
+                4,
+                "admin.tls",
+                "bring their own",
+            ),
+            (
+                "names = [\"x\"]\ntls_cert_file = \"a\"\ntls_key_file = \"b\"\n",
+                4,
+                "admin.names",
+                "carries its own",
+            ),
+        ] {
+            let err = admin(lines).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("config.toml:{line}: {key}")),
+                "{lines}: {err}"
+            );
+            assert!(err.contains(says), "{lines}: {err}");
+        }
     }
 
     #[test]

@@ -23,7 +23,8 @@ const MAX_LIMIT: usize = 10_000;
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// How many of the newest entries (1 to 10000; default 200).
-    pub limit: Option<usize>,
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<u32>,
 }
 
 /// One change within an entry.
@@ -113,7 +114,7 @@ pub async fn list_audit(
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<AuditEntryView>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_field("limit", e.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    let limit = query.limit.map_or(DEFAULT_LIMIT, |n| n as usize);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_field(
             "limit",

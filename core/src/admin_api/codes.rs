@@ -26,6 +26,7 @@ pub struct MintBody {
     /// Its life, with units (`"90s"`, `"10m"`; 30s to 24h); the configured
     /// one when absent.
     #[serde(default)]
+    #[schema(pattern = "^([0-9]+[smhd])+$", example = "10m")]
     pub ttl: Option<String>,
 }
 

@@ -118,7 +118,7 @@ pub async fn list_devices(
 /// Revokes a device: it never pairs or connects again, and its live
 /// connection closes.
 #[utoipa::path(post, path = "/api/v1/devices/{id}/revoke", tag = "devices",
-    params(("id" = String, Path, description = "The device id")),
+    params(("id" = String, Path, description = "The device id", pattern = "^kgd1[02-9ac-hj-np-z]{38}$")),
     request_body(content = Option<RevokeBody>, description = "Optional: no body revokes without a reason"),
     responses((status = 200, body = Revoked), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
@@ -167,7 +167,7 @@ pub async fn list_certificates(
 
 /// Revokes one certificate; its device may pair again.
 #[utoipa::path(post, path = "/api/v1/certificates/{fingerprint}/revoke", tag = "certificates",
-    params(("fingerprint" = String, Path, description = "SHA-256 of the certificate, 64 hex digits")),
+    params(("fingerprint" = String, Path, description = "SHA-256 of the certificate, 64 hex digits", pattern = "^[0-9a-fA-F]{64}$")),
     request_body(content = Option<RevokeBody>, description = "Optional: no body revokes without a reason"),
     responses((status = 200, body = Revoked), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),

@@ -86,12 +86,14 @@ pub struct NodeLeftView {
 #[derive(Debug, Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<ApiEvent>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Default for EventHub {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(BACKLOG).0,
+            stop: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 }
@@ -105,6 +107,11 @@ impl EventHub {
     /// Events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<ApiEvent> {
         self.tx.subscribe()
+    }
+
+    /// Ends every stream, now and to come (the API is shutting down).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
     }
 
     /// Whether a stream is open.
@@ -240,21 +247,33 @@ fn resync() -> ApiEvent {
 /// when it lagged, ending at `until`.
 fn stream_of(
     rx: broadcast::Receiver<ApiEvent>,
+    stop: tokio::sync::watch::Receiver<bool>,
     until: Instant,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let open = futures_util::stream::once(async { Ok(Event::default().comment("open")) });
-    open.chain(futures_util::stream::unfold(rx, move |mut rx| async move {
-        let event = match tokio::time::timeout_at(until, rx.recv()).await {
-            Err(_) | Ok(Err(broadcast::error::RecvError::Closed)) => return None,
-            Ok(Ok(event)) => event,
-            Ok(Err(broadcast::error::RecvError::Lagged(_))) => resync(),
-        };
-        let mut sse = Event::default().event(event.name).data(event.data);
-        if let Some(id) = event.id {
-            sse = sse.id(id);
-        }
-        Some((Ok(sse), rx))
-    }))
+    open.chain(futures_util::stream::unfold(
+        (rx, stop),
+        move |(mut rx, mut stop)| async move {
+            let next = tokio::time::timeout_at(until, async {
+                tokio::select! {
+                    event = rx.recv() => Some(event),
+                    _ = stop.wait_for(|stopped| *stopped) => None,
+                }
+            });
+            let event = match next.await {
+                Err(_) | Ok(None) | Ok(Some(Err(broadcast::error::RecvError::Closed))) => {
+                    return None;
+                }
+                Ok(Some(Ok(event))) => event,
+                Ok(Some(Err(broadcast::error::RecvError::Lagged(_)))) => resync(),
+            };
+            let mut sse = Event::default().event(event.name).data(event.data);
+            if let Some(id) = event.id {
+                sse = sse.id(id);
+            }
+            Some((Ok(sse), (rx, stop)))
+        },
+    ))
 }
 
 /// A server-sent event stream (`text/event-stream`) of new requests,
@@ -274,6 +293,151 @@ pub async fn events(
     _: Operator,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.events.subscribe();
-    Sse::new(stream_of(rx, Instant::now() + STREAM_LIFETIME))
+    let stop = state.events.stop.subscribe();
+    Sse::new(stream_of(rx, stop, Instant::now() + STREAM_LIFETIME))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::state::audit::{AuditAction, AuditEvent, audit_key};
+    use crate::state::{Actor, testing::on_memory};
+
+    fn record(m: &IdentityManager, subject: &str) {
+        let event = AuditEvent::new(&Actor::operator("alice"), AuditAction::CodeMinted, subject)
+            .with("ttl", "10m");
+        m.record_audit(vec![event], SystemTime::now()).unwrap();
+    }
+
+    fn drain(rx: &mut broadcast::Receiver<ApiEvent>) -> Vec<ApiEvent> {
+        let mut got = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            got.push(e);
+        }
+        got
+    }
+
+    #[test]
+    fn unheard_the_follower_keeps_up_with_the_head_and_publishes_nothing_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, m) = on_memory(dir.path());
+        let hub = EventHub::default();
+        record(&m, "a");
+        record(&m, "b");
+        assert_eq!(audit_step(&hub, &m, None), Some(2));
+        assert_eq!(audit_step(&hub, &m, Some(1)), Some(2));
+        // A stream opens: it hears what commits from then on, in order,
+        // each event named for its action and numbered for its entry.
+        let mut rx = hub.subscribe();
+        assert_eq!(audit_step(&hub, &m, Some(2)), Some(2));
+        assert!(drain(&mut rx).is_empty());
+        record(&m, "c");
+        record(&m, "d");
+        assert_eq!(audit_step(&hub, &m, Some(2)), Some(4));
+        let got = drain(&mut rx);
+        let names: Vec<(&str, Option<&str>)> = got
+            .iter()
+            .map(|e| (e.name.as_str(), e.id.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("code_minted", Some("audit-3")),
+                ("code_minted", Some("audit-4"))
+            ]
+        );
+        let data: serde_json::Value = serde_json::from_str(&got[0].data).unwrap();
+        assert_eq!(data["seq"], 3);
+        assert_eq!(data["subject"], "c");
+        assert_eq!(data["actor"], "operator:alice");
+        assert_eq!(data["action"], "code_minted");
+        assert_eq!(data["details"]["ttl"], "10m");
+    }
+
+    #[test]
+    fn a_damaged_entry_is_stepped_over_but_one_not_yet_written_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, m) = on_memory(dir.path());
+        let hub = EventHub::default();
+        let mut rx = hub.subscribe();
+        record(&m, "a");
+        record(&m, "b");
+        record(&m, "c");
+        let key = audit_key(2);
+        let version = store.get(&key).unwrap().unwrap().version;
+        store.put(&key, b"garbage", Some(version)).unwrap();
+        assert_eq!(audit_step(&hub, &m, Some(0)), Some(3));
+        let subjects: Vec<String> = drain(&mut rx)
+            .iter()
+            .map(|e| {
+                serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["subject"].to_string()
+            })
+            .collect();
+        assert_eq!(subjects, ["\"a\"", "\"c\""]);
+        // Past the head, an unreadable record is one being written: the
+        // follower stays before it.
+        store.put(&audit_key(4), b"half", None).unwrap();
+        assert_eq!(audit_step(&hub, &m, Some(3)), Some(3));
+        assert!(drain(&mut rx).is_empty());
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_stream_opens_with_a_comment_says_resync_when_it_lagged_and_ends_when_stopped() {
+        runtime().block_on(async {
+            let hub = EventHub::default();
+            let stream = stream_of(
+                hub.subscribe(),
+                hub.stop.subscribe(),
+                Instant::now() + Duration::from_secs(60),
+            );
+            futures_util::pin_mut!(stream);
+            for n in 0..BACKLOG + 5 {
+                hub.publish(ApiEvent {
+                    name: "x".into(),
+                    id: Some(n.to_string()),
+                    data: "{}".into(),
+                });
+            }
+            let render = |e: Event| format!("{e:?}");
+            let first = render(stream.next().await.unwrap().unwrap());
+            assert!(first.contains("open"), "{first}");
+            let second = render(stream.next().await.unwrap().unwrap());
+            assert!(second.contains("resync"), "{second}");
+            let third = render(stream.next().await.unwrap().unwrap());
+            assert!(third.contains("x"), "{third}");
+            hub.stop();
+            let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+            assert!(
+                matches!(next, Ok(None)),
+                "a stopped stream ends at once, queued events or not"
+            );
+        });
+    }
+
+    #[test]
+    fn a_stream_ends_at_its_deadline() {
+        runtime().block_on(async {
+            let hub = EventHub::default();
+            let stream = stream_of(
+                hub.subscribe(),
+                hub.stop.subscribe(),
+                Instant::now() + Duration::from_millis(50),
+            );
+            futures_util::pin_mut!(stream);
+            assert!(stream.next().await.is_some(), "the opening comment");
+            assert!(stream.next().await.is_none(), "ends with nothing to say");
+        });
+    }
 }

@@ -24,6 +24,7 @@ pub mod events;
 mod nodes;
 mod requests;
 pub mod session;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,7 +59,8 @@ pub struct ApiState {
     /// Where the event stream's events come from ([`AdminApi::start`]
     /// feeds it from the audit log and the gateway's nodes).
     pub events: events::EventHub,
-    /// Whether the listener is TLS (the console's cookie is then `Secure`).
+    /// Whether the listener speaks TLS (set by [`AdminApi::start`]); the
+    /// console's cookie is then `Secure`.
     pub tls: bool,
     /// The web console's sessions.
     pub sessions: session::SessionStore,
@@ -194,19 +196,47 @@ fn router(state: Arc<ApiState>) -> axum::Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
 }
 
+/// Why the admin API cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminStartError {
+    /// The address cannot be bound, or the runtime cannot start.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// HTTPS cannot be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+}
+
 /// The admin API, serving until stopped.
 pub struct AdminApi {
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    tls: bool,
+    events: events::EventHub,
+    handle: axum_server::Handle<SocketAddr>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl AdminApi {
-    /// Binds `settings.listen` and serves on a thread of its own.
+    /// Binds `settings.listen` and serves on a thread of its own, over
+    /// HTTPS when `settings.tls` says so (a CA-issued certificate lives
+    /// `cert_validity` and is renewed at two thirds of it).
     ///
     /// # Errors
-    /// The address cannot be bound, or the runtime cannot start.
-    pub fn start(settings: &AdminSettings, state: ApiState) -> std::io::Result<AdminApi> {
+    /// The address cannot be bound, the runtime cannot start, or the TLS
+    /// certificate cannot be issued or read.
+    pub fn start(
+        settings: &AdminSettings,
+        mut state: ApiState,
+        cert_validity: std::time::Duration,
+    ) -> Result<AdminApi, AdminStartError> {
+        let tls = tls::setup(
+            &settings.tls,
+            settings.listen,
+            &state.identity,
+            &state.advertise,
+            cert_validity,
+        )?;
+        state.tls = tls.is_some();
         let listener = std::net::TcpListener::bind(settings.listen)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -217,26 +247,35 @@ impl AdminApi {
             .enable_io()
             .enable_time()
             .build()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = axum_server::Handle::new();
         let state = Arc::new(state);
-        let app = router(state.clone());
+        let events = state.events.clone();
+        let app = router(state.clone()).into_make_service();
+        let served_by = handle.clone();
         let thread = std::thread::Builder::new()
             .name("keygate-admin-api".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     state.events.feed(state.identity.clone(), &state.gateway);
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(error) => {
-                            tracing::error!(%error, "admin API: cannot listen");
-                            return;
+                    let served = match tls {
+                        None => match axum_server::from_tcp(listener) {
+                            Ok(server) => server.handle(served_by).serve(app).await,
+                            Err(e) => Err(e),
+                        },
+                        Some(tls) => {
+                            if let Some(renewal) = tls.renewal {
+                                tokio::spawn(tls::renew(
+                                    tls.config.clone(),
+                                    renewal,
+                                    state.identity.clone(),
+                                ));
+                            }
+                            match axum_server::tls_rustls::from_tcp_rustls(listener, tls.config) {
+                                Ok(server) => server.handle(served_by).serve(app).await,
+                                Err(e) => Err(e),
+                            }
                         }
                     };
-                    let served = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
                     if let Err(error) = served {
                         tracing::error!(%error, "admin API stopped");
                     }
@@ -245,7 +284,9 @@ impl AdminApi {
             })?;
         Ok(AdminApi {
             addr,
-            stop: Some(stop),
+            tls: settings.tls.is_on(),
+            events,
+            handle,
             thread: Some(thread),
         })
     }
@@ -255,20 +296,29 @@ impl AdminApi {
         self.addr
     }
 
+    /// Its base URL: `https://` when it speaks TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
     /// Stops serving and waits for the thread.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        // Event streams end at once; other requests get a few seconds.
+        self.events.stop();
+        self.handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
+
+/// How long requests in flight get to finish at shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Drop for AdminApi {
     fn drop(&mut self) {

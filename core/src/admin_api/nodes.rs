@@ -55,7 +55,7 @@ pub async fn list_nodes(
 
 /// Invokes a capability of a connected node and returns its answer.
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/invoke", tag = "nodes",
-    params(("id" = String, Path, description = "The node's device id")),
+    params(("id" = String, Path, description = "The node's device id", pattern = "^kgd1[02-9ac-hj-np-z]{38}$")),
     request_body = InvokeBody,
     responses((status = 200, body = InvokeView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),

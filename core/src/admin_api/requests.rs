@@ -113,7 +113,7 @@ fn decided(outcome: Result<ApprovalRecord, RequestRefusal>) -> Result<Json<Reque
 /// Approves a pending request: the device is enrolled and its
 /// certificate issued. Approving again returns the same request.
 #[utoipa::path(post, path = "/api/v1/requests/{id}/approve", tag = "requests",
-    params(("id" = String, Path, description = "The request id")),
+    params(("id" = String, Path, description = "The request id", pattern = "^[0-9a-f]{32}$")),
     responses((status = 200, body = RequestView), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -132,7 +132,7 @@ pub async fn approve(
 
 /// Rejects a pending request with a reason the device is told.
 #[utoipa::path(post, path = "/api/v1/requests/{id}/reject", tag = "requests",
-    params(("id" = String, Path, description = "The request id")),
+    params(("id" = String, Path, description = "The request id", pattern = "^[0-9a-f]{32}$")),
     request_body = RejectBody,
     responses((status = 200, body = RequestView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),

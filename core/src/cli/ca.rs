@@ -20,6 +20,10 @@ pub enum CaCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Print only the CA certificate, PEM (public: what clients of
+        /// the HTTPS admin API trust with `tls = "gateway-ca"`).
+        #[arg(long, conflicts_with = "json")]
+        pem: bool,
     },
 }
 
@@ -34,9 +38,13 @@ struct CaView {
 }
 
 pub fn run(cmd: CaCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
-    let CaCommand::Show { json } = cmd;
+    let CaCommand::Show { json, pem } = cmd;
     let opened = super::identity::open(config_path)?;
     let ca = opened.manager.ca();
+    if pem {
+        outln!("{}", ca.certificate_pem().trim_end());
+        return Ok(ExitCode::SUCCESS);
+    }
     let now = unix(SystemTime::now()) as i64;
     let not_after = unix(ca.not_after()) as i64;
     let left = not_after - now;

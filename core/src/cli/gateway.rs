@@ -111,11 +111,11 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
                 tls: false,
                 sessions: Default::default(),
             };
-            match AdminApi::start(settings, state) {
+            match AdminApi::start(settings, state, config.identity.server_validity) {
                 Ok(api) => {
                     tracing::info!(
-                        "admin API listening on http://{} (OpenAPI document at /api/v1/openapi.json)",
-                        api.local_addr()
+                        "admin API listening on {} (OpenAPI document at /api/v1/openapi.json)",
+                        api.url()
                     );
                     Some(api)
                 }

@@ -11,6 +11,10 @@
 //!    over the interval): the gateway's memory per connection while they
 //!    beat, and the heartbeat round trips (p50, p99, max) as the nodes
 //!    see them.
+//!    Then a second steady window as long as the first, with the web
+//!    console watching (its event stream open, the nodes list read every
+//!    five seconds) and `/metrics` scraped every second: the heartbeat
+//!    round trips against the window without them.
 //! 3. **Reconnect storm**: the gateway stops (SIGINT: every connection
 //!    closes with `SHUTDOWN`) and starts again on the same state; every
 //!    node reconnects and registers as soon as the gateway is ready,
@@ -30,14 +34,16 @@
 
 mod bare;
 mod nodes;
+mod observers;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keygate_core::device::plugins::open_transport;
-use keygate_tests::{GatewayProcess, free_port, json, write_config};
+use keygate_tests::{GatewayProcess, free_port, free_tcp_port, json, write_config};
 use nodes::{Fleet, Heartbeats, Sample};
+use observers::Observers;
 
 /// Sizes of one run.
 struct Plan {
@@ -225,6 +231,7 @@ fn main() {
     // 2. The gateway, its nodes heartbeating.
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
+    let admin = format!("127.0.0.1:{}", free_tcp_port());
     let config = write_config(
         dir.path(),
         &format!(
@@ -233,10 +240,15 @@ fn main() {
              [plugins.approval]\nuse = \"pin-qr\"\n\
              [plugins.transport]\nuse = \"quic\"\n\
              [gateway]\nlisten = \"{addr}\"\nadvertise = [\"127.0.0.1\"]\nheartbeat = \"{}s\"\n\
-             [identity]\nlock_timeout_secs = 120\n",
+             [identity]\nlock_timeout_secs = 120\n\
+             [admin]\nlisten = \"{admin}\"\n",
             plan.interval.as_secs()
         ),
     );
+    let token = json(&config, &["operators", "add", "console", "--json"])["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
     let client_dir = dir.path().join("nodes");
     std::fs::create_dir(&client_dir).expect("mkdir");
     let client = open_transport(&client_dir).expect("the nodes' transport");
@@ -282,6 +294,27 @@ fn main() {
         gw_per / bare_per
     );
 
+    // 2b. The same, watched by the console and scraped every second.
+    let watching = Observers::start(&format!("http://{admin}"), &token);
+    let (watched_from, watched_cpu) = (Instant::now(), cpu(gateway.pid()));
+    std::thread::sleep(plan.steady);
+    let (watched_to, watched_cpu) = (Instant::now(), cpu(gateway.pid()) - watched_cpu);
+    let seen = watching.stop();
+    let watched = Window::of(&beats.samples_so_far(), watched_from, watched_to);
+    watched.print("while the console watches and /metrics is scraped every second");
+    println!(
+        "console and scrapes: {} scrapes of /metrics (mean {}), {} nodes lists (mean {}), {} events; gateway CPU {:.3} CPUs; heartbeat p99 {:.2}x, p50 {:.2}x the unwatched window's",
+        seen.scrapes,
+        ms(seen.scrape_mean),
+        seen.lists,
+        ms(seen.list_mean),
+        seen.events,
+        watched_cpu.as_secs_f64() / plan.steady.as_secs_f64(),
+        watched.rtt[1].as_secs_f64() / steady.rtt[1].as_secs_f64(),
+        watched.rtt[0].as_secs_f64() / steady.rtt[0].as_secs_f64()
+    );
+    assert!(seen.lists > 0, "the console read the nodes list");
+
     // 3. The reconnect storm.
     assert!(gateway.stop(), "the gateway exits 0 on SIGINT");
     let (causes, still_open) = fleet.await_closed(Duration::from_secs(10));
@@ -320,7 +353,11 @@ fn main() {
     after.print("after the storm");
     assert_eq!(relisted, n, "nodes registered again after the restart");
     if plan.quick {
-        assert_eq!(steady.failed + after.failed, 0, "every heartbeat answered");
+        assert_eq!(
+            steady.failed + watched.failed + after.failed,
+            0,
+            "every heartbeat answered"
+        );
         assert_eq!(causes[0], n, "every node told SHUTDOWN");
     }
 }
