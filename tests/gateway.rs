@@ -1745,6 +1745,8 @@ fn the_admin_api_answers_what_schemathesis_generates_from_its_openapi_document_w
         ])
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_TELEMETRY", "false")
+        // Its cache goes where it runs: the test's folder, not the tree.
+        .current_dir(gw.dir.path())
         .output()
         .expect("run schemathesis");
     let report = String::from_utf8_lossy(&out.stdout);

@@ -12,7 +12,7 @@ use crate::state::IdentityError;
 /// An error's body.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// A stable code: `unauthorized`, `bad_request`, `not_found`,
+    /// A stable code: `unauthorized`, `csrf`, `bad_request`, `not_found`,
     /// `conflict`, `unavailable`, `internal`.
     pub error: &'static str,
     /// What was wrong, for a person.
@@ -44,6 +44,14 @@ impl ApiError {
     /// 401: no token, or not a live operator's.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403 `csrf`: a change made with the console's session cookie
+    /// without the session's CSRF token (`field`: `X-CSRF-Token`).
+    pub fn csrf(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::FORBIDDEN, "csrf", message);
+        e.body.field = Some("X-CSRF-Token".to_owned());
+        e
     }
 
     /// 400 naming `field`.

@@ -5,7 +5,10 @@
 //! token, and a server-sent event stream of changes at `/api/v1/events`
 //! ([`events`]). Every decision goes through identity state under its lock, as
 //! the CLI's do, so the two see each other's at once; every change is
-//! attributed to `operator:NAME` in the audit log.
+//! attributed to `operator:NAME` in the audit log. The same listener
+//! serves the web console at `/` (`console.rs`, assets in `console/`):
+//! its session cookie is accepted by `/api/v1` too, with a CSRF token on
+//! every change ([`session`]).
 //!
 //! It runs on a tokio runtime of its own (one thread): a handler hands
 //! anything that takes the state lock or waits for a node to tokio's
@@ -14,12 +17,14 @@
 mod audit;
 mod auth;
 mod codes;
+mod console;
 mod devices;
 mod error;
 pub mod events;
 mod metrics;
 mod nodes;
 mod requests;
+pub mod session;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -55,10 +60,13 @@ pub struct ApiState {
     /// Where the event stream's events come from ([`AdminApi::start`]
     /// feeds it from the audit log and the gateway's nodes).
     pub events: events::EventHub,
-    /// Whether the listener speaks TLS (set by [`AdminApi::start`]).
+    /// Whether the listener speaks TLS (set by [`AdminApi::start`]); the
+    /// console's cookie is then `Secure`.
     pub tls: bool,
     /// What `GET /metrics` shows; `None` when `[admin] metrics = false`.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The web console's sessions.
+    pub sessions: session::SessionStore,
 }
 
 /// Runs `work` on the blocking pool (it takes the state lock or waits).
@@ -177,7 +185,7 @@ fn router(state: Arc<ApiState>) -> axum::Router {
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
         .routes(routes!(metrics::scrape))
-        .with_state(state)
+        .with_state(state.clone())
         .split_for_parts();
     let doc = Arc::new(doc);
     router
@@ -188,6 +196,7 @@ fn router(state: Arc<ApiState>) -> axum::Router {
                 async move { Json((*doc).clone()) }
             }),
         )
+        .merge(console::router(state))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
 }
 

@@ -115,6 +115,7 @@ fn serve(config_path: &Path, opt_out: bool) -> anyhow::Result<ExitCode> {
                 events: Default::default(),
                 tls: false,
                 metrics: settings.metrics.then(|| metrics.clone()),
+                sessions: Default::default(),
             };
             match AdminApi::start(settings, state, config.identity.server_validity) {
                 Ok(api) => {

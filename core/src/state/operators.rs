@@ -281,6 +281,26 @@ impl IdentityManager {
         let same = subtle::ConstantTimeEq::ct_eq(record.token_hash.as_bytes(), hash.as_bytes());
         Ok((bool::from(same) && record.revoked.is_none()).then_some(record))
     }
+
+    /// Operator `name` if it is still live and still holds the token whose
+    /// hash is `token_hash`: how a console session, which keeps the hash
+    /// it logged in with and never the token, is checked again on every
+    /// request.
+    pub fn live_operator(
+        &self,
+        name: &str,
+        token_hash: &str,
+    ) -> Result<Option<OperatorRecord>, IdentityError> {
+        if check_name(name).is_err() {
+            return Ok(None);
+        }
+        let Some((record, _)) = self.get_record::<OperatorRecord>(&operator_key(name))? else {
+            return Ok(None);
+        };
+        let same =
+            subtle::ConstantTimeEq::ct_eq(record.token_hash.as_bytes(), token_hash.as_bytes());
+        Ok((bool::from(same) && record.revoked.is_none()).then_some(record))
+    }
 }
 
 #[cfg(test)]
