@@ -341,6 +341,17 @@ mod tests {
         assert_eq!(answer.json["operator"], "alice");
         assert_eq!(answer.json["csrf_token"].as_str().unwrap().len(), 64);
 
+        // The answer tells the page how long an idle session lives.
+        let short = api(
+            false,
+            SessionSettings {
+                idle: Duration::from_secs(90),
+                max_sessions: 4,
+            },
+        );
+        let answer = short.login_with(&short.token);
+        assert_eq!(answer.json["idle_timeout_secs"], 90, "{}", answer.text);
+
         let tls = api(true, SessionSettings::default());
         let answer = tls.login_with(&tls.token);
         let cookie = answer.headers[header::SET_COOKIE].to_str().unwrap();

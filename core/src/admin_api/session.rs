@@ -268,7 +268,9 @@ mod tests {
     fn a_session_lives_while_used_and_ends_after_the_idle_time() {
         let s = store(8);
         let t0 = Instant::now();
+        assert!(s.is_empty());
         let new = s.create("alice", "h", t0).unwrap();
+        assert!(!s.is_empty());
         assert_eq!(new.id.len(), 64);
         assert_ne!(*new.id, *new.csrf);
         let seen = s.touch(&new.id, t0 + HOUR / 2).unwrap();

@@ -314,6 +314,7 @@ fn main() {
         watched.rtt[0].as_secs_f64() / steady.rtt[0].as_secs_f64()
     );
     assert!(seen.lists > 0, "the console read the nodes list");
+    assert!(seen.scrapes > 0, "/metrics answered a scrape");
 
     // 3. The reconnect storm.
     assert!(gateway.stop(), "the gateway exits 0 on SIGINT");
