@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant, SystemTime};
@@ -19,7 +19,8 @@ use keygate_core::identity::DeviceKey;
 use keygate_proto::{Binding, Heartbeat, Message, RefusalCode, Register};
 use keygate_sdk::{ServerTrust, TlsIdentity, Transport};
 use keygate_tests::{
-    GatewayProcess, free_port, json, keygate, keygate_bin, ok, open_identity, run, write_config,
+    GatewayProcess, NodeProcess, free_port, json, keygate, keygate_bin, ok, open_identity, run,
+    write_config,
 };
 use sha2::Digest;
 
@@ -182,91 +183,6 @@ fn register(key: &DeviceKey) -> Message {
         device_id: key.device_id().to_string(),
         capabilities: vec!["echo".into()],
     })
-}
-
-/// A `keygate node …` child whose stderr the test reads line by line.
-struct NodeProcess {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl NodeProcess {
-    fn spawn(args: &[&str], code: Option<&str>) -> NodeProcess {
-        let mut cmd = Command::new(keygate_bin());
-        cmd.args(args)
-            .env_remove("KEYGATE_PAIRING_CODE")
-            .env("KEYGATE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(code) = code {
-            cmd.env("KEYGATE_PAIRING_CODE", code);
-        }
-        let mut child = cmd.spawn().expect("spawn keygate node");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        NodeProcess {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("the node never said {needle:?}:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    /// Waits for the exit: (code, stdout, the rest of stderr).
-    fn finish(mut self) -> (Option<i32>, String, String) {
-        use std::io::Read;
-        let status = self.child.wait().unwrap();
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            self.seen.push(line);
-        }
-        (status.code(), out, self.seen.join("\n"))
-    }
-
-    fn interrupt(&self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 fn state_dir(gw: &Gw, name: &str) -> String {
@@ -1388,6 +1304,23 @@ fn the_admin_api_serves_operators_refuses_everyone_else_and_its_decisions_reach_
     assert_eq!(status, 404);
 }
 
+/// A started gateway with an `[admin]` table (`listen` on `ip` and a free
+/// port, then `extra` lines), and the token of operator `name`: the
+/// gateway, the token and the port.
+fn admin_gateway(ip: &str, extra: &str, name: &str) -> (Gw, String, u16) {
+    let port = keygate_tests::free_tcp_port();
+    let tables = format!("[admin]\nlisten = \"{ip}:{port}\"\n{extra}");
+    let gw = Gw::new(Setup {
+        tables: &tables,
+        ..Setup::default()
+    });
+    let token = json(&gw.config, &["operators", "add", name, "--json"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (gw.start(), token, port)
+}
+
 /// The admin API's event stream, read on a thread of its own.
 struct EventStream {
     events: Receiver<(String, serde_json::Value)>,
@@ -1461,17 +1394,7 @@ impl EventStream {
 
 #[test]
 fn the_event_stream_tells_of_requests_decisions_nodes_and_revocations_made_by_any_process() {
-    let admin_port = keygate_tests::free_tcp_port();
-    let tables = format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n");
-    let gw = Gw::new(Setup {
-        tables: &tables,
-        ..Setup::default()
-    });
-    let alice = json(&gw.config, &["operators", "add", "alice", "--json"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let gw = gw.start();
+    let (gw, alice, admin_port) = admin_gateway("127.0.0.1", "", "alice");
     let base = format!("http://127.0.0.1:{admin_port}");
     let api = Api::new(base.clone());
     // An event stream needs a token like the rest.
@@ -1562,26 +1485,18 @@ fn https_agent(root: &[u8]) -> ureq::Agent {
 
 #[test]
 fn off_loopback_the_admin_api_speaks_https_with_a_certificate_from_the_gateway_ca() {
-    let admin_port = keygate_tests::free_tcp_port();
-    let tables = format!(
-        "[admin]\nlisten = \"0.0.0.0:{admin_port}\"\ntls = \"gateway-ca\"\nnames = [\"127.0.0.1\"]\n"
+    let (mut gw, alice, admin_port) = admin_gateway(
+        "0.0.0.0",
+        "tls = \"gateway-ca\"\nnames = [\"127.0.0.1\"]\n",
+        "alice",
     );
-    let gw = Gw::new(Setup {
-        tables: &tables,
-        ..Setup::default()
-    });
-    let alice = json(&gw.config, &["operators", "add", "alice", "--json"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut gw = gw.start();
     // What an operator's client trusts: the CA certificate, from the CLI.
     let pem = gw.cli(&["ca", "show", "--pem"]);
-    let ca = open_identity(&gw.config).1.ca().certificate_der().to_vec();
-    assert_eq!(
-        pem.trim(),
-        open_identity(&gw.config).1.ca().certificate_pem().trim()
-    );
+    let ca = ureq::tls::Certificate::from_pem(pem.as_bytes())
+        .expect("ca show --pem prints a PEM certificate")
+        .der()
+        .to_vec();
+    assert_eq!(ca, open_identity(&gw.config).1.ca().certificate_der());
     let https = format!("https://127.0.0.1:{admin_port}");
 
     let agent = https_agent(&ca);
@@ -1687,17 +1602,7 @@ fn schemathesis() -> PathBuf {
 
 #[test]
 fn the_admin_api_answers_what_schemathesis_generates_from_its_openapi_document_without_5xx() {
-    let admin_port = keygate_tests::free_tcp_port();
-    let tables = format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n");
-    let gw = Gw::new(Setup {
-        tables: &tables,
-        ..Setup::default()
-    });
-    let token = json(&gw.config, &["operators", "add", "fuzz", "--json"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let gw = gw.start();
+    let (gw, token, admin_port) = admin_gateway("127.0.0.1", "", "fuzz");
     // Real records behind every list: a paired device with its node
     // connected, a pending request, codes, audit entries.
     let node_dir = state_dir(&gw, "node");

@@ -5,11 +5,8 @@
 //! `[admin] metrics = false` turns the endpoint off.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant, SystemTime};
 
 use keygate_core::device::DeviceIdentity;
@@ -20,7 +17,7 @@ use keygate_core::identity::DeviceKey;
 use keygate_proto::{Binding, RefusalCode};
 use keygate_sdk::{ServerTrust, TlsIdentity, Transport};
 use keygate_tests::{
-    GatewayProcess, free_port, free_tcp_port, json, keygate_bin, ok, open_identity, write_config,
+    GatewayProcess, NodeProcess, free_port, free_tcp_port, json, ok, open_identity, write_config,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -275,81 +272,6 @@ fn converse(link: &Link, code: &str) -> Result<Progress, DevicePairingError> {
     }
 }
 
-/// A `keygate node …` child whose stderr the test reads.
-struct NodeProcess {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl NodeProcess {
-    fn spawn(args: &[&str], code: Option<&str>) -> NodeProcess {
-        let mut cmd = Command::new(keygate_bin());
-        cmd.args(args)
-            .env_remove("KEYGATE_PAIRING_CODE")
-            .env("KEYGATE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(code) = code {
-            cmd.env("KEYGATE_PAIRING_CODE", code);
-        }
-        let mut child = cmd.spawn().expect("spawn keygate node");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        NodeProcess {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("the node never said {needle:?}:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    fn finish(mut self) -> (Option<i32>, String) {
-        use std::io::Read;
-        let status = self.child.wait().unwrap();
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        (status.code(), out)
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 // ---- the tests --------------------------------------------------------------
 
 #[test]
@@ -443,7 +365,7 @@ fn metrics_follow_pairing_handshakes_refusals_and_revocation() {
     let requests = json(&gw.config, &["pairing", "list", "--json"]);
     let id = requests[0]["id"].as_str().unwrap().to_owned();
     gw.cli(&["pairing", "approve", &id]);
-    let (code, device_id) = pair.finish();
+    let (code, device_id, _) = pair.finish();
     assert_eq!(code, Some(0));
     let device_id = device_id.trim().to_owned();
     // Its certificate lives 24 h: it expires within a day (once the

@@ -2,8 +2,10 @@
 //! plugin libraries the tests load by path (`cargo test` alone does not
 //! produce a workspace's cdylibs), and finds them.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -406,6 +408,101 @@ impl Drop for GatewayProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             self.interrupt();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// How long [`NodeProcess::wait_for`] waits.
+pub const NODE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A `keygate node …` child whose stderr the test reads line by line.
+pub struct NodeProcess {
+    /// The process.
+    pub child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl NodeProcess {
+    /// Starts `keygate ARGS` with `code` (if any) as `KEYGATE_PAIRING_CODE`.
+    pub fn spawn(args: &[&str], code: Option<&str>) -> NodeProcess {
+        let mut cmd = Command::new(keygate_bin());
+        cmd.args(args)
+            .env_remove("KEYGATE_PAIRING_CODE")
+            .env("KEYGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(code) = code {
+            cmd.env("KEYGATE_PAIRING_CODE", code);
+        }
+        let mut child = cmd.spawn().expect("spawn keygate node");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        NodeProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits up to 20 s for a line of stderr containing `needle`.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + NODE_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("the node never said {needle:?}:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Waits for the exit: (code, stdout, the rest of stderr).
+    pub fn finish(mut self) -> (Option<i32>, String, String) {
+        use std::io::Read;
+        let status = self.child.wait().unwrap();
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(std::time::Duration::from_millis(200))
+        {
+            self.seen.push(line);
+        }
+        (status.code(), out, self.seen.join("\n"))
+    }
+
+    /// Sends SIGINT.
+    pub fn interrupt(&self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
             let _ = self.child.wait();
         }
     }
