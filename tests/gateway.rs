@@ -19,8 +19,8 @@ use keygate_core::identity::DeviceKey;
 use keygate_proto::{Binding, Heartbeat, Message, RefusalCode, Register};
 use keygate_sdk::{ServerTrust, TlsIdentity, Transport};
 use keygate_tests::{
-    GatewayProcess, NodeProcess, free_port, json, keygate, keygate_bin, ok, open_identity, run,
-    write_config,
+    GatewayProcess, NodeProcess, converse, free_port, json, keygate, keygate_bin, ok,
+    open_identity, run, write_config,
 };
 use sha2::Digest;
 
@@ -374,39 +374,6 @@ fn qr_pairing_with_auto_approve_needs_only_the_uri() {
 }
 
 // ---- who may do what on the port ----------------------------------------
-
-/// A device's pairing over `link`, run to its end: the last progress, or
-/// why it stopped.
-fn converse(
-    link: &Link,
-    identity: &DeviceIdentity,
-    code: &str,
-) -> Result<Progress, DevicePairingError> {
-    let binding = Binding {
-        ca_fingerprint: link.ca_fingerprint(),
-        channel_binding: link.channel_binding(),
-    };
-    let code = PairingCode::parse(code).unwrap();
-    let (mut pairing, hello) = DevicePairing::start(
-        &mut rand::rng(),
-        identity,
-        &code,
-        "probe",
-        &[],
-        vec![],
-        binding,
-    )?;
-    let exchange = link.exchange().unwrap();
-    exchange.send(&hello).unwrap();
-    loop {
-        let answer = exchange.recv(WAIT).expect("the gateway answers");
-        match pairing.on_message(&answer)? {
-            Progress::Send(next) => exchange.send(&next).unwrap(),
-            Progress::Accepted { .. } => {}
-            done => return Ok(done),
-        }
-    }
-}
 
 fn fresh_device() -> DeviceIdentity {
     DeviceIdentity::new(Arc::new(keygate_store_memory::MemoryStore::new()))

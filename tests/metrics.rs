@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use keygate_core::device::DeviceIdentity;
 use keygate_core::device::link::{Link, LinkError, connect_params};
-use keygate_core::device::pairing::{DevicePairing, DevicePairingError, PairingCode, Progress};
+use keygate_core::device::pairing::{DevicePairingError, Progress};
 use keygate_core::device::plugins::open_transport;
 use keygate_core::identity::DeviceKey;
-use keygate_proto::{Binding, RefusalCode};
+use keygate_proto::RefusalCode;
 use keygate_sdk::{ServerTrust, TlsIdentity, Transport};
 use keygate_tests::{
     GatewayProcess, NodeProcess, free_port, free_tcp_port, json, ok, open_identity, write_config,
@@ -243,33 +243,10 @@ fn refused(attempt: Result<Link, LinkError>) -> String {
     }
 }
 
-/// A device's PIN pairing over `link`, to its end.
+/// A device's PIN pairing over `link` with a fresh identity, to its end.
 fn converse(link: &Link, code: &str) -> Result<Progress, DevicePairingError> {
     let identity = DeviceIdentity::new(Arc::new(keygate_store_memory::MemoryStore::new()));
-    let binding = Binding {
-        ca_fingerprint: link.ca_fingerprint(),
-        channel_binding: link.channel_binding(),
-    };
-    let code = PairingCode::parse(code).unwrap();
-    let (mut pairing, hello) = DevicePairing::start(
-        &mut rand::rng(),
-        &identity,
-        &code,
-        "probe",
-        &[],
-        vec![],
-        binding,
-    )?;
-    let exchange = link.exchange().unwrap();
-    exchange.send(&hello).unwrap();
-    loop {
-        let answer = exchange.recv(WAIT).expect("the gateway answers");
-        match pairing.on_message(&answer)? {
-            Progress::Send(next) => exchange.send(&next).unwrap(),
-            Progress::Accepted { .. } => {}
-            done => return Ok(done),
-        }
-    }
+    keygate_tests::converse(link, &identity, code)
 }
 
 // ---- the tests --------------------------------------------------------------

@@ -507,3 +507,39 @@ impl Drop for NodeProcess {
         }
     }
 }
+
+/// A device's pairing over `link`, run to its end: the last progress, or
+/// why it stopped.
+pub fn converse(
+    link: &keygate_core::device::link::Link,
+    identity: &keygate_core::device::DeviceIdentity,
+    code: &str,
+) -> Result<
+    keygate_core::device::pairing::Progress,
+    keygate_core::device::pairing::DevicePairingError,
+> {
+    let binding = keygate_proto::Binding {
+        ca_fingerprint: link.ca_fingerprint(),
+        channel_binding: link.channel_binding(),
+    };
+    let code = keygate_core::device::pairing::PairingCode::parse(code).unwrap();
+    let (mut pairing, hello) = keygate_core::device::pairing::DevicePairing::start(
+        &mut rand::rng(),
+        identity,
+        &code,
+        "probe",
+        &[],
+        vec![],
+        binding,
+    )?;
+    let exchange = link.exchange().unwrap();
+    exchange.send(&hello).unwrap();
+    loop {
+        let answer = exchange.recv(NODE_WAIT).expect("the gateway answers");
+        match pairing.on_message(&answer)? {
+            keygate_core::device::pairing::Progress::Send(next) => exchange.send(&next).unwrap(),
+            keygate_core::device::pairing::Progress::Accepted { .. } => {}
+            done => return Ok(done),
+        }
+    }
+}
