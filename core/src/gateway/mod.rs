@@ -406,7 +406,16 @@ impl Gateway {
 
     /// The registered nodes.
     pub fn nodes(&self) -> Vec<Node> {
-        crate::node::lock(&self.shared.runtime).nodes()
+        // Heartbeats wait on the runtime's lock: hold it for the copy
+        // only, and sort (10,000 ids encoded) after letting it go.
+        let mut nodes = crate::node::lock(&self.shared.runtime).nodes_unsorted();
+        crate::node::sort_nodes(&mut nodes);
+        nodes
+    }
+
+    /// How many nodes are registered (without copying them).
+    pub fn node_count(&self) -> usize {
+        crate::node::lock(&self.shared.runtime).len()
     }
 
     /// Nodes registering and leaving from now on. A receiver that falls

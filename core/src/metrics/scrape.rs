@@ -43,7 +43,7 @@ impl Snapshot {
             .filter(|r| r.status(now) == RequestStatus::Pending)
             .count();
         Ok(Snapshot {
-            connected_nodes: gateway.nodes().len() as u64,
+            connected_nodes: gateway.node_count() as u64,
             pending_requests: pending as u64,
             certificates_expiring_soon: identity.certificates_expiring(now, EXPIRING_WITHIN) as u64,
             unreadable_records_met: identity.unreadable_met(),

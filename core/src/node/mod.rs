@@ -11,7 +11,7 @@ mod runtime;
 pub use auth::{NodeCredential, PresentedLeaf, Refusal, authorize};
 pub(crate) use dispatch::lock;
 pub use dispatch::{NodeRequest, dispatch};
-pub use runtime::{ConnectionId, Node, NodeRuntime, Swept};
+pub use runtime::{ConnectionId, Node, NodeRuntime, Swept, sort_nodes};
 
 /// Shared by the tests of this module.
 #[cfg(test)]

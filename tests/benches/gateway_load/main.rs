@@ -14,7 +14,9 @@
 //!    Then a second steady window as long as the first, with the web
 //!    console watching (its event stream open, the nodes list read every
 //!    five seconds) and `/metrics` scraped every second: the heartbeat
-//!    round trips against the window without them.
+//!    round trips against the window without them, and a third window
+//!    without them after it, for the difference between two unwatched
+//!    windows.
 //! 3. **Reconnect storm**: the gateway stops (SIGINT: every connection
 //!    closes with `SHUTDOWN`) and starts again on the same state; every
 //!    node reconnects and registers as soon as the gateway is ready,
@@ -313,6 +315,17 @@ fn main() {
         watched.rtt[1].as_secs_f64() / steady.rtt[1].as_secs_f64(),
         watched.rtt[0].as_secs_f64() / steady.rtt[0].as_secs_f64()
     );
+    // 2c. Unwatched again: how much two windows without observers differ.
+    let again_from = Instant::now();
+    std::thread::sleep(plan.steady);
+    let again = Window::of(&beats.samples_so_far(), again_from, Instant::now());
+    again.print("unwatched again");
+    println!(
+        "watched heartbeat p99 against the unwatched windows': {:.2}x the first, {:.2}x the second (the second against the first: {:.2}x)",
+        watched.rtt[1].as_secs_f64() / steady.rtt[1].as_secs_f64(),
+        watched.rtt[1].as_secs_f64() / again.rtt[1].as_secs_f64(),
+        again.rtt[1].as_secs_f64() / steady.rtt[1].as_secs_f64()
+    );
     assert!(seen.lists > 0, "the console read the nodes list");
     assert!(seen.scrapes > 0, "/metrics answered a scrape");
 
@@ -355,7 +368,7 @@ fn main() {
     assert_eq!(relisted, n, "nodes registered again after the restart");
     if plan.quick {
         assert_eq!(
-            steady.failed + watched.failed + after.failed,
+            steady.failed + watched.failed + again.failed + after.failed,
             0,
             "every heartbeat answered"
         );
