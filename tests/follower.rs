@@ -1025,7 +1025,8 @@ impl SecretStore for Contested {
 }
 
 #[test]
-fn a_writer_that_loses_its_change_entry_or_cannot_write_it_writes_nothing_else() {
+fn a_writer_that_loses_its_change_entry_plans_again_after_it_and_one_that_cannot_write_it_writes_nothing()
+ {
     use keygate_core::state::IdentityError;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Contested {
@@ -1036,19 +1037,8 @@ fn a_writer_that_loses_its_change_entry_or_cannot_write_it_writes_nothing_else()
     let m = IdentityManager::open(store.clone(), dir.path(), Default::default(), now).unwrap();
     let device = key(1).public_key();
 
-    *store.next.lock().unwrap() = Some(true);
-    let err = m
-        .enroll(&device, "d", &[], now, &keygate_core::state::Actor::cli())
-        .unwrap_err();
-    match &err {
-        IdentityError::Raced { key } => assert_eq!(*key, change_key(1)),
-        other => panic!("expected a lost race, got {other}"),
-    }
-    assert_eq!(
-        store.inner.list("identity/devices/").unwrap(),
-        Vec::<String>::new()
-    );
-
+    // The store cannot take the entry: the mutation fails as the store
+    // does, and nothing else is written.
     *store.next.lock().unwrap() = Some(false);
     let err = m
         .enroll(&device, "d", &[], now, &keygate_core::state::Actor::cli())
@@ -1061,11 +1051,20 @@ fn a_writer_that_loses_its_change_entry_or_cannot_write_it_writes_nothing_else()
         store.inner.list("identity/devices/").unwrap(),
         Vec::<String>::new()
     );
+    assert!(store.inner.get(&change_key(1)).unwrap().is_none());
 
-    // With the way clear, the next mutation appends after the other's entry.
+    // Another host takes entry 1 first: the mutation is planned again and
+    // lands after it, once.
+    *store.next.lock().unwrap() = Some(true);
     let enrolled = m
         .enroll(&device, "d", &[], now, &keygate_core::state::Actor::cli())
         .unwrap();
-    assert!(store.inner.get(&change_key(2)).unwrap().is_some());
     assert_eq!(enrolled.device.device_id, key(1).device_id());
+    assert_eq!(
+        store.inner.get(&change_key(1)).unwrap().unwrap().value,
+        br#"{"other":"host"}"#
+    );
+    assert!(store.inner.get(&change_key(2)).unwrap().is_some());
+    assert!(store.inner.get(&change_key(3)).unwrap().is_none());
+    assert_eq!(store.inner.list("identity/devices/").unwrap().len(), 1);
 }

@@ -349,7 +349,7 @@ impl IdentityManager {
     ) -> Result<(), IdentityError> {
         self.mutate("audit", |m| {
             let mut writes = Vec::new();
-            m.audit(events, now, &mut writes)?;
+            m.audit(events.clone(), now, &mut writes)?;
             Ok((writes, ()))
         })
     }

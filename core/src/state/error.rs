@@ -77,9 +77,14 @@ pub enum IdentityError {
     /// No operator of that name.
     #[error("no operator {0:?} was added here")]
     UnknownOperator(String),
-    /// Another process changed the state in a way this mutation cannot
-    /// reconcile (a writer that bypassed the state lock).
-    #[error("concurrent change to {key:?} outside the state lock")]
+    /// Another writer committed while this mutation was being planned
+    /// (another gateway sharing the store, which the state lock does not
+    /// exclude, or a process that bypassed the lock), every time it was
+    /// planned again ([`RACE_ATTEMPTS`](super::manager::RACE_ATTEMPTS) tries).
+    #[error(
+        "{key:?} kept changing under this mutation (another gateway sharing the store, or a writer outside the state lock): gave up after {} tries",
+        super::manager::RACE_ATTEMPTS
+    )]
     Raced {
         /// The key.
         key: String,

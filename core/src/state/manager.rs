@@ -397,17 +397,43 @@ impl IdentityManager {
     pub(super) fn mutate<T>(
         &self,
         purpose: &str,
-        plan: impl FnOnce(&Planner<'_>) -> Result<(Vec<Write>, T), IdentityError>,
+        plan: impl FnMut(&Planner<'_>) -> Result<(Vec<Write>, T), IdentityError>,
     ) -> Result<T, IdentityError> {
         self.mutate_moving(purpose, plan).map(|(out, _)| out)
     }
 
     /// [`mutate`](Self::mutate), also returning where each record it
     /// quarantined went: `(key, place)`.
+    ///
+    /// A mutation that meets another writer's commit (another gateway on a
+    /// shared store: the state lock only excludes processes on one host)
+    /// is planned again from what the store then holds, up to
+    /// [`RACE_ATTEMPTS`] times with a short random pause between tries, so
+    /// `plan` may run more than once and must act only through the writes
+    /// it returns.
     pub(super) fn mutate_moving<T>(
         &self,
         purpose: &str,
-        plan: impl FnOnce(&Planner<'_>) -> Result<(Vec<Write>, T), IdentityError>,
+        mut plan: impl FnMut(&Planner<'_>) -> Result<(Vec<Write>, T), IdentityError>,
+    ) -> Result<(T, Vec<(String, String)>), IdentityError> {
+        let mut attempt = 1;
+        loop {
+            match self.mutate_once(purpose, &mut plan) {
+                Err(IdentityError::Raced { key }) if attempt < RACE_ATTEMPTS => {
+                    tracing::debug!(purpose, %key, attempt, "another writer committed first: planning again");
+                    std::thread::sleep(race_pause(attempt));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One try of [`mutate_moving`](Self::mutate_moving).
+    fn mutate_once<T>(
+        &self,
+        purpose: &str,
+        plan: &mut impl FnMut(&Planner<'_>) -> Result<(Vec<Write>, T), IdentityError>,
     ) -> Result<(T, Vec<(String, String)>), IdentityError> {
         let mut member = self.groups.join();
         let mut plan = Some(plan);
@@ -442,15 +468,18 @@ impl IdentityManager {
                     let started = self
                         .lock
                         .acquire_exclusive(purpose, self.settings.lock_timeout)
-                        .map(|guard| {
-                            lead = Some(guard);
-                            Overlay::new(self.store.clone())
-                        })
-                        .map_err(IdentityError::from);
+                        .map_err(IdentityError::from)
+                        .and_then(|guard| {
+                            // The group's plans read the store as it is
+                            // at (or after) this head, so its commit must
+                            // land right after it: see `commit`.
+                            lead = Some((guard, self.log_base()?));
+                            Ok(Overlay::new(self.store.clone()))
+                        });
                     member.start(started);
                 }
-                Turn::Commit(overlay, guard) => {
-                    let result = self.commit(overlay);
+                Turn::Commit(overlay, (guard, base)) => {
+                    let result = self.commit(overlay, base);
                     drop(guard);
                     member.finish(result);
                 }
@@ -469,6 +498,21 @@ impl IdentityManager {
         Ok((out, moved))
     }
 
+    /// Where the change log stands now (under the exclusive lock, as a
+    /// group starts).
+    fn log_base(&self) -> Result<LogBase, IdentityError> {
+        let head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let floor = changelog::floor_or_zero(&*self.store)?;
+        let head = match *head {
+            // Entries at or below the floor may have been compacted away
+            // since this process last wrote: follow the log from whichever
+            // is later, never from a gap (which would append below the head).
+            Some(h) => changelog::probe_head(&*self.store, h.max(floor))?,
+            None => changelog::find_head(&*self.store)?,
+        };
+        Ok(LogBase { floor, head })
+    }
+
     /// Commits what a group wrote: one change-log entry naming every key,
     /// and the records. With a batch-capable store, records and entry are
     /// one batch (the entry last), all or nothing. Without, the entry goes
@@ -476,19 +520,30 @@ impl IdentityManager {
     /// leaves an entry whose keys did not all change (readers re-read them
     /// harmlessly), never a changed record that no entry announces. Runs
     /// under the exclusive lock.
-    fn commit(&self, overlay: Overlay) -> Result<Vec<(String, String)>, IdentityError> {
+    ///
+    /// The entry is created at `base.head + 1`, the sequence right after
+    /// the head the group's plans started from, and creating a key that
+    /// exists is a conflict: so if any other writer committed since (a
+    /// gateway on another host, which the state lock does not exclude),
+    /// this commit fails as [`IdentityError::Raced`] and writes nothing
+    /// (with a batch store), and the mutation is planned again. Every
+    /// commit is thereby checked against everything its plans read, not
+    /// only the records it writes, and the log stays gapless: an entry
+    /// exists only once its writer committed, so a writer that died or
+    /// rolled back leaves no hole for readers to wait at.
+    fn commit(
+        &self,
+        overlay: Overlay,
+        base: LogBase,
+    ) -> Result<Vec<(String, String)>, IdentityError> {
         if overlay.is_empty() {
             return Ok(Vec::new());
         }
         let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        let floor = changelog::floor_or_zero(&*self.store)?;
-        let current = match *head {
-            // Entries at or below the floor may have been compacted away
-            // since this process last wrote: follow the log from whichever
-            // is later, never from a gap (which would append below the head).
-            Some(h) => changelog::probe_head(&*self.store, h.max(floor))?,
-            None => changelog::find_head(&*self.store)?,
-        };
+        let LogBase {
+            floor,
+            head: current,
+        } = base;
         if current >= changelog::MAX_SEQ {
             return Err(IdentityError::corrupt(
                 &changelog::change_key(current),
@@ -675,10 +730,10 @@ impl IdentityManager {
         reason: &str,
         now: SystemTime,
         event: AuditEvent,
-        unknown: impl FnOnce() -> IdentityError,
+        unknown: impl Fn() -> IdentityError,
     ) -> Result<RevokeOutcome, IdentityError> {
         self.mutate(purpose, |m| {
-            let (mut record, version): (R, _) = m.get_record(&key)?.ok_or_else(unknown)?;
+            let (mut record, version): (R, _) = m.get_record(&key)?.ok_or_else(&unknown)?;
             if let Some(r) = record.revocation().clone() {
                 return Ok((Vec::new(), RevokeOutcome::AlreadyRevoked(r)));
             }
@@ -688,7 +743,7 @@ impl IdentityManager {
             };
             *record.revocation() = Some(revocation.clone());
             let value = encode(&key, &record)?;
-            let mut writes = vec![Write::put(key, value, Some(version))];
+            let mut writes = vec![Write::put(key.clone(), value, Some(version))];
             m.audit(vec![event.clone().with("reason", reason)], now, &mut writes)?;
             Ok((writes, RevokeOutcome::Revoked(revocation)))
         })
@@ -925,8 +980,28 @@ impl Planner<'_> {
     }
 }
 
-/// A store's refusal inside a commit: a conflict means someone wrote
-/// outside the state lock ([`IdentityError::Raced`], naming the key the
+/// How many times a mutation is planned before a run of other writers'
+/// commits is reported as [`IdentityError::Raced`].
+pub const RACE_ATTEMPTS: u32 = 16;
+
+/// The pause before try `attempt + 1`: random, up to 2^attempt
+/// milliseconds (at most 64), so writers that collided spread out.
+fn race_pause(attempt: u32) -> std::time::Duration {
+    let ceiling = 1u64 << attempt.min(6);
+    std::time::Duration::from_micros(rand::random_range(0..ceiling * 1000))
+}
+
+/// Where the change log stood when a group took the state lock.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LogBase {
+    /// The compaction floor.
+    floor: u64,
+    /// The newest entry; the group's commit creates `head + 1`.
+    head: u64,
+}
+
+/// A store's refusal inside a commit: a conflict means another writer
+/// committed first (another gateway, or a process outside the state lock) ([`IdentityError::Raced`], naming the key the
 /// store named, if it is one of `keys`); anything else stays itself.
 fn raced_or<'k>(e: PluginError, keys: impl IntoIterator<Item = &'k str>) -> IdentityError {
     if !matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) {

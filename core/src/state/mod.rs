@@ -17,6 +17,8 @@ pub mod pairing;
 mod plan;
 pub mod ratelimit;
 pub mod records;
+#[cfg(test)]
+mod shared_tests;
 pub mod watch;
 
 pub use audit::{Actor, AuditAction, AuditEvent};
