@@ -1,8 +1,29 @@
 //! The SecretStore conformance suite through the ABI: the SQLite example
 //! store from its built cdylib, and the memory store as a cdylib, as a
 //! built-in from the registry, and as the store a `PluginHost` hands the
-//! rest of the core. The memory store has the batch capability, so the
-//! BatchStore suite runs on it along each of those three routes.
+//! rest of the core. The memory store has the batch and watch
+//! capabilities, so the BatchStore suite runs on it along each of those
+//! three routes, and the WatchStore suite along the first two.
+
+/// A store handle and the watch side taken from it: the fixture of the
+/// WatchStore suite through the ABI.
+struct Watched(keygate_sdk_host::StoreHandle, keygate_sdk_host::WatchHandle);
+
+impl keygate_sdk_testing::WatchStoreFixture for Watched {
+    fn store(&self) -> &dyn keygate_sdk::SecretStore {
+        &self.0
+    }
+    fn watch(&self) -> &dyn keygate_sdk::WatchStore {
+        &self.1
+    }
+}
+
+fn watched(mut store: keygate_sdk_host::StoreHandle) -> Watched {
+    let watch = store
+        .take_watch()
+        .unwrap_or_else(|| panic!("the memory store is exported with `watch`"));
+    Watched(store, watch)
+}
 
 mod sqlite_through_the_abi {
     use keygate_sdk_host::Library;
@@ -38,11 +59,20 @@ mod memory_cdylib_through_the_abi {
             .unwrap_or_else(|_| panic!("memory-cdylib exports the memory store with `batch`"))
     }
 
+    fn make_watched() -> super::Watched {
+        super::watched(make_store())
+    }
+
     keygate_sdk_testing::secret_store_conformance!(make_store);
 
     mod batch {
         use super::make_batch_store;
         keygate_sdk_testing::batch_store_conformance!(make_batch_store);
+    }
+
+    mod watch {
+        use super::make_watched;
+        keygate_sdk_testing::watch_store_conformance!(make_watched);
     }
 }
 
@@ -78,11 +108,20 @@ mod memory_builtin_through_the_registry {
             .unwrap_or_else(|_| panic!("the built-in memory store registers with `batch`"))
     }
 
+    fn make_watched() -> super::Watched {
+        super::watched(make_store())
+    }
+
     keygate_sdk_testing::secret_store_conformance!(make_store);
 
     mod batch {
         use super::make_batch_store;
         keygate_sdk_testing::batch_store_conformance!(make_batch_store);
+    }
+
+    mod watch {
+        use super::make_watched;
+        keygate_sdk_testing::watch_store_conformance!(make_watched);
     }
 }
 

@@ -18,14 +18,15 @@
 /// host as an error.
 ///
 /// # Store capabilities
-/// A store type may be followed by `: batch` to export the
-/// [`BatchStore`](crate::BatchStore) capability with it (the type must
-/// then implement `BatchStore`, or the crate does not compile). The host
-/// receives the store and its batch object around one shared instance,
-/// built once. A store without a marker is exported exactly as before,
-/// and the host treats it as having no batch capability even if the type
-/// implements `BatchStore`. `batch` is the only capability there is; any
-/// other word after `:` is a compile error.
+/// A store type may be followed by `: batch`, `: watch` or
+/// `: batch + watch` to export the [`BatchStore`](crate::BatchStore) and
+/// [`WatchStore`](crate::WatchStore) capabilities with it (the type must
+/// then implement the traits, or the crate does not compile). The host
+/// receives the store and its capability objects around one shared
+/// instance, built once. A store without a marker is exported exactly as
+/// before, and the host treats it as having no capability even if the
+/// type implements the traits. Any other word after `:` is a compile
+/// error.
 ///
 /// ```
 /// # use keygate_sdk::*;
@@ -159,7 +160,7 @@ macro_rules! register_builtin_plugins {
 #[macro_export]
 macro_rules! __keygate_library {
     (
-        $( stores: [ $($store:ty $(: $capability:ident)?),* $(,)? ] $(,)? )?
+        $( stores: [ $($store:ty $(: $capability:ident $(+ $more:ident)*)?),* $(,)? ] $(,)? )?
         $( approvals: [ $($approval:ty),* $(,)? ] $(,)? )?
         $( transports: [ $($transport:ty),* $(,)? ] $(,)? )?
     ) => {
@@ -167,8 +168,8 @@ macro_rules! __keygate_library {
         fn __keygate_plugin_library() -> $crate::__private::PluginLibraryRef {
             use $crate::__private as __p;
 
-            fn stores() -> ::std::vec::Vec<__p::Entry<__p::AbiStoreParts>> {
-                ::std::vec![$($( $crate::__keygate_store_entry!($store $(: $capability)?) ),*)?]
+            fn stores() -> ::std::vec::Vec<__p::Entry<__p::AbiWatchedParts>> {
+                ::std::vec![$($( $crate::__keygate_store_entry!($store $(: $capability $(+ $more)*)?) ),*)?]
             }
             fn approvals() -> ::std::vec::Vec<__p::Entry<__p::ApprovalBox>> {
                 ::std::vec![$($( __p::approval_entry::<$approval>() ),*)?]
@@ -191,6 +192,13 @@ macro_rules! __keygate_library {
                 config: __p::RStr<'_>,
                 ctx: __p::AbiPluginContext,
             ) -> __p::AbiResult<__p::AbiStoreParts> {
+                __p::construct_store_parts(&stores(), name, config, ctx)
+            }
+            extern "C" fn new_store_watched(
+                name: __p::RStr<'_>,
+                config: __p::RStr<'_>,
+                ctx: __p::AbiPluginContext,
+            ) -> __p::AbiResult<__p::AbiWatchedParts> {
                 __p::construct(__p::PluginKind::Store, &stores(), name, config, ctx)
             }
             extern "C" fn new_approval(
@@ -217,6 +225,7 @@ macro_rules! __keygate_library {
                     new_approval,
                     new_transport,
                     new_store_parts,
+                    new_store_watched,
                 })
             })
         }
@@ -233,11 +242,20 @@ macro_rules! __keygate_store_entry {
     ($store:ty : batch) => {
         $crate::__private::batch_store_entry::<$store>()
     };
-    ($store:ty : $other:ident) => {
+    ($store:ty : watch) => {
+        $crate::__private::watch_store_entry::<$store>()
+    };
+    ($store:ty : batch + watch) => {
+        $crate::__private::batch_watch_store_entry::<$store>()
+    };
+    ($store:ty : watch + batch) => {
+        $crate::__private::batch_watch_store_entry::<$store>()
+    };
+    ($store:ty : $first:ident $(+ $other:ident)*) => {
         ::core::compile_error!(::core::concat!(
-            "unknown store capability `",
-            ::core::stringify!($other),
-            "`: the only one is `batch` (`stores: [MyStore: batch]`)"
+            "unknown store capabilities `",
+            ::core::stringify!($first $(+ $other)*),
+            "`: the capabilities are `batch` and `watch` (`stores: [MyStore: batch + watch]`)"
         ))
     };
 }

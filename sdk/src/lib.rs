@@ -50,6 +50,10 @@
 //! - `batch` ([`BatchStore`]): several writes applied all or nothing, as
 //!   one step against crashes and other writers, so Keygate can commit
 //!   one mutation's records and its change-log entry together.
+//! - `watch` ([`WatchStore`]): being told when a write committed, by any
+//!   process sharing the store, so gateways on several hosts see each
+//!   other's revocations at once instead of at their next poll. Both:
+//!   `stores: [MyStore: batch + watch]`.
 //!
 //! A store without a marker is exported as before; a marked store must
 //! implement the trait or the crate does not compile. The host learns a
@@ -86,6 +90,7 @@
 //! trait offered through a new constructor. The `batch` capability is the
 //! first: its constructor came within 0.2, so 0.2.0 libraries still load
 //! (as stores without it) and libraries built with it load in 0.2.0 hosts.
+//! `watch` came the same way, with a constructor after `batch`'s.
 #![allow(non_local_definitions)]
 
 #[doc(hidden)]
@@ -101,6 +106,7 @@ pub mod key;
 mod plugin;
 mod store;
 mod transport;
+mod watch;
 
 pub use approval::{ApprovalPolicy, ApprovalRequest, Decision, PairingMethod};
 pub use batch::{BatchOp, BatchStore};
@@ -114,6 +120,7 @@ pub use transport::{
     ConnectParams, ConnectionId, ConnectionInfo, FrameReceived, ListenParams, ServerTrust,
     StreamId, TlsIdentity, Transport, TransportCallbacks, TransportEvent, TransportHost,
 };
+pub use watch::WatchStore;
 
 /// The version of this SDK, as written into every library's manifest.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -130,12 +137,14 @@ pub mod __private {
     pub use crate::abi::error::AbiResult;
     pub use crate::abi::module::{
         AbiLibraryManifest, Entry, PluginLibrary, PluginLibraryRef, approval_entry,
-        batch_store_entry, construct, construct_store, leak_library, manifest_of, store_entry,
-        transport_entry,
+        batch_store_entry, batch_watch_store_entry, construct, construct_store,
+        construct_store_parts, leak_library, manifest_of, store_entry, transport_entry,
+        watch_store_entry,
     };
     pub use crate::abi::registry::BuiltinLibrary;
     pub use crate::abi::store::StoreBox;
     pub use crate::abi::transport::TransportBox;
+    pub use crate::abi::watch::AbiWatchedParts;
     pub use crate::plugin::PluginKind;
     pub use abi_stable::library::{
         __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,

@@ -32,6 +32,7 @@ const PACKAGES: &[&str] = &[
     "keygate-fixture-quic-cdylib",
     "keygate-fixture-pinned",
     "keygate-fixture-pre-batch",
+    "keygate-fixture-pre-watch",
 ];
 
 /// The target folder of the running test's profile (`target/debug`).

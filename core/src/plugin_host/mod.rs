@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use keygate_sdk::{
     ApprovalPolicy, BatchStore, PluginContext, PluginError, PluginKind, SecretStore, Transport,
+    WatchStore,
 };
 use keygate_sdk_host::{Library, LoadError, Origin, PluginInfo};
 use serde::Serialize;
@@ -162,6 +163,11 @@ pub struct PluginHost {
     /// capability existed. One object with [`store`](Self::store): both
     /// label their errors `store(name):`.
     pub batch: Option<Arc<dyn BatchStore>>,
+    /// The store's watch side, when its plugin exported the watch
+    /// capability (`stores: [MyStore: watch]`): told when any process
+    /// sharing the store commits a write. `None` for a store without it
+    /// (identity state then polls). Labels its errors like the store.
+    pub watch: Option<Arc<dyn WatchStore>>,
     /// The approval policy, if configured.
     pub approval: Option<Arc<dyn ApprovalPolicy>>,
     /// The transport, if configured.
@@ -186,6 +192,7 @@ impl PluginHost {
             Some(batch) => crate::state::StateStore::batched(batch.clone()),
             None => crate::state::StateStore::plain(self.store.clone()),
         }
+        .with_watch(self.watch.clone())
     }
 
     /// [`state_store`](Self::state_store), with every call's latency and
@@ -213,6 +220,7 @@ impl PluginHost {
         } else {
             crate::state::StateStore::plain(measured)
         }
+        .with_watch(self.watch.clone())
     }
 
     /// Loads and constructs every configured plugin, or none.
@@ -220,12 +228,15 @@ impl PluginHost {
         let mut libraries = LibraryCache::default();
         let mut loaded = Vec::new();
 
-        let (store, info) = Self::construct(
+        let (mut store, info) = Self::construct(
             config,
             &config.plugins.store,
             &mut libraries,
             |lib, name, cfg, ctx| lib.new_store(name, cfg, ctx),
         )?;
+        let watch: Option<Arc<dyn WatchStore>> = store
+            .take_watch()
+            .map(|w| Arc::new(Slot::new(info.label.clone(), w)) as Arc<dyn WatchStore>);
         let (store, batch): (Arc<dyn SecretStore>, Option<Arc<dyn BatchStore>>) =
             match store.into_batch() {
                 Ok(batch) => {
@@ -234,7 +245,12 @@ impl PluginHost {
                 }
                 Err(store) => (Arc::new(Slot::new(info.label.clone(), store)), None),
             };
-        tracing::debug!(plugin = %info.label, batch = batch.is_some(), "store capabilities");
+        tracing::debug!(
+            plugin = %info.label,
+            batch = batch.is_some(),
+            watch = watch.is_some(),
+            "store capabilities"
+        );
         loaded.push(info);
 
         let approval = match &config.plugins.approval {
@@ -266,6 +282,7 @@ impl PluginHost {
         Ok(PluginHost {
             store,
             batch,
+            watch,
             approval,
             transport,
             loaded,

@@ -4,7 +4,7 @@
 use keygate_sdk::{
     ApprovalPolicy, ApprovalRequest, BatchOp, BatchStore, ConnectParams, ConnectionId, Decision,
     ListenParams, PluginError, SecretStore, StreamId, TlsIdentity, Transport, TransportHost,
-    Version, Versioned,
+    Version, Versioned, WatchStore,
 };
 
 /// A plugin handle labelled `slot(name)`.
@@ -63,6 +63,12 @@ impl<S: SecretStore> SecretStore for Slot<S> {
 impl<S: BatchStore> BatchStore for Slot<S> {
     fn apply_batch(&self, ops: &[BatchOp]) -> Result<Vec<Option<Version>>, PluginError> {
         self.ctx(self.inner.apply_batch(ops))
+    }
+}
+
+impl<W: WatchStore> WatchStore for Slot<W> {
+    fn wait_for_writes(&self, seen: u64, timeout: std::time::Duration) -> Result<u64, PluginError> {
+        self.ctx(self.inner.wait_for_writes(seen, timeout))
     }
 }
 

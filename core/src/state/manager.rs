@@ -15,7 +15,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use keygate_sdk::{BatchOp, BatchStore, ErrorKind, PluginError, SecretStore, Version};
+use keygate_sdk::{BatchOp, BatchStore, ErrorKind, PluginError, SecretStore, Version, WatchStore};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
@@ -173,6 +173,7 @@ impl Write {
 pub struct StateStore {
     records: Arc<dyn SecretStore>,
     batch: Option<Arc<dyn BatchStore>>,
+    watch: Option<Arc<dyn WatchStore>>,
 }
 
 impl StateStore {
@@ -182,6 +183,7 @@ impl StateStore {
         Self {
             records: store,
             batch: None,
+            watch: None,
         }
     }
 
@@ -191,12 +193,25 @@ impl StateStore {
         Self {
             records: store.clone(),
             batch: Some(store),
+            watch: None,
         }
+    }
+
+    /// The same store with its watch side (the watch capability): the
+    /// revocation watcher then waits for the store to report a write
+    /// instead of polling ([`Watcher`](super::Watcher)).
+    pub fn with_watch(self, watch: Option<Arc<dyn WatchStore>>) -> Self {
+        Self { watch, ..self }
     }
 
     /// Whether commits are batches.
     pub fn has_batch(&self) -> bool {
         self.batch.is_some()
+    }
+
+    /// Whether the store reports writes.
+    pub fn has_watch(&self) -> bool {
+        self.watch.is_some()
     }
 }
 
@@ -228,6 +243,8 @@ pub struct IdentityManager {
     pub(super) store: Arc<dyn SecretStore>,
     /// The same store's batch capability, when it has one.
     batch: Option<Arc<dyn BatchStore>>,
+    /// The store's watch side, if it has the capability.
+    watch: Option<Arc<dyn WatchStore>>,
     /// Mutations waiting to commit together.
     groups: Groups,
     pub(super) lock: StateLock,
@@ -273,6 +290,7 @@ impl IdentityManager {
         let StateStore {
             records: store,
             batch,
+            watch,
         } = store.into();
         std::fs::create_dir_all(state_dir).map_err(|cause| {
             IdentityError::Lock(super::lock::LockError::Io {
@@ -310,6 +328,7 @@ impl IdentityManager {
         Ok(Self {
             store,
             batch,
+            watch,
             groups: Groups::default(),
             lock,
             settings,
@@ -747,6 +766,11 @@ impl IdentityManager {
             m.audit(vec![event.clone().with("reason", reason)], now, &mut writes)?;
             Ok((writes, RevokeOutcome::Revoked(revocation)))
         })
+    }
+
+    /// The store's watch side, when it has the watch capability.
+    pub fn store_watch(&self) -> Option<Arc<dyn WatchStore>> {
+        self.watch.clone()
     }
 
     /// Whether the store answers with the CA record (a readiness check).

@@ -4,7 +4,7 @@
 //! change log keep them correct.
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use keygate_sdk::{BatchOp, BatchStore, PluginError, SecretStore, Version, Versioned};
 use keygate_store_memory::MemoryStore;
@@ -13,7 +13,10 @@ use super::audit::AuditVerdict;
 use super::changelog::{CHANGES_PREFIX, FLOOR_KEY};
 use super::manager::RACE_ATTEMPTS;
 use super::records::device_key;
-use super::{Actor, AuditAction, AuditEvent, IdentityError, IdentityManager, StateStore};
+use super::{
+    Actor, AuditAction, AuditEvent, IdentityError, IdentityManager, RevocationEvent, StateStore,
+    Watcher,
+};
 use crate::identity::{DeviceId, DeviceKey};
 
 type Hook = Box<dyn FnMut() + Send>;
@@ -251,4 +254,81 @@ fn two_gateways_writing_at_once_lose_nothing_and_keep_one_gapless_log() {
     assert_eq!(a.devices().unwrap().records.len() as u64, total);
     assert_eq!(b.certificates().unwrap().records.len() as u64, total);
     gapless_log(&store);
+}
+
+/// A store whose watch side always answers that it cannot watch now.
+struct WatchDown;
+
+impl keygate_sdk::WatchStore for WatchDown {
+    fn wait_for_writes(&self, _: u64, timeout: Duration) -> Result<u64, PluginError> {
+        std::thread::sleep(timeout);
+        Err(PluginError::unavailable("the notification channel is down"))
+    }
+}
+
+/// Gateway A on a store that reports writes through `watch`, gateway B
+/// writing beside it; A's revocation watcher polls every `interval`.
+fn watched_pair(
+    watch: Arc<dyn keygate_sdk::WatchStore>,
+    store: Arc<MemoryStore>,
+    interval: Duration,
+) -> (
+    Arc<IdentityManager>,
+    IdentityManager,
+    Watcher,
+    tempfile::TempDir,
+) {
+    let dirs = tempfile::tempdir().unwrap();
+    let a = Arc::new(
+        IdentityManager::open(
+            StateStore::batched(store.clone()).with_watch(Some(watch)),
+            &dirs.path().join("a"),
+            Default::default(),
+            SystemTime::now(),
+        )
+        .unwrap(),
+    );
+    let b = gateway(store, &dirs.path().join("b"));
+    // The index loaded first, so what B does next arrives as events.
+    a.refresh().unwrap();
+    let watcher = Watcher::start(a.clone(), interval).unwrap();
+    (a, b, watcher, dirs)
+}
+
+#[test]
+fn a_store_that_reports_writes_brings_another_gateways_revocation_without_waiting_for_the_poll() {
+    let store = Arc::new(MemoryStore::new());
+    // Polling alone would take a minute: only the store's report can
+    // bring the revocation within the ten seconds allowed below.
+    let (a, b, watcher, _dirs) =
+        watched_pair(store.clone(), store.clone(), Duration::from_secs(60));
+    assert!(a.store_watch().is_some());
+    let device = enroll(&b, 1);
+    b.revoke_device(&device, "lost", SystemTime::now(), &Actor::cli())
+        .unwrap();
+    let event = watcher
+        .events()
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the revocation reached gateway A");
+    assert_eq!(event, RevocationEvent::Device(device));
+    assert!(a.is_device_revoked(&device));
+}
+
+#[test]
+fn a_store_that_cannot_watch_now_is_polled_instead() {
+    let store = Arc::new(MemoryStore::new());
+    let (a, b, watcher, _dirs) = watched_pair(
+        Arc::new(WatchDown),
+        store.clone(),
+        Duration::from_millis(50),
+    );
+    let device = enroll(&b, 1);
+    b.revoke_device(&device, "lost", SystemTime::now(), &Actor::cli())
+        .unwrap();
+    let event = watcher
+        .events()
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the revocation reached gateway A by polling");
+    assert_eq!(event, RevocationEvent::Device(device));
+    assert!(a.is_device_revoked(&device));
 }

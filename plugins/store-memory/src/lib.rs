@@ -8,16 +8,19 @@
 //! It has the `batch` capability: [`BatchStore::apply_batch`] checks every
 //! key and every expected version and then makes all the writes under one
 //! hold of the write lock, so no other writer and no reader sees part of a
-//! batch.
+//! batch. And the `watch` capability: its write position counts the writes
+//! (puts, deletes, batches, quarantines) made through this store object,
+//! the only writers there can be.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::Duration;
 
 use keygate_sdk::{
     BatchOp, BatchStore, PluginContext, PluginError, SecretStore, StorePlugin, Version, Versioned,
-    validate_key, validate_prefix,
+    WatchStore, validate_key, validate_prefix,
 };
 
 /// An in-memory [`SecretStore`].
@@ -26,7 +29,11 @@ pub struct MemoryStore {
     records: RwLock<BTreeMap<String, (Vec<u8>, Version)>>,
     next_version: AtomicU64,
     /// Records moved aside by `quarantine`, kept for the life of the store.
-    quarantined: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
+    quarantined: Mutex<Vec<(String, Vec<u8>)>>,
+    /// The write position ([`WatchStore`]): writes made so far.
+    writes: Mutex<u64>,
+    /// Signalled after each write.
+    wrote: Condvar,
 }
 
 impl MemoryStore {
@@ -49,6 +56,13 @@ impl MemoryStore {
 
     fn fresh_version(&self) -> Version {
         self.next_version.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Moves the write position and wakes the watchers; called after a
+    /// write, with the records' lock let go.
+    fn written(&self) {
+        *self.writes.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.wrote.notify_all();
     }
 }
 
@@ -78,6 +92,8 @@ impl SecretStore for MemoryStore {
         }
         let version = self.fresh_version();
         records.insert(key.to_owned(), (value.to_vec(), version));
+        drop(records);
+        self.written();
         Ok(version)
     }
 
@@ -93,6 +109,8 @@ impl SecretStore for MemoryStore {
             )),
             Some(_) => {
                 records.remove(key);
+                drop(records);
+                self.written();
                 Ok(())
             }
         }
@@ -117,6 +135,7 @@ impl SecretStore for MemoryStore {
             .records_write()
             .remove(key)
             .ok_or_else(|| PluginError::not_found(format!("key {key:?}")))?;
+        self.written();
         let mut aside = self.quarantined.lock().unwrap_or_else(|p| p.into_inner());
         aside.push((key.to_owned(), value));
         Ok(format!(
@@ -157,7 +176,7 @@ impl BatchStore for MemoryStore {
             }
         }
         // Nothing below can fail or panic short of running out of memory.
-        Ok(ops
+        let versions = ops
             .iter()
             .map(|op| match op {
                 BatchOp::Put { key, value, .. } => {
@@ -170,7 +189,23 @@ impl BatchStore for MemoryStore {
                     None
                 }
             })
-            .collect())
+            .collect();
+        drop(records);
+        if !ops.is_empty() {
+            self.written();
+        }
+        Ok(versions)
+    }
+}
+
+impl WatchStore for MemoryStore {
+    fn wait_for_writes(&self, seen: u64, timeout: Duration) -> Result<u64, PluginError> {
+        let writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let (writes, _) = self
+            .wrote
+            .wait_timeout_while(writes, timeout, |w| *w == seen)
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(*writes)
     }
 }
 
@@ -189,5 +224,5 @@ impl StorePlugin for MemoryStore {
 }
 
 keygate_sdk::register_builtin_plugins! {
-    stores: [MemoryStore: batch],
+    stores: [MemoryStore: batch + watch],
 }

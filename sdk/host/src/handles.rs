@@ -8,10 +8,11 @@ use keygate_sdk::abi::batch::{AbiBatchOp, AbiStoreParts, BatchBox};
 use keygate_sdk::abi::error::from_abi;
 use keygate_sdk::abi::store::{AbiVersioned, StoreBox};
 use keygate_sdk::abi::transport::{TransportBox, host_box};
+use keygate_sdk::abi::watch::{AbiWatchedParts, WatchBox};
 use keygate_sdk::{
     ApprovalPolicy, ApprovalRequest, BatchOp, BatchStore, ConnectParams, ConnectionId, Decision,
     ListenParams, PluginError, SecretStore, StreamId, TlsIdentity, Transport, TransportHost,
-    Version, Versioned,
+    Version, Versioned, WatchStore,
 };
 
 /// A store obtained through the ABI, with the capabilities its library
@@ -21,16 +22,23 @@ use keygate_sdk::{
 /// batch capability ([`has_batch`](Self::has_batch)),
 /// [`into_batch`](Self::into_batch) turns the handle into a
 /// [`BatchStoreHandle`], which implements [`BatchStore`] as well; both
-/// kinds of call then reach the one store the plugin built.
+/// kinds of call then reach the one store the plugin built. Likewise
+/// [`take_watch`](Self::take_watch) gives the store's [`WatchHandle`] when
+/// it has the watch capability.
 pub struct StoreHandle {
     store: StoreBox,
     batch: Option<BatchBox>,
+    watch: Option<WatchBox>,
 }
 
 impl StoreHandle {
     /// A store from a library's `new_store` (no capabilities).
     pub(crate) fn new(store: StoreBox) -> Self {
-        Self { store, batch: None }
+        Self {
+            store,
+            batch: None,
+            watch: None,
+        }
     }
 
     /// A store from a library's `new_store_parts`.
@@ -38,7 +46,32 @@ impl StoreHandle {
         Self {
             store: parts.store,
             batch: parts.batch.into_option(),
+            watch: None,
         }
+    }
+
+    /// A store from a library's `new_store_watched`.
+    pub(crate) fn from_watched(all: AbiWatchedParts) -> Self {
+        Self {
+            watch: all.watch.into_option(),
+            ..Self::from_parts(all.parts)
+        }
+    }
+
+    /// Whether the plugin exported the store with the watch capability
+    /// (`stores: [MyStore: watch]`) and its watch object was not taken
+    /// yet. Always `false` for a library built before the capability
+    /// existed.
+    pub fn has_watch(&self) -> bool {
+        self.watch.is_some()
+    }
+
+    /// The store's watch object, when it has the watch capability: it
+    /// reaches the same store inside the plugin. Taken once (`None`
+    /// afterwards), before [`into_batch`](Self::into_batch) if both are
+    /// wanted.
+    pub fn take_watch(&mut self) -> Option<WatchHandle> {
+        self.watch.take().map(WatchHandle)
     }
 
     /// Whether the plugin exported the store with the batch capability
@@ -56,11 +89,29 @@ impl StoreHandle {
                 store: StoreHandle {
                     store: self.store,
                     batch: None,
+                    watch: self.watch,
                 },
                 batch,
             }),
             None => Err(self),
         }
+    }
+}
+
+/// A store's watch object, obtained through the ABI
+/// ([`StoreHandle::take_watch`]).
+pub struct WatchHandle(WatchBox);
+
+impl std::fmt::Debug for WatchHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchHandle").finish_non_exhaustive()
+    }
+}
+
+impl WatchStore for WatchHandle {
+    fn wait_for_writes(&self, seen: u64, timeout: std::time::Duration) -> Result<u64, PluginError> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        from_abi(self.0.wait_for_writes(seen, ms))
     }
 }
 

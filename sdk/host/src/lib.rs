@@ -12,7 +12,9 @@
 //! - a store exported with the batch capability comes back as a
 //!   [`StoreHandle`] that [`has_batch`](StoreHandle::has_batch), and
 //!   [`StoreHandle::into_batch`] makes it a [`BatchStoreHandle`]
-//!   (`SecretStore` + `BatchStore` on the one store);
+//!   (`SecretStore` + `BatchStore` on the one store); one exported with
+//!   the watch capability gives its [`WatchHandle`] through
+//!   [`StoreHandle::take_watch`];
 //! - [`LoadError`] says, in one line naming the file, why a library was
 //!   refused.
 //!
@@ -25,7 +27,7 @@ mod library;
 mod load_error;
 mod manifest;
 
-pub use handles::{ApprovalHandle, BatchStoreHandle, StoreHandle, TransportHandle};
+pub use handles::{ApprovalHandle, BatchStoreHandle, StoreHandle, TransportHandle, WatchHandle};
 pub use library::{Library, Origin, host_sdk_version};
 pub use load_error::LoadError;
 pub use manifest::{LibraryManifest, PluginInfo};

@@ -114,11 +114,10 @@ impl Library {
 
     /// Constructs the store plugin `name` with its config table (TOML text).
     ///
-    /// Uses the library's `new_store_parts` constructor when it has one, so
-    /// the handle carries the store's capabilities
-    /// ([`StoreHandle::has_batch`]); a library built before that
-    /// constructor existed is constructed with `new_store`, and its handle
-    /// has no capability.
+    /// Uses the newest constructor the library has (`new_store_watched`,
+    /// else `new_store_parts`, else `new_store`), so the handle carries
+    /// every capability the store was exported with that the library's SDK
+    /// knew ([`StoreHandle::has_batch`], [`StoreHandle::has_watch`]).
     pub fn new_store(
         &self,
         name: &str,
@@ -127,6 +126,9 @@ impl Library {
     ) -> Result<StoreHandle, PluginError> {
         let ctx = AbiPluginContext::from(ctx);
         let (name, config) = (RStr::from(name), RStr::from(config));
+        if let Some(new_store_watched) = self.module.new_store_watched() {
+            return from_abi(new_store_watched(name, config, ctx).map(StoreHandle::from_watched));
+        }
         match self.module.new_store_parts() {
             Some(new_store_parts) => {
                 from_abi(new_store_parts(name, config, ctx).map(StoreHandle::from_parts))
@@ -140,6 +142,12 @@ impl Library {
     /// has a capability shows on its handle.
     pub fn has_store_parts(&self) -> bool {
         self.module.new_store_parts().is_some()
+    }
+
+    /// Whether the library has the `new_store_watched` constructor (built
+    /// with an SDK that knows the `watch` capability).
+    pub fn has_store_watched(&self) -> bool {
+        self.module.new_store_watched().is_some()
     }
 
     /// Constructs the approval plugin `name`.

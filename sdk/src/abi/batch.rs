@@ -5,7 +5,8 @@
 //! A batch-capable store crosses as two objects around one shared store:
 //! a [`StoreBox`] for the `SecretStore` methods and a [`BatchBox`] for
 //! `apply_batch`. The two boxes hold clones of one `Arc`, so they are the
-//! same store and either may be dropped first.
+//! same store and either may be dropped first. The exporting functions
+//! (for every combination of capabilities) are in the `watch` module.
 
 use std::sync::Arc;
 
@@ -16,8 +17,8 @@ use abi_stable::{
 };
 
 use super::error::{AbiResult, guarded};
-use super::store::{StoreBox, export_store};
-use crate::{BatchOp, BatchStore, SecretStore};
+use super::store::StoreBox;
+use crate::{BatchOp, BatchStore};
 
 /// The ABI form of [`BatchOp`]. It borrows the caller's keys and values,
 /// so a batch crosses without copying them on the host's side. (No
@@ -106,7 +107,15 @@ pub struct AbiStoreParts {
     pub batch: ROption<BatchBox>,
 }
 
-struct BatchAdapter<S>(Arc<S>);
+/// The plugin side of a [`BatchBox`]: `apply_batch` on a shared store.
+pub(super) struct BatchAdapter<S>(Arc<S>);
+
+impl<S: BatchStore> BatchAdapter<S> {
+    /// The batch object of `store`.
+    pub(super) fn boxed(store: Arc<S>) -> ROption<BatchBox> {
+        ROption::RSome(AbiBatchStore_TO::from_value(BatchAdapter(store), TD_Opaque))
+    }
+}
 
 impl<S: BatchStore> AbiBatchStore for BatchAdapter<S> {
     fn apply_batch(&self, ops: RSlice<'_, AbiBatchOp<'_>>) -> AbiResult<RVec<ROption<u64>>> {
@@ -119,22 +128,5 @@ impl<S: BatchStore> AbiBatchStore for BatchAdapter<S> {
                 .map(ROption::from)
                 .collect())
         })
-    }
-}
-
-/// Exports a store without the batch capability.
-pub fn export_store_parts(store: impl SecretStore) -> AbiStoreParts {
-    AbiStoreParts {
-        store: export_store(store),
-        batch: ROption::RNone,
-    }
-}
-
-/// Exports a batch-capable store: both objects share one `Arc` of it.
-pub fn export_batch_store_parts<S: BatchStore>(store: S) -> AbiStoreParts {
-    let store = Arc::new(store);
-    AbiStoreParts {
-        store: export_store(Arc::clone(&store)),
-        batch: ROption::RSome(AbiBatchStore_TO::from_value(BatchAdapter(store), TD_Opaque)),
     }
 }

@@ -13,6 +13,7 @@ pub mod registry;
 pub mod shape;
 pub mod store;
 pub mod transport;
+pub mod watch;
 
 /// `RVec<RVec<u8>>` from `&[Vec<u8>]` (certificate chains).
 pub(crate) fn to_abi_chain(

@@ -10,14 +10,15 @@ use abi_stable::{
 };
 
 use super::approval::{ApprovalBox, export_approval};
-use super::batch::{AbiStoreParts, export_batch_store_parts, export_store_parts};
+use super::batch::AbiStoreParts;
 use super::context::AbiPluginContext;
 use super::error::{AbiResult, guarded};
 use super::store::StoreBox;
 use super::transport::{TransportBox, export_transport};
+use super::watch::{AbiWatchedParts, export_batch, export_batch_watch, export_plain, export_watch};
 use crate::{
     ApprovalPlugin, BatchStore, PluginContext, PluginError, PluginKind, StorePlugin,
-    TransportPlugin,
+    TransportPlugin, WatchStore,
 };
 
 /// One plugin in a library's manifest.
@@ -50,7 +51,9 @@ pub struct AbiLibraryManifest {
 ///   prefix: every 0.2 library has them). Frozen as
 ///   [`v0_2_0::PluginLibrary`](super::shape::v0_2_0::PluginLibrary).
 /// - Appended in the 0.2 series: `new_store_parts` (store capabilities,
-///   the first being `batch`).
+///   the first being `batch`). Frozen as
+///   [`batch::PluginLibrary`](super::shape::batch::PluginLibrary).
+/// - Appended after it: `new_store_watched` (the `watch` capability).
 ///
 /// # Older libraries, older hosts
 /// abi_stable lets a host whose root module is a *prefix* of the library's
@@ -61,7 +64,9 @@ pub struct AbiLibraryManifest {
 /// checks it against the 0.2.0 shape first, and against this one only when
 /// the library declares more fields than 0.2.0 had. A library built
 /// before `new_store_parts` is then used through its 0.2.0 fields, and the
-/// accessor for the new one answers `None`.
+/// accessor for the new one answers `None`; likewise a library built
+/// before `new_store_watched` is checked against the frozen shape that
+/// ends at `new_store_parts`.
 ///
 /// Never reorder, remove or change a field, and never move
 /// `last_prefix_field`: append, document the addition here, and keep a
@@ -103,6 +108,16 @@ pub struct PluginLibrary {
         config: RStr<'_>,
         ctx: AbiPluginContext,
     ) -> AbiResult<AbiStoreParts>,
+    /// Constructs the store plugin `name` once and returns it with every
+    /// capability, `watch` included: what `new_store_parts` returns and,
+    /// for a store marked `watch`, its watch object around the same store.
+    /// Optional: absent from libraries built before it existed, and the
+    /// host then uses `new_store_parts` (or `new_store`).
+    pub new_store_watched: extern "C" fn(
+        name: RStr<'_>,
+        config: RStr<'_>,
+        ctx: AbiPluginContext,
+    ) -> AbiResult<AbiWatchedParts>,
 }
 
 impl RootModule for PluginLibraryRef {
@@ -134,20 +149,40 @@ fn info(name: &str, kind: PluginKind, description: &str) -> AbiPluginInfo {
 }
 
 /// The entry of store plugin `S`, without capabilities.
-pub fn store_entry<S: StorePlugin>() -> Entry<AbiStoreParts> {
+pub fn store_entry<S: StorePlugin>() -> Entry<AbiWatchedParts> {
     Entry {
         info: || info(S::NAME, PluginKind::Store, S::DESCRIPTION),
         name: S::NAME,
-        build: |config, ctx| S::from_config(config, ctx).map(export_store_parts),
+        build: |config, ctx| S::from_config(config, ctx).map(export_plain),
     }
 }
 
 /// The entry of store plugin `S` with the `batch` capability.
-pub fn batch_store_entry<S: StorePlugin + BatchStore>() -> Entry<AbiStoreParts> {
+pub fn batch_store_entry<S: StorePlugin + BatchStore>() -> Entry<AbiWatchedParts> {
     Entry {
         info: || info(S::NAME, PluginKind::Store, S::DESCRIPTION),
         name: S::NAME,
-        build: |config, ctx| S::from_config(config, ctx).map(export_batch_store_parts),
+        build: |config, ctx| S::from_config(config, ctx).map(export_batch),
+    }
+}
+
+/// The entry of store plugin `S` with the `watch` capability.
+pub fn watch_store_entry<S: StorePlugin + WatchStore>() -> Entry<AbiWatchedParts> {
+    Entry {
+        info: || info(S::NAME, PluginKind::Store, S::DESCRIPTION),
+        name: S::NAME,
+        build: |config, ctx| S::from_config(config, ctx).map(export_watch),
+    }
+}
+
+/// The entry of store plugin `S` with the `batch` and `watch`
+/// capabilities.
+pub fn batch_watch_store_entry<S: StorePlugin + BatchStore + WatchStore>() -> Entry<AbiWatchedParts>
+{
+    Entry {
+        info: || info(S::NAME, PluginKind::Store, S::DESCRIPTION),
+        name: S::NAME,
+        build: |config, ctx| S::from_config(config, ctx).map(export_batch_watch),
     }
 }
 
@@ -171,7 +206,7 @@ pub fn transport_entry<T: TransportPlugin>() -> Entry<TransportBox> {
 
 /// The body of a generated `manifest` function.
 pub fn manifest_of(
-    stores: &[Entry<AbiStoreParts>],
+    stores: &[Entry<AbiWatchedParts>],
     approvals: &[Entry<ApprovalBox>],
     transports: &[Entry<TransportBox>],
 ) -> AbiLibraryManifest {
@@ -217,13 +252,25 @@ pub fn construct<B>(
 }
 
 /// The body of a generated `new_store`, for hosts that predate
-/// `new_store_parts`: the store alone (its batch object, if any, is
+/// `new_store_parts`: the store alone (its capability objects, if any, are
 /// dropped; the store lives on in the returned box).
 pub fn construct_store(
-    entries: &[Entry<AbiStoreParts>],
+    entries: &[Entry<AbiWatchedParts>],
     name: RStr<'_>,
     config: RStr<'_>,
     ctx: AbiPluginContext,
 ) -> AbiResult<StoreBox> {
-    construct(PluginKind::Store, entries, name, config, ctx).map(|parts| parts.store)
+    construct(PluginKind::Store, entries, name, config, ctx).map(|all| all.parts.store)
+}
+
+/// The body of a generated `new_store_parts`, for hosts that predate
+/// `new_store_watched`: the store and its batch object (the watch object,
+/// if any, is dropped).
+pub fn construct_store_parts(
+    entries: &[Entry<AbiWatchedParts>],
+    name: RStr<'_>,
+    config: RStr<'_>,
+    ctx: AbiPluginContext,
+) -> AbiResult<AbiStoreParts> {
+    construct(PluginKind::Store, entries, name, config, ctx).map(|all| all.parts)
 }

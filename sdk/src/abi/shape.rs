@@ -20,6 +20,7 @@ use super::error::AbiResult;
 use super::module::{AbiLibraryManifest, PluginLibraryRef};
 use super::store::StoreBox;
 use super::transport::TransportBox;
+use super::watch::AbiWatchedParts;
 
 /// The root module as keygate-sdk 0.2.0 declared it, frozen: the same type
 /// name and package as [`PluginLibrary`](super::module::PluginLibrary), its
@@ -75,6 +76,66 @@ pub mod v0_2_0 {
     }
 }
 
+/// The root module as it was once `new_store_parts` (the `batch`
+/// capability) was appended and before `new_store_watched`, frozen: the
+/// 0.2.0 fields and `new_store_parts`. Never change it.
+pub mod batch {
+    use abi_stable::{
+        StableAbi, declare_root_module_statics, library::RootModule, package_version_strings,
+        sabi_types::VersionStrings, std_types::RStr,
+    };
+
+    use super::super::approval::ApprovalBox;
+    use super::super::batch::AbiStoreParts;
+    use super::super::context::AbiPluginContext;
+    use super::super::error::AbiResult;
+    use super::super::module::AbiLibraryManifest;
+    use super::super::store::StoreBox;
+    use super::super::transport::TransportBox;
+
+    /// The root module with `new_store_parts` as its last field.
+    #[repr(C)]
+    #[derive(StableAbi)]
+    #[sabi(kind(Prefix(prefix_ref = PluginLibraryRef)))]
+    #[sabi(missing_field(option))]
+    pub struct PluginLibrary {
+        /// The manifest.
+        pub manifest: extern "C" fn() -> AbiLibraryManifest,
+        /// Constructs the store plugin named `name`.
+        pub new_store: extern "C" fn(
+            name: RStr<'_>,
+            config: RStr<'_>,
+            ctx: AbiPluginContext,
+        ) -> AbiResult<StoreBox>,
+        /// Constructs the approval plugin named `name`.
+        pub new_approval: extern "C" fn(
+            name: RStr<'_>,
+            config: RStr<'_>,
+            ctx: AbiPluginContext,
+        ) -> AbiResult<ApprovalBox>,
+        /// Constructs the transport plugin named `name`.
+        #[sabi(last_prefix_field)]
+        pub new_transport: extern "C" fn(
+            name: RStr<'_>,
+            config: RStr<'_>,
+            ctx: AbiPluginContext,
+        ) -> AbiResult<TransportBox>,
+        /// Constructs the store plugin `name` with its batch object.
+        pub new_store_parts: extern "C" fn(
+            name: RStr<'_>,
+            config: RStr<'_>,
+            ctx: AbiPluginContext,
+        ) -> AbiResult<AbiStoreParts>,
+    }
+
+    impl RootModule for PluginLibraryRef {
+        declare_root_module_statics! {PluginLibraryRef}
+        const BASE_NAME: &'static str = "keygate_plugin";
+        const NAME: &'static str = "keygate_plugin";
+        const VERSION_STRINGS: VersionStrings = package_version_strings!();
+    }
+}
+
 /// How many fields the root-module prefix type described by `layout` (the
 /// layout of a `PluginLibraryRef`, as a library header records it) has.
 fn declared_fields(layout: &'static TypeLayout) -> Option<usize> {
@@ -93,6 +154,9 @@ fn declared_fields(layout: &'static TypeLayout) -> Option<usize> {
 pub enum LibraryModule {
     /// A library built with this SDK, or a newer compatible one.
     Current(PluginLibraryRef),
+    /// A library built with `new_store_parts` but before
+    /// `new_store_watched` (no `watch` capability).
+    Batch(batch::PluginLibraryRef),
     /// A library built with keygate-sdk 0.2.0 (no `new_store_parts`).
     V0_2_0(v0_2_0::PluginLibraryRef),
 }
@@ -103,6 +167,17 @@ impl From<PluginLibraryRef> for LibraryModule {
     }
 }
 
+/// Calls `$method` on whichever shape `$module` is.
+macro_rules! each_shape {
+    ($module:expr, $m:ident => $body:expr) => {
+        match $module {
+            LibraryModule::Current($m) => $body,
+            LibraryModule::Batch($m) => $body,
+            LibraryModule::V0_2_0($m) => $body,
+        }
+    };
+}
+
 impl LibraryModule {
     /// Checks the library's SDK version and root-module layout and
     /// initialises its root module.
@@ -110,17 +185,22 @@ impl LibraryModule {
     /// Every 0.2 library has the 0.2.0 fields, so the library is checked
     /// against the 0.2.0 shape first: a library that is not a compatible
     /// Keygate plugin at all fails here, with the difference. A library
-    /// that declares more fields is then checked against the current shape
-    /// too, so its later constructors are checked before they are called;
-    /// a library that declares only the 0.2.0 fields is used through them.
+    /// that declares more fields is then checked against the newest shape
+    /// it has every field of (the `batch` shape, or the current one), so
+    /// its later constructors are checked before they are called; the
+    /// accessors of fields it lacks answer `None`.
     pub fn init(header: &LibHeader) -> Result<Self, LibraryError> {
         let base = header.init_root_module::<v0_2_0::PluginLibraryRef>()?;
         let base_fields = declared_fields(<v0_2_0::PluginLibraryRef as StableAbi>::LAYOUT);
+        let batch_fields = declared_fields(<batch::PluginLibraryRef as StableAbi>::LAYOUT);
         // Without a recorded layout (a library that opted out of the
         // check) nothing says the later fields exist.
         match header.layout().and_then(declared_fields) {
-            Some(n) if Some(n) > base_fields => Ok(Self::Current(
+            Some(n) if Some(n) > batch_fields => Ok(Self::Current(
                 header.init_root_module::<PluginLibraryRef>()?,
+            )),
+            Some(n) if Some(n) > base_fields => Ok(Self::Batch(
+                header.init_root_module::<batch::PluginLibraryRef>()?,
             )),
             _ => Ok(Self::V0_2_0(base)),
         }
@@ -128,50 +208,52 @@ impl LibraryModule {
 
     /// The manifest constructor.
     pub fn manifest(&self) -> extern "C" fn() -> AbiLibraryManifest {
-        match self {
-            Self::Current(m) => m.manifest(),
-            Self::V0_2_0(m) => m.manifest(),
-        }
+        each_shape!(self, m => m.manifest())
     }
 
     /// The store constructor every library has.
     pub fn new_store(
         &self,
     ) -> extern "C" fn(RStr<'_>, RStr<'_>, AbiPluginContext) -> AbiResult<StoreBox> {
-        match self {
-            Self::Current(m) => m.new_store(),
-            Self::V0_2_0(m) => m.new_store(),
-        }
+        each_shape!(self, m => m.new_store())
     }
 
     /// The approval constructor.
     pub fn new_approval(
         &self,
     ) -> extern "C" fn(RStr<'_>, RStr<'_>, AbiPluginContext) -> AbiResult<ApprovalBox> {
-        match self {
-            Self::Current(m) => m.new_approval(),
-            Self::V0_2_0(m) => m.new_approval(),
-        }
+        each_shape!(self, m => m.new_approval())
     }
 
     /// The transport constructor.
     pub fn new_transport(
         &self,
     ) -> extern "C" fn(RStr<'_>, RStr<'_>, AbiPluginContext) -> AbiResult<TransportBox> {
-        match self {
-            Self::Current(m) => m.new_transport(),
-            Self::V0_2_0(m) => m.new_transport(),
-        }
+        each_shape!(self, m => m.new_transport())
     }
 
-    /// The store constructor with capabilities, when the library has it.
+    /// The store constructor with the batch capability, when the library
+    /// has it.
     pub fn new_store_parts(
         &self,
     ) -> Option<extern "C" fn(RStr<'_>, RStr<'_>, AbiPluginContext) -> AbiResult<AbiStoreParts>>
     {
         match self {
             Self::Current(m) => m.new_store_parts(),
+            Self::Batch(m) => m.new_store_parts(),
             Self::V0_2_0(_) => None,
+        }
+    }
+
+    /// The store constructor with the batch and watch capabilities, when
+    /// the library has it.
+    pub fn new_store_watched(
+        &self,
+    ) -> Option<extern "C" fn(RStr<'_>, RStr<'_>, AbiPluginContext) -> AbiResult<AbiWatchedParts>>
+    {
+        match self {
+            Self::Current(m) => m.new_store_watched(),
+            Self::Batch(_) | Self::V0_2_0(_) => None,
         }
     }
 }

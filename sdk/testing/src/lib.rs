@@ -22,15 +22,20 @@
 //! keygate_sdk_testing::batch_store_conformance!(make_store);
 //! ```
 //!
+//! A store with the watch capability ([`WatchStore`], `stores: [MyStore:
+//! watch]`) runs the watch suite: `watch_store_conformance!(make_store)`,
+//! with a factory returning a [`WatchStoreFixture`].
+//!
 //! Through the ABI, the factory returns the handle's batch form:
 //! `library.new_store(..)?.into_batch()` (see
 //! [`host::StoreHandle::into_batch`]).
 #![forbid(unsafe_code)]
 
-use keygate_sdk::{BatchStore, LogLevel, Logger, PluginContext, SecretStore};
+use keygate_sdk::{BatchStore, LogLevel, Logger, PluginContext, SecretStore, WatchStore};
 
 pub mod batch;
 pub mod store;
+pub mod watch;
 
 /// The host's loader (`keygate-sdk-host`), for tests that open a plugin's
 /// built `cdylib` the way the gateway does and run the suite through the
@@ -87,6 +92,35 @@ impl<S: BatchStore> BatchStoreFixture for S {
 
 impl<S: BatchStore, G> BatchStoreFixture for WithGuard<S, G> {
     fn batch_store(&self) -> &dyn BatchStore {
+        &self.0
+    }
+}
+
+/// What a watch conformance factory may return: the store to write
+/// through and its watch side (the same object for a store type that
+/// implements both; through the ABI, a [`host::StoreHandle`] and the
+/// [`host::WatchHandle`] taken from it).
+pub trait WatchStoreFixture {
+    /// The store written to.
+    fn store(&self) -> &dyn SecretStore;
+    /// Its watch side.
+    fn watch(&self) -> &dyn WatchStore;
+}
+
+impl<S: SecretStore + WatchStore> WatchStoreFixture for S {
+    fn store(&self) -> &dyn SecretStore {
+        self
+    }
+    fn watch(&self) -> &dyn WatchStore {
+        self
+    }
+}
+
+impl<S: SecretStore + WatchStore, G> WatchStoreFixture for WithGuard<S, G> {
+    fn store(&self) -> &dyn SecretStore {
+        &self.0
+    }
+    fn watch(&self) -> &dyn WatchStore {
         &self.0
     }
 }
@@ -150,6 +184,35 @@ macro_rules! batch_store_conformance {
             fn $case() {
                 let fixture = $factory();
                 $crate::batch::$case($crate::BatchStoreFixture::batch_store(&fixture));
+            }
+        )*
+    };
+}
+
+/// Generates the WatchStore conformance tests, one `#[test]` each, for the
+/// store made by `$factory` (a path to a `fn() -> impl WatchStoreFixture`):
+/// every kind of write moves the position, a wait without writes times out
+/// unchanged, and writes wake waiters on other threads. Run
+/// [`secret_store_conformance!`] on the same store as well.
+#[macro_export]
+macro_rules! watch_store_conformance {
+    ($factory:path) => {
+        $crate::watch_store_conformance!(@cases $factory;
+            every_write_moves_the_position,
+            without_writes_a_wait_times_out_unchanged,
+            a_write_from_another_thread_wakes_a_waiter,
+            one_write_wakes_every_waiter,
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let fixture = $factory();
+                $crate::watch::$case(
+                    $crate::WatchStoreFixture::store(&fixture),
+                    $crate::WatchStoreFixture::watch(&fixture),
+                );
             }
         )*
     };
