@@ -4,7 +4,6 @@
 //! expired certificate, a revoked device) and are revoked; and
 //! `[admin] metrics = false` turns the endpoint off.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,6 +15,7 @@ use keygate_core::device::plugins::open_transport;
 use keygate_core::identity::DeviceKey;
 use keygate_proto::RefusalCode;
 use keygate_sdk::{ServerTrust, TlsIdentity, Transport};
+use keygate_tests::prometheus::Scrape;
 use keygate_tests::{
     GatewayProcess, NodeProcess, free_port, free_tcp_port, json, ok, open_identity, write_config,
 };
@@ -24,59 +24,13 @@ const WAIT: Duration = Duration::from_secs(20);
 
 // ---- Prometheus text ------------------------------------------------------
 
-/// One scrape: every sample by its name and labels as written
-/// (`name{a="x",b="y"}`), and the `# HELP` / `# TYPE` lines by name.
-struct Scrape {
-    samples: BTreeMap<String, f64>,
-    help: BTreeMap<String, String>,
-    types: BTreeMap<String, String>,
-    text: String,
+/// The series this test reads most.
+trait Series {
+    fn handshakes(&self, outcome: &str) -> f64;
+    fn pairing(&self, method: &str, outcome: &str) -> f64;
 }
 
-impl Scrape {
-    /// Parses the text format (0.0.4): comments, then `name{labels} value`.
-    fn parse(text: &str) -> Scrape {
-        let mut scrape = Scrape {
-            samples: BTreeMap::new(),
-            help: BTreeMap::new(),
-            types: BTreeMap::new(),
-            text: text.to_owned(),
-        };
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            if let Some(rest) = line.strip_prefix("# HELP ") {
-                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-                scrape.help.insert(name.into(), help.into());
-            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').expect("a type");
-                scrape.types.insert(name.into(), kind.into());
-            } else if line.starts_with('#') {
-                continue;
-            } else {
-                let (series, value) = line.rsplit_once(' ').expect("name and value");
-                let value: f64 = value
-                    .parse()
-                    .unwrap_or_else(|_| panic!("not a number in {line:?}"));
-                scrape.samples.insert(series.into(), value);
-            }
-        }
-        scrape
-    }
-
-    /// The sample's value; 0 when it is not there (a series not yet
-    /// created). `series` as written, e.g. `a_total{outcome="ok"}`.
-    fn get(&self, series: &str) -> f64 {
-        self.samples.get(series).copied().unwrap_or(0.0)
-    }
-
-    /// The sum of every sample of `name` whose labels contain `has`.
-    fn sum(&self, name: &str, has: &str) -> f64 {
-        self.samples
-            .iter()
-            .filter(|(series, _)| series.split('{').next() == Some(name) && series.contains(has))
-            .map(|(_, v)| *v)
-            .sum()
-    }
-
+impl Series for Scrape {
     fn handshakes(&self, outcome: &str) -> f64 {
         self.get(&format!(
             "keygate_handshakes_total{{outcome=\"{outcome}\"}}"

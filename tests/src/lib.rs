@@ -18,6 +18,8 @@ use keygate_store_fs as _;
 use keygate_store_memory as _;
 use keygate_transport_quic as _;
 
+pub mod prometheus;
+
 /// The packages whose artifacts the tests use.
 const PACKAGES: &[&str] = &[
     "keygate-core",

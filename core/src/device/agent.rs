@@ -13,7 +13,11 @@
 //!   made with it and registered **before** the old one is closed.
 //! - Reconnects when the connection is lost, after a jittered
 //!   exponential backoff ([`Backoff`]; reset once a `Register` succeeds),
-//!   or after a short jittered pause when the gateway shuts down.
+//!   or after a short jittered pause when the gateway shuts down. With
+//!   several gateway addresses (gateways sharing one store), it tries them
+//!   in order starting *after* the one whose connection ended, so a node
+//!   whose gateway died moves to the next one at once rather than first
+//!   waiting out a handshake with the dead one; the dead one comes last.
 //! - Stops for good when the gateway says the device or its certificate
 //!   is revoked (close code `REVOKED`, a `certificate_revoked` TLS alert,
 //!   or a refusal naming a revocation): [`AgentError::Revoked`].
@@ -229,6 +233,10 @@ pub struct Agent {
     settings: AgentSettings,
     capabilities: Arc<[String]>,
     control: AgentControl,
+    /// Index (in the address list) of the gateway to try first.
+    first_gateway: std::sync::atomic::AtomicUsize,
+    /// Index of the gateway the last connection went to.
+    connected_gateway: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Agent {
@@ -253,7 +261,17 @@ impl Agent {
             settings,
             capabilities,
             control: AgentControl::default(),
+            first_gateway: Default::default(),
+            connected_gateway: Default::default(),
         }
+    }
+
+    /// After a connection ended: try the gateway after the one it was to
+    /// first, next time.
+    fn move_past_connected_gateway(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let connected = self.connected_gateway.load(Relaxed);
+        self.first_gateway.store(connected.wrapping_add(1), Relaxed);
     }
 
     /// The handle that stops this agent.
@@ -272,7 +290,11 @@ impl Agent {
                 return Ok(());
             }
             let (end, registered) = match self.open_session(&key, false) {
-                Ok(session) => (self.serve(session, &key), true),
+                Ok(session) => {
+                    let end = self.serve(session, &key);
+                    self.move_past_connected_gateway();
+                    (end, true)
+                }
                 Err(end) => (end, false),
             };
             if self.control.is_stopped() {
@@ -387,7 +409,11 @@ impl Agent {
         };
         let trust = ServerTrust::Roots(vec![credentials.ca_der.clone()]);
         let mut last = End::Fatal(AgentError::NoGateway);
-        for addr in gateways {
+        let first = self
+            .first_gateway
+            .load(std::sync::atomic::Ordering::Relaxed);
+        for index in (0..gateways.len()).map(|i| first.wrapping_add(i) % gateways.len()) {
+            let addr = &gateways[index];
             let params = match connect_params(addr, trust.clone(), Some(identity.clone())) {
                 Ok(p) => p,
                 Err(e) => {
@@ -396,7 +422,11 @@ impl Agent {
                 }
             };
             match Link::connect(self.transport.clone(), params) {
-                Ok(link) => return Ok(link),
+                Ok(link) => {
+                    self.connected_gateway
+                        .store(index, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(link);
+                }
                 Err(e) => {
                     tracing::debug!(gateway = %addr, error = %e, "cannot connect");
                     last = End::of_link(&e);
