@@ -139,10 +139,10 @@ fn a_plugin_of_the_wrong_kind_is_refused_for_the_slot() {
 
 #[test]
 fn an_unknown_builtin_is_refused_with_line_and_known_names() {
-    let err = load_err("state_dir = \"s\"\n\n[plugins.store]\nuse = \"postgres\"\n");
+    let err = load_err("state_dir = \"s\"\n\n[plugins.store]\nuse = \"cassandra\"\n");
     assert!(
         err.contains(
-            "config.toml:4: plugins.store.use: no built-in store plugin named \"postgres\""
+            "config.toml:4: plugins.store.use: no built-in store plugin named \"cassandra\""
         ),
         "{err}"
     );

@@ -7,6 +7,7 @@ mod cli;
 use keygate_approval_pin_qr as _;
 use keygate_store_fs as _;
 use keygate_store_memory as _;
+use keygate_store_postgres as _;
 use keygate_transport_quic as _;
 
 fn main() -> std::process::ExitCode {

@@ -2,6 +2,8 @@
 //! plugin libraries the tests load by path (`cargo test` alone does not
 //! produce a workspace's cdylibs), and finds them.
 
+pub mod postgres;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -13,7 +13,8 @@
 //! - `root`: the folder of records. Relative paths are relative to the
 //!   config file's folder.
 //! - `key_file`: the 32-byte key, created (mode 0600) when a new store is
-//!   opened the first time. It may live apart from the data (another disk,
+//!   opened the first time (the field and `passphrase_env` are read by
+//!   `keygate_seal::KeySource`, shared with the `postgres` store). It may live apart from the data (another disk,
 //!   a mounted secret) so a copy of the root alone reveals nothing.
 //! - `passphrase_env`: the name of an environment variable holding a
 //!   passphrase. The key is then derived from it with Argon2id and a random
@@ -24,12 +25,11 @@
 //! Every error is `Invalid` and names the field (and, for what the TOML
 //! itself gets wrong, the line: see `keygate_sdk::config`).
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 
 use keygate_sdk::{PluginContext, PluginError};
+pub(crate) use keygate_seal::KeySource;
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 /// The config table as written.
 #[derive(Debug, Default, Deserialize)]
@@ -38,32 +38,6 @@ struct RawConfig {
     root: Option<PathBuf>,
     key_file: Option<PathBuf>,
     passphrase_env: Option<String>,
-}
-
-/// Where the store key comes from.
-pub(crate) enum KeySource {
-    /// A 32-byte key file, created if the store is new.
-    File(PathBuf),
-    /// A passphrase read from an environment variable when the store was
-    /// configured.
-    Passphrase {
-        /// The variable's name, for messages.
-        var: String,
-        /// Its value, wiped when dropped.
-        passphrase: Zeroizing<Vec<u8>>,
-    },
-}
-
-impl std::fmt::Debug for KeySource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::File(path) => f.debug_tuple("File").field(path).finish(),
-            Self::Passphrase { var, .. } => f
-                .debug_struct("Passphrase")
-                .field("var", var)
-                .finish_non_exhaustive(),
-        }
-    }
 }
 
 /// The config with defaults applied and paths resolved.
@@ -75,67 +49,18 @@ pub(crate) struct Settings {
     pub key: KeySource,
 }
 
-/// A refusal of `field` after parsing, worded as `config::parse` words its
-/// own: `field "root": must not be empty`.
-fn invalid(field: &str, message: impl std::fmt::Display) -> PluginError {
-    PluginError::invalid(format!("field {field:?}: {message}"))
-}
-
-fn non_empty_path(field: &str, path: Option<PathBuf>) -> Result<Option<PathBuf>, PluginError> {
-    match path {
-        Some(p) if p.as_os_str().is_empty() => Err(invalid(field, "must not be empty")),
-        other => Ok(other),
-    }
-}
-
-/// Reads the passphrase from the variable `var`.
-fn read_passphrase(var: &str) -> Result<Zeroizing<Vec<u8>>, PluginError> {
-    let field = "passphrase_env";
-    if var.is_empty() || var.contains('=') || var.contains('\0') {
-        return Err(invalid(
-            field,
-            format_args!("{var:?} is not an environment variable name"),
-        ));
-    }
-    let value: OsString = std::env::var_os(var).ok_or_else(|| {
-        invalid(
-            field,
-            format_args!(
-                "environment variable {var} is not set (it must hold the store passphrase)"
-            ),
-        )
-    })?;
-    let bytes = Zeroizing::new(value.into_encoded_bytes());
-    if bytes.is_empty() {
-        return Err(invalid(
-            field,
-            format_args!("environment variable {var} is empty (it must hold the store passphrase)"),
-        ));
-    }
-    Ok(bytes)
-}
-
 /// Parses the config table (TOML text, possibly empty) and applies
 /// defaults from `ctx`.
 pub(crate) fn parse(text: &str, ctx: &PluginContext) -> Result<Settings, PluginError> {
     let raw: RawConfig = keygate_sdk::config::parse(text)?;
-    let root = non_empty_path("root", raw.root)?
-        .map_or_else(|| ctx.state_dir().join("store"), |p| ctx.resolve_path(p));
-    let key_file = non_empty_path("key_file", raw.key_file)?;
-    let key = match (key_file, raw.passphrase_env) {
-        (Some(_), Some(_)) => {
-            return Err(PluginError::invalid(
-                "fields \"key_file\" and \"passphrase_env\": set one or the other, not both \
-                 (with passphrase_env no key file is used)",
-            ));
+    let root = match raw.root {
+        Some(p) if p.as_os_str().is_empty() => {
+            return Err(PluginError::invalid("field \"root\": must not be empty"));
         }
-        (None, Some(var)) => KeySource::Passphrase {
-            passphrase: read_passphrase(&var)?,
-            var,
-        },
-        (Some(path), None) => KeySource::File(ctx.resolve_path(path)),
-        (None, None) => KeySource::File(ctx.state_dir().join("store.key")),
+        Some(p) => ctx.resolve_path(p),
+        None => ctx.state_dir().join("store"),
     };
+    let key = KeySource::from_fields(raw.key_file, raw.passphrase_env, ctx)?;
     Ok(Settings { root, key })
 }
 

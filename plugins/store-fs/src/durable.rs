@@ -28,8 +28,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::crypto::random_u64;
 use crate::spares::Spares;
+use keygate_seal::random_u64;
 
 /// The mode of every file the store creates.
 pub(crate) const FILE_MODE: u32 = 0o600;

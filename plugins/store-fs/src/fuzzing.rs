@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
-use crate::crypto::{KEY_LEN, Sealer, StoreKey};
 use crate::path;
+use keygate_seal::{KEY_LEN, Sealer, StoreKey};
 
 fn sealer(key: &[u8; KEY_LEN]) -> Sealer {
     Sealer::new(&StoreKey::new(Zeroizing::new(*key)))

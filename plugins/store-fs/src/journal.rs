@@ -178,9 +178,9 @@ use std::path::{Path, PathBuf};
 
 use keygate_sdk::{PluginContext, PluginError, validate_key};
 
-use crate::crypto::{NONCE_LEN, Sealer, TAG_LEN, random_u64};
 use crate::spares::{self, Spares};
 use crate::{durable, path};
+use keygate_seal::{NONCE_LEN, Sealer, TAG_LEN, random_u64};
 
 /// The journal's file name in the root.
 pub(crate) const JOURNAL_FILE: &str = ".journal";
@@ -998,7 +998,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{MIN_RECORD_LEN, StoreKey};
+    use keygate_seal::{MIN_RECORD_LEN, StoreKey};
 
     fn sealer() -> Sealer {
         Sealer::new(&StoreKey::generate().unwrap())

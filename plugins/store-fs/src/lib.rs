@@ -37,13 +37,13 @@
 //! - Record format: magic `KGSR`, format version byte, record version
 //!   (u64 BE), 96-bit random nonce, ciphertext and tag, with the format
 //!   version, the record version and the key name as associated data:
-//!   see the `crypto` module.
+//!   see `keygate_seal::sealer`, shared with the `postgres` store.
 //! - Journal format: a header (magic `KGSJ`, format version, generation,
 //!   boot id) and frames (magic `KGJF`, generation, offset, length, the
 //!   ops: key and sealed record file, or key and delete), each
 //!   authenticated with the store key: see the `journal` module.
 //! - Key: a 0600 key file of 32 random bytes, or Argon2id from a
-//!   passphrase; see the `unlock` module. Key material is wiped from memory
+//!   passphrase; see the `unlock` module and `keygate_seal`. Key material is wiped from memory
 //!   when dropped.
 //!
 //! # Opening: the key check
@@ -132,7 +132,6 @@
 #![forbid(unsafe_code)]
 
 mod config;
-mod crypto;
 mod durable;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -155,9 +154,9 @@ use keygate_sdk::{
     Versioned, validate_key, validate_prefix,
 };
 
-use crate::crypto::{MIN_RECORD_LEN, OpenError, Sealer, random_u64};
 use crate::journal::{Env, Journal, Op};
 use crate::lock::StoreLock;
+use keygate_seal::{MIN_RECORD_LEN, OpenError, Sealer, random_u64};
 use zeroize::Zeroize;
 
 #[doc(hidden)]

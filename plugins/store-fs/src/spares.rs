@@ -37,8 +37,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use crate::crypto::random_u64;
 use crate::durable::{DIR_MODE, TEMP_PREFIX, create_temp};
+use keygate_seal::random_u64;
 
 /// The folder, under the root, of spare record files.
 pub(crate) const SPARE_DIR: &str = ".spare";

@@ -213,7 +213,7 @@ fn run_child(state: &Path, point: Option<(CrashPoint, u64)>, delay: Duration) ->
 }
 
 fn random_below(n: u64) -> u64 {
-    getrandom::u64().unwrap() % n
+    keygate_seal::random_u64().unwrap() % n
 }
 
 #[test]

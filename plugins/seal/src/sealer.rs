@@ -1,49 +1,51 @@
-//! Key material and sealing: the on-disk format of records and of the key
-//! check, both AES-256-GCM.
+//! Sealing: the format of sealed records and of the key check, both
+//! AES-256-GCM.
 //!
-//! # Record file (format version 1)
+//! # Sealed record (format version 1)
 //! ```text
 //! offset  size  field
 //!      0     4  magic "KGSR"
 //!      4     1  format version (1)
 //!      5     8  record version (the compare-and-swap version), big-endian u64
-//!     13    12  nonce, fresh from the OS random source for every write
+//!     13    12  nonce, fresh from the OS random source for every seal
 //!     25     n  ciphertext of the value
 //!   25+n    16  GCM tag
 //! ```
 //! The associated data is the first 13 bytes (magic, format version, record
 //! version) followed by the UTF-8 key name. So the version cannot be
-//! altered, and a file copied or moved over another key's file fails to
-//! decrypt. A file that does not start with the magic is refused: there is
+//! altered, and a blob copied or moved over another key's record fails to
+//! open. A blob that does not start with the magic is refused: there is
 //! no plaintext fallback.
 //!
-//! # Key check file (`<root>/.keycheck`, format version 1)
+//! # Key check (format version 1)
 //! ```text
 //! magic "KGSK" | format version (1) | nonce (12) | ciphertext of a constant (32) | tag (16)
 //! ```
-//! with associated data `magic | format version | "keycheck"`. It lets the
-//! store tell, when it opens, that it was given the wrong key.
+//! with associated data `magic | format version | "keycheck"`. A store
+//! keeps one beside its records to tell, when it opens, that it was given
+//! the wrong key. (The constant names the filesystem store, which defined
+//! the format first; every store uses the same one.)
 
 use aes_gcm::aead::array::Array;
 use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
 use zeroize::{Zeroize, Zeroizing};
 
 /// The length of a store key, in bytes.
-pub(crate) const KEY_LEN: usize = 32;
+pub const KEY_LEN: usize = 32;
 
 const RECORD_MAGIC: &[u8; 4] = b"KGSR";
 const CHECK_MAGIC: &[u8; 4] = b"KGSK";
 /// The format version written in every record and key check.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 1;
 /// The length of a GCM nonce.
-pub(crate) const NONCE_LEN: usize = 12;
+pub const NONCE_LEN: usize = 12;
 /// The length of a GCM tag.
-pub(crate) const TAG_LEN: usize = 16;
+pub const TAG_LEN: usize = 16;
 /// Magic, format version, record version: the authenticated prefix.
 const RECORD_PREFIX_LEN: usize = 4 + 1 + 8;
 const RECORD_HEADER_LEN: usize = RECORD_PREFIX_LEN + NONCE_LEN;
-/// The shortest well-formed record file (an empty value).
-pub(crate) const MIN_RECORD_LEN: usize = RECORD_HEADER_LEN + TAG_LEN;
+/// The shortest well-formed sealed record (an empty value).
+pub const MIN_RECORD_LEN: usize = RECORD_HEADER_LEN + TAG_LEN;
 
 const CHECK_HEADER_LEN: usize = 4 + 1;
 const CHECK_PLAINTEXT: &[u8; 32] = b"keygate-store-fs key check v1...";
@@ -51,30 +53,30 @@ const CHECK_AAD_LABEL: &[u8] = b"keycheck";
 const CHECK_LEN: usize = CHECK_HEADER_LEN + NONCE_LEN + CHECK_PLAINTEXT.len() + TAG_LEN;
 
 /// 32 bytes of key material, wiped from memory when dropped.
-pub(crate) struct StoreKey(Zeroizing<[u8; KEY_LEN]>);
+pub struct StoreKey(Zeroizing<[u8; KEY_LEN]>);
 
 impl StoreKey {
     /// Wraps key bytes (moved in; the caller's copy is the caller's to wipe).
-    pub(crate) fn new(bytes: Zeroizing<[u8; KEY_LEN]>) -> Self {
+    pub fn new(bytes: Zeroizing<[u8; KEY_LEN]>) -> Self {
         Self(bytes)
     }
 
     /// A fresh key from the OS random source.
-    pub(crate) fn generate() -> Result<Self, RandomError> {
+    pub fn generate() -> Result<Self, RandomError> {
         let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
         fill_random(bytes.as_mut())?;
         Ok(Self(bytes))
     }
 
     /// The raw bytes, for writing a new key file.
-    pub(crate) fn as_bytes(&self) -> &[u8; KEY_LEN] {
+    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
 }
 
 /// The OS random source failed.
 #[derive(Debug)]
-pub(crate) struct RandomError(getrandom::Error);
+pub struct RandomError(getrandom::Error);
 
 impl std::fmt::Display for RandomError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,22 +84,30 @@ impl std::fmt::Display for RandomError {
     }
 }
 
+impl std::error::Error for RandomError {}
+
 /// Fills `buf` from the OS random source.
-pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), RandomError> {
+pub fn fill_random(buf: &mut [u8]) -> Result<(), RandomError> {
     getrandom::fill(buf).map_err(RandomError)
 }
 
 /// A random `u64` from the OS random source.
-pub(crate) fn random_u64() -> Result<u64, RandomError> {
+pub fn random_u64() -> Result<u64, RandomError> {
     getrandom::u64().map_err(RandomError)
 }
 
 /// Why a record (or the key check) could not be opened. Shown after the
 /// record's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum OpenError {
-    /// Shorter than the smallest valid file.
-    Truncated { len: usize, min: usize },
+#[non_exhaustive]
+pub enum OpenError {
+    /// Shorter than the smallest valid blob.
+    Truncated {
+        /// The blob's length.
+        len: usize,
+        /// The least a well-formed blob holds.
+        min: usize,
+    },
     /// Does not start with the magic: plaintext or a foreign file.
     NoHeader,
     /// A format version this build does not read.
@@ -127,9 +137,12 @@ impl std::fmt::Display for OpenError {
     }
 }
 
+impl std::error::Error for OpenError {}
+
 /// Why sealing failed.
 #[derive(Debug)]
-pub(crate) enum SealError {
+#[non_exhaustive]
+pub enum SealError {
     /// No nonce could be drawn.
     Random(RandomError),
     /// The value is beyond what one GCM message may hold (64 GiB).
@@ -145,6 +158,8 @@ impl std::fmt::Display for SealError {
     }
 }
 
+impl std::error::Error for SealError {}
+
 impl From<RandomError> for SealError {
     fn from(e: RandomError) -> Self {
         Self::Random(e)
@@ -153,7 +168,7 @@ impl From<RandomError> for SealError {
 
 /// Seals and opens records with one store key. The cipher's key schedule
 /// is wiped when it is dropped (the `zeroize` feature of `aes-gcm`).
-pub(crate) struct Sealer {
+pub struct Sealer {
     cipher: Aes256Gcm,
 }
 
@@ -174,7 +189,7 @@ fn check_aad() -> Vec<u8> {
 
 impl Sealer {
     /// A sealer for `key`.
-    pub(crate) fn new(key: &StoreKey) -> Self {
+    pub fn new(key: &StoreKey) -> Self {
         let key: &[u8; KEY_LEN] = &key.0;
         // Borrowed, not copied: no stray copy of the key on the stack.
         Self {
@@ -198,13 +213,9 @@ impl Sealer {
         Ok(())
     }
 
-    /// The file contents for `value` stored under `key` at `version`.
-    pub(crate) fn seal_record(
-        &self,
-        key: &str,
-        version: u64,
-        value: &[u8],
-    ) -> Result<Vec<u8>, SealError> {
+    /// The sealed record of `value` stored under `key` at `version` (the
+    /// contents of a record file, or of a database row's value).
+    pub fn seal_record(&self, key: &str, version: u64, value: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce)?;
         let mut buf = Vec::with_capacity(RECORD_HEADER_LEN + value.len() + TAG_LEN);
@@ -222,12 +233,10 @@ impl Sealer {
     }
 
     /// Authenticates `aad` alone (GMAC: GCM over an empty plaintext) under
-    /// a fresh random nonce; returns the nonce and the tag. Used for the
-    /// journal, whose contents are sealed records and key names already.
-    pub(crate) fn authenticate(
-        &self,
-        aad: &[u8],
-    ) -> Result<([u8; NONCE_LEN], [u8; TAG_LEN]), SealError> {
+    /// a fresh random nonce; returns the nonce and the tag. For data that
+    /// needs integrity but not secrecy (the filesystem store's journal,
+    /// whose contents are sealed records and key names already).
+    pub fn authenticate(&self, aad: &[u8]) -> Result<([u8; NONCE_LEN], [u8; TAG_LEN]), SealError> {
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce)?;
         let mut empty: [u8; 0] = [];
@@ -240,7 +249,7 @@ impl Sealer {
 
     /// Whether `tag` authenticates `aad` under `nonce` with this key (see
     /// [`Sealer::authenticate`]).
-    pub(crate) fn verify(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], tag: &[u8; TAG_LEN]) -> bool {
+    pub fn verify(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], tag: &[u8; TAG_LEN]) -> bool {
         let mut empty: [u8; 0] = [];
         self.cipher
             .decrypt_inout_detached(
@@ -252,7 +261,7 @@ impl Sealer {
             .is_ok()
     }
 
-    /// Reads only the header of a record file: its format and version,
+    /// Reads only the header of a sealed record: its format and version,
     /// unauthenticated. Used to give precise errors before decryption.
     fn check_record_header(file: &[u8]) -> Result<(), OpenError> {
         if file.len() < RECORD_MAGIC.len() + 1 {
@@ -281,14 +290,10 @@ impl Sealer {
         Ok(())
     }
 
-    /// Authenticates and decrypts the contents of `key`'s record file,
-    /// returning its version and value. On failure nothing of the file's
+    /// Authenticates and decrypts `key`'s sealed record, returning the
+    /// version sealed in it and the value. On failure nothing of the
     /// plaintext is returned or left behind.
-    pub(crate) fn open_record(
-        &self,
-        key: &str,
-        mut file: Vec<u8>,
-    ) -> Result<(u64, Vec<u8>), OpenError> {
+    pub fn open_record(&self, key: &str, mut file: Vec<u8>) -> Result<(u64, Vec<u8>), OpenError> {
         Self::check_record_header(&file)?;
         let mut version = [0u8; 8];
         version.copy_from_slice(&file[5..RECORD_PREFIX_LEN]);
@@ -319,8 +324,8 @@ impl Sealer {
         Ok((version, file))
     }
 
-    /// The contents of a new key check file.
-    pub(crate) fn seal_check(&self) -> Result<Vec<u8>, SealError> {
+    /// A new key check for this sealer's key.
+    pub fn seal_check(&self) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce)?;
         let mut buf = Vec::with_capacity(CHECK_LEN);
@@ -333,8 +338,8 @@ impl Sealer {
         Ok(buf)
     }
 
-    /// Verifies a key check file against this sealer's key.
-    pub(crate) fn open_check(&self, mut file: Vec<u8>) -> Result<(), OpenError> {
+    /// Verifies a key check against this sealer's key.
+    pub fn open_check(&self, mut file: Vec<u8>) -> Result<(), OpenError> {
         if file.len() >= CHECK_HEADER_LEN && &file[..4] != CHECK_MAGIC {
             return Err(OpenError::NoHeader);
         }
