@@ -492,3 +492,113 @@ fn the_gateway_loads_the_store_by_name_with_its_batch_capability() {
         "the key file is in the gateway's state folder"
     );
 }
+
+/// A CA and a server certificate for 127.0.0.1 and localhost, written
+/// into the cluster's folder for the server; the CA's PEM.
+fn serve_tls(cluster: &PgCluster) -> String {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "keygate test database CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let dir = cluster.dir();
+    std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    cluster.give_to_server(&dir.join("server.crt"));
+    cluster.give_to_server(&dir.join("server.key"));
+    cluster.append_config(&format!(
+        "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+        dir.join("server.crt").display(),
+        dir.join("server.key").display()
+    ));
+    cluster.restart();
+    ca_cert.pem()
+}
+
+#[test]
+fn tls_to_the_database_verifies_the_server_against_ca_file() {
+    let cluster = PgCluster::start();
+    let ca = serve_tls(&cluster);
+    let name = cluster.fresh_database("tls");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("db-ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let url = format!("{}?sslmode=verify-full", cluster.url_for(&name));
+    let store = open_in(dir.path(), &url, "ca_file = \"db-ca.pem\"").expect("TLS open");
+    store.put("k", b"v", None).unwrap();
+    assert_eq!(store.get("k").unwrap().unwrap().value, b"v");
+    let tls_connections: i64 = cluster
+        .client(&name)
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'keygate' AND s.ssl",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(tls_connections >= 1, "the pool's connection is TLS");
+    drop(store);
+    // Without the CA the server is not trusted: refused, not downgraded.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("store.key"), other.path().join("store.key")).unwrap();
+    let url = format!("{}?sslmode=require", cluster.url_for(&name));
+    let err = open_in(other.path(), &url, "").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains("UnknownIssuer"), "{err}");
+}
+
+#[test]
+fn concurrent_creations_of_one_key_give_one_winner_and_conflicts() {
+    let db = Db::new("creations");
+    let stores = [db.open(), db.open()];
+    for round in 0..10 {
+        let key = format!("k/{round}");
+        let barrier = std::sync::Barrier::new(8);
+        let results: Vec<Result<u64, PluginError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (store, key, barrier) = (&stores[i % 2], &key, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        store.put(key, format!("{i}").as_bytes(), None)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let wins = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "round {round}: {results:?}");
+        for err in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        }
+    }
+}
+
+#[test]
+fn a_write_the_database_refuses_for_its_own_reasons_is_unavailable_not_a_conflict() {
+    let db = Db::new("refused");
+    let store = db.open();
+    db.sql()
+        .batch_execute(
+            "CREATE FUNCTION keygate_test_refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'disk quota exceeded (test)'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON keygate_records \
+             FOR EACH ROW EXECUTE FUNCTION keygate_test_refuse();",
+        )
+        .unwrap();
+    let err = store.put("k", b"v", None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.message().contains("disk quota exceeded (test)"),
+        "{err}"
+    );
+    assert!(store.get("k").unwrap().is_none());
+}

@@ -15,7 +15,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -31,6 +31,30 @@ pub struct PgCluster {
     port: u16,
     bin: PathBuf,
     next_db: AtomicU32,
+    /// A process in a session of its own that stops the server and
+    /// removes the folder when its stdin closes: when this handle is
+    /// dropped, or when the test process dies without dropping it (killed
+    /// by a timeout), so no server outlives its test binary.
+    watchdog: Option<Child>,
+}
+
+/// Starts the watchdog of the cluster in `dir` (see `PgCluster::watchdog`).
+fn watchdog(bin: &Path, dir: &Path) -> Option<Child> {
+    Command::new("setsid")
+        .args([
+            "sh",
+            "-c",
+            "cat >/dev/null; runuser -u postgres -- \"$1\" -D \"$2/data\" -m immediate stop \
+             >/dev/null 2>&1; rm -rf \"$2\"",
+            "sh",
+        ])
+        .arg(bin.join("pg_ctl"))
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
 }
 
 /// The folder holding `initdb` and `pg_ctl`.
@@ -110,6 +134,8 @@ impl PgCluster {
             .status()
             .expect("chown");
         assert!(status.success(), "chown {OS_USER} {}", dir.display());
+        // Before initdb: a test killed during it leaves no folder either.
+        let watchdog = watchdog(&bin, &dir);
         let data = dir.join("data");
         let out = as_postgres(
             &bin,
@@ -129,6 +155,7 @@ impl PgCluster {
         );
         check("initdb", &out);
         let cluster = Self {
+            watchdog,
             dir,
             port: free_port(),
             bin,
@@ -192,6 +219,37 @@ impl PgCluster {
         self.start_server();
     }
 
+    /// The cluster's folder (owned by the `postgres` user; the server's
+    /// socket and log live here, its data in `data/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Hands `path` (a file written as root) to the server's user, mode
+    /// 0600, as PostgreSQL wants its TLS key.
+    pub fn give_to_server(&self, path: &Path) {
+        let status = Command::new("chown")
+            .arg(format!("{OS_USER}:"))
+            .arg(path)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown {}", path.display());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+
+    /// Appends `lines` to the server's `postgresql.conf` (effective at the
+    /// next [`PgCluster::restart`]).
+    pub fn append_config(&self, lines: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("data/postgresql.conf"))
+            .expect("open postgresql.conf");
+        file.write_all(lines.as_bytes())
+            .expect("write postgresql.conf");
+    }
+
     /// The loopback port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
@@ -249,6 +307,10 @@ impl Drop for PgCluster {
             &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
         );
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(mut watchdog) = self.watchdog.take() {
+            drop(watchdog.stdin.take());
+            let _ = watchdog.wait();
+        }
     }
 }
 

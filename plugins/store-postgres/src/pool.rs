@@ -91,10 +91,22 @@ pub(crate) fn is_unique_violation(e: &postgres::Error) -> bool {
 }
 
 /// The error's text, with the server's message when there is one (the
-/// plain `Display` of a server error is only "db error").
+/// plain `Display` of a server error is only "db error") and the causes
+/// of a client-side error ("error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer").
 fn describe(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
     }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
