@@ -38,7 +38,7 @@
 //!   with no key check and no record; see the `schema` module.
 //!
 //! # Writes and versions
-//! Each `put`, `delete` and `apply_batch` ([`BatchStore`]) is one
+//! Each `put`, `delete` and `apply_batch` ([`BatchStore`](keygate_sdk::BatchStore)) is one
 //! transaction that locks the rows it writes, compares versions, draws new
 //! versions from a sequence and writes: see the `records` module. So
 //! compare-and-swap holds between threads, store objects, processes and
