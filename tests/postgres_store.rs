@@ -6,10 +6,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use keygate_core::config::Config;
 use keygate_core::plugin_host::PluginHost;
-use keygate_sdk::{BatchOp, BatchStore, ErrorKind, PluginError, SecretStore, StorePlugin};
+use keygate_sdk::{
+    BatchOp, BatchStore, ErrorKind, PluginError, SecretStore, StorePlugin, WatchStore,
+};
 use keygate_sdk_testing::{WithGuard, test_context};
 use keygate_store_postgres::{PgStore, SCHEMA_VERSION};
 use keygate_tests::postgres::{self, PgCluster, free_port};
@@ -83,6 +86,116 @@ mod conformance {
 
 mod batch_conformance {
     keygate_sdk_testing::batch_store_conformance!(super::make_store);
+}
+
+mod watch_conformance {
+    keygate_sdk_testing::watch_store_conformance!(super::make_store);
+}
+
+/// The sessions listening for writes on database `name`.
+fn listeners(cluster: &PgCluster, name: &str) -> i64 {
+    cluster
+        .client("postgres")
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'keygate watch'",
+            &[&name],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_write_through_another_store_object_wakes_a_watcher_and_it_then_reads_the_write() {
+    let db = Db::new("watch2");
+    let (writer, watcher) = (db.open(), db.open());
+    let seen = watcher.wait_for_writes(0, Duration::ZERO).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            writer.put("revocations/d1", b"x", None).unwrap();
+        });
+        let moved = watcher
+            .wait_for_writes(seen, Duration::from_secs(30))
+            .unwrap();
+        assert_ne!(moved, seen, "a write on another connection woke no one");
+        // Notified at commit: a read after the wake sees the write.
+        assert!(watcher.get("revocations/d1").unwrap().is_some());
+    });
+    // A conflict writes nothing and commits nothing: no wake.
+    let seen = watcher.wait_for_writes(0, Duration::ZERO).unwrap();
+    let err = writer.put("revocations/d1", b"y", None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(
+        watcher
+            .wait_for_writes(seen, Duration::from_millis(300))
+            .unwrap(),
+        seen,
+        "a write that failed woke the watcher"
+    );
+}
+
+#[test]
+fn a_store_listens_only_once_asked_and_stops_when_dropped() {
+    let db = Db::new("listen");
+    let store = db.open();
+    store.put("k", b"v", None).unwrap();
+    assert_eq!(listeners(&db.cluster, &db.name), 0, "a CLI never listens");
+    store.wait_for_writes(0, Duration::ZERO).unwrap();
+    assert_eq!(listeners(&db.cluster, &db.name), 1);
+    drop(store);
+    let gone = Instant::now();
+    while listeners(&db.cluster, &db.name) != 0 {
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "the listening connection outlived its store"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_watcher_is_unavailable_while_the_database_is_down_and_listens_again_by_itself() {
+    // A cluster of its own: this test stops the server.
+    let cluster = PgCluster::start();
+    let name = cluster.fresh_database("watchdown");
+    let dir = tempfile::tempdir().unwrap();
+    let url = cluster.url_for(&name);
+    let watcher = open_in(dir.path(), &url, "connect_timeout_ms = 500").unwrap();
+    let writer = open_in(dir.path(), &url, "connect_timeout_ms = 500").unwrap();
+    let before = watcher.wait_for_writes(0, Duration::ZERO).unwrap();
+    cluster.stop_server();
+    let started = Instant::now();
+    let err = loop {
+        match watcher.wait_for_writes(before, Duration::from_millis(300)) {
+            Err(e) => break e,
+            Ok(p) => assert_eq!(p, before, "moved with the server down"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never noticed");
+    };
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.message()
+            .contains(&format!("127.0.0.1:{}/{name}", cluster.port()))
+            && err.message().contains("not listening for writes"),
+        "{err}"
+    );
+    cluster.start_server();
+    // Back by itself; the position moved, as writes may have been missed.
+    let back = watcher
+        .wait_for_writes(before, Duration::from_secs(30))
+        .expect("listening again after the restart");
+    assert_ne!(back, before);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            writer.put("after", b"v", None).unwrap();
+        });
+        let moved = watcher
+            .wait_for_writes(back, Duration::from_secs(30))
+            .unwrap();
+        assert_ne!(moved, back, "a write after the restart woke no one");
+    });
 }
 
 fn assert_tampered(err: PluginError, key: &str) {
@@ -438,7 +551,7 @@ fn two_store_objects_racing_cas_increments_lose_no_update() {
 }
 
 #[test]
-fn the_gateway_loads_the_store_by_name_with_its_batch_capability() {
+fn the_gateway_loads_the_store_by_name_with_its_batch_and_watch_capabilities() {
     let db = Db::new("host");
     let config = keygate_tests::write_config(
         db.dir.path(),
@@ -471,6 +584,7 @@ fn the_gateway_loads_the_store_by_name_with_its_batch_capability() {
         .unwrap();
     assert_eq!(versions.len(), 2);
     assert_eq!(store.list("devices/").unwrap(), ["devices/a", "devices/b"]);
+    assert!(host.watch.is_some(), "the postgres store reports writes");
     let err = batch
         .apply_batch(&[
             BatchOp::Put {

@@ -9,6 +9,7 @@
 //! # url_env = "KEYGATE_DATABASE_URL"
 //! pool_size = 4                 # connections, 1..=64
 //! connect_timeout_ms = 5000     # also how long a call waits for a connection
+//! statement_timeout_ms = 10000  # the server cancels a statement after this
 //! # ca_file = "/etc/keygate/db-ca.pem"   # trust this CA for TLS
 //! key_file = "store.key"        # default <state_dir>/store.key
 //! # passphrase_env = "KEYGATE_STORE_PASSPHRASE"   # instead of key_file
@@ -23,6 +24,11 @@
 //!   with TLS and verify the server's certificate chain and name (against
 //!   `ca_file` when set, else the Mozilla roots); `disable`, `allow`,
 //!   `prefer` or no `sslmode` connect over plain TCP. See the `tls` module.
+//! - `statement_timeout_ms`: set as the session's `statement_timeout` on
+//!   every connection, so a statement stuck behind a lock (a transaction
+//!   left open by another client, say) fails as `Unavailable` after this
+//!   long instead of holding a mutation forever. 0 is refused: PostgreSQL
+//!   reads it as "no limit".
 //! - `key_file` / `passphrase_env`: as for the filesystem store (the same
 //!   defaults, relative to the same folders; see `keygate_seal::source`),
 //!   so every gateway names the same key.
@@ -45,6 +51,8 @@ pub const DEFAULT_POOL_SIZE: u32 = 4;
 pub const MAX_POOL_SIZE: u32 = 64;
 /// The default connect timeout, in milliseconds.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5000;
+/// The default statement timeout, in milliseconds.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 10_000;
 
 /// The config table as written.
 #[derive(Default, Deserialize)]
@@ -54,6 +62,7 @@ struct RawConfig {
     url_env: Option<String>,
     pool_size: Option<u32>,
     connect_timeout_ms: Option<u64>,
+    statement_timeout_ms: Option<u64>,
     ca_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
     passphrase_env: Option<String>,
@@ -135,13 +144,24 @@ pub(crate) fn parse(text: &str, ctx: &PluginContext) -> Result<Settings, PluginE
         return Err(invalid("connect_timeout_ms", "must be more than 0"));
     }
     let connect_timeout = Duration::from_millis(timeout_ms);
+    let statement_ms = raw
+        .statement_timeout_ms
+        .unwrap_or(DEFAULT_STATEMENT_TIMEOUT_MS);
+    if statement_ms == 0 {
+        return Err(invalid(
+            "statement_timeout_ms",
+            "must be more than 0 (PostgreSQL reads 0 as no limit)",
+        ));
+    }
     let ca_file = match raw.ca_file {
         Some(p) if p.as_os_str().is_empty() => {
             return Err(invalid("ca_file", "must not be empty"));
         }
         other => other.map(|p| ctx.resolve_path(p)),
     };
-    let target = Target::parse(&url, ca_file, connect_timeout).map_err(|e| invalid(field, e))?;
+    let mut target =
+        Target::parse(&url, ca_file, connect_timeout).map_err(|e| invalid(field, e))?;
+    target.set_statement_timeout(Duration::from_millis(statement_ms));
     let key = KeySource::from_fields(raw.key_file, raw.passphrase_env, ctx)?;
     Ok(Settings {
         target,
@@ -184,6 +204,10 @@ mod tests {
         let s = parse("url = \"postgres://k@db:6000/kg\"", &ctx()).unwrap();
         assert_eq!(s.pool_size, DEFAULT_POOL_SIZE);
         assert_eq!(s.connect_timeout, Duration::from_millis(5000));
+        assert_eq!(
+            s.target.config().get_options(),
+            Some("-c statement_timeout=10000")
+        );
         assert_eq!(s.target.to_string(), "db:6000/kg");
         assert!(
             matches!(&s.key, KeySource::File(p) if p == Path::new("/var/lib/keygate/store.key"))
@@ -207,6 +231,10 @@ mod tests {
         assert!(
             error_of("url = \"postgres://a@b/c\"\nconnect_timeout_ms = 0")
                 .starts_with("field \"connect_timeout_ms\"")
+        );
+        assert!(
+            error_of("url = \"postgres://a@b/c\"\nstatement_timeout_ms = 0")
+                .starts_with("field \"statement_timeout_ms\"")
         );
         assert!(error_of("url = \"mysql://a@b/c\"").starts_with("field \"url\""));
     }

@@ -117,6 +117,17 @@ impl Target {
         })
     }
 
+    /// Adds `statement_timeout` to the session options every connection
+    /// starts with (after any `options` the URL gives).
+    pub(crate) fn set_statement_timeout(&mut self, timeout: Duration) {
+        let setting = format!("-c statement_timeout={}", timeout.as_millis());
+        let options = match self.config.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {setting}"),
+            _ => setting,
+        };
+        self.config.options(&options);
+    }
+
     /// The client config (it holds the password: never print it).
     pub(crate) fn config(&self) -> &postgres::Config {
         &self.config
@@ -150,6 +161,16 @@ mod tests {
         assert_eq!(
             parse("postgresql://kg@db").unwrap().to_string(),
             "db:5432/kg"
+        );
+    }
+
+    #[test]
+    fn the_statement_timeout_follows_the_urls_own_options() {
+        let mut t = parse("postgres://kg@db/x?options=-c%20search_path%3Dkg").unwrap();
+        t.set_statement_timeout(Duration::from_millis(2500));
+        assert_eq!(
+            t.config().get_options(),
+            Some("-c search_path=kg -c statement_timeout=2500")
         );
     }
 

@@ -46,6 +46,13 @@
 //! failure; it commits as one transaction, so no reader on any host sees
 //! part of it.
 //!
+//! # Watching
+//! Every write transaction notifies the channel `keygate_writes` as it
+//! commits, and the store implements [`WatchStore`](keygate_sdk::WatchStore)
+//! with `LISTEN` on a connection of its own, opened on the first wait: so
+//! every gateway on the database hears of a write (a revocation made
+//! anywhere) within milliseconds. See the `watch` module.
+//!
 //! # Errors
 //! The database unreachable or down, a lost connection, a timeout, or any
 //! database error not about one record's contents is `Unavailable`: the
@@ -77,6 +84,7 @@ mod pool;
 mod records;
 mod schema;
 mod tls;
+mod watch;
 
 use keygate_sdk::{
     PluginContext, PluginError, SecretStore, StorePlugin, Version, Versioned, validate_key,
@@ -88,6 +96,7 @@ pub use crate::schema::SCHEMA_VERSION;
 
 use crate::pool::Pool;
 use crate::records::Write;
+use crate::watch::Listener;
 
 /// The `postgres` [`SecretStore`]: sealed records in a PostgreSQL database.
 ///
@@ -97,6 +106,7 @@ use crate::records::Write;
 pub struct PgStore {
     pool: Pool,
     sealer: Sealer,
+    listener: Listener,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -119,9 +129,20 @@ impl PgStore {
             .map_err(|e| pool::db_error(&place, "connect", &e))?;
         let sealer = schema::open(&mut client, &place, &settings.key, ctx)?;
         drop(client);
+        let listener = Listener::new(
+            target.config().clone(),
+            tls.clone(),
+            place.clone(),
+            settings.connect_timeout,
+            ctx.clone(),
+        );
         let pool = Pool::new(target, tls, settings.pool_size, settings.connect_timeout);
         ctx.info(&format!("opened database {place}"));
-        Ok(Self { pool, sealer })
+        Ok(Self {
+            pool,
+            sealer,
+            listener,
+        })
     }
 
     /// The database, as `host:port/database`.
@@ -188,5 +209,5 @@ impl StorePlugin for PgStore {
 }
 
 keygate_sdk::register_builtin_plugins! {
-    stores: [PgStore: batch],
+    stores: [PgStore: batch + watch],
 }

@@ -16,7 +16,8 @@
 //!    the values are sealed with them, and the rows are inserted, updated
 //!    or deleted; a concurrent insert of the same key makes the insert fail
 //!    on the primary key, which is answered as `Conflict`;
-//! 5. commit.
+//! 5. `NOTIFY keygate_writes` (delivered to listeners at commit: see the
+//!    `watch` module), and commit.
 //!
 //! Versions come from one sequence for the whole database, so a key
 //! deleted and created again never gets a version of its earlier life.
@@ -36,6 +37,7 @@ use postgres::types::Type;
 use zeroize::Zeroize;
 
 use crate::pool::{Pool, is_unique_violation};
+use crate::watch::NOTIFY;
 
 /// One write of `put`, `delete` or `apply_batch`.
 #[derive(Clone, Copy)]
@@ -159,10 +161,13 @@ pub(crate) fn list(pool: &Pool, prefix: &str) -> Result<Vec<String>, PluginError
 }
 
 /// Moves `key`'s row (whatever it holds) into `keygate_quarantine`, in one
-/// statement; returns where it went.
+/// statement and a notification; returns where it went.
 pub(crate) fn quarantine(pool: &Pool, key: &str) -> Result<String, PluginError> {
     let mut conn = pool.get()?;
-    let rows = conn
+    let mut tx = conn
+        .transaction()
+        .map_err(|e| pool.error("begin a transaction", &e))?;
+    let rows = tx
         .query_typed(
             "WITH moved AS (DELETE FROM keygate_records WHERE key = $1 \
                             RETURNING key, version, value) \
@@ -175,6 +180,10 @@ pub(crate) fn quarantine(pool: &Pool, key: &str) -> Result<String, PluginError> 
         None => Err(PluginError::not_found(format!("key {key:?}"))),
         Some(row) => {
             let id: i64 = row.get(0);
+            tx.batch_execute(NOTIFY)
+                .map_err(|e| pool.error("notify the write", &e))?;
+            tx.commit()
+                .map_err(|e| pool.error("commit the quarantine", &e))?;
             Ok(format!(
                 "table keygate_quarantine, id {id}, in database {}",
                 pool.place()
@@ -297,6 +306,8 @@ pub(crate) fn commit(
             }
         }
     }
+    tx.batch_execute(NOTIFY)
+        .map_err(|e| pool.error("notify the write", &e))?;
     tx.commit()
         .map_err(|e| pool.error("commit the write", &e))?;
     Ok(out)
